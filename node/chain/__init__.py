@@ -1,0 +1,1 @@
+"""Chain layer: contract clients, transaction sending, event watching, keys."""

@@ -1,0 +1,1 @@
+"""PEFT methods, one sub-package each with the same shape (config, layer, injection)."""

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine: a virtual environment with torch (CPU build unless a GPU is present),
+# the bsns package and its dependencies, and the npm packages (compiler, OpenZeppelin, anvil).
+# Idempotent: a second run only checks what is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    .venv/bin/pip install -q torch
+  else
+    # The CPU build: an unpinned torch would pull a multi-GB CUDA build (see docs/architecture.md).
+    .venv/bin/pip install -q "torch==2.13.0" || .venv/bin/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+.venv/bin/pip install -q -e ".[dev]"
+if [ ! -x node_modules/.bin/anvil ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
