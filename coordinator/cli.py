@@ -13,7 +13,9 @@ import typer
 
 from node.errors import BsnsError
 
-COMMAND_MODULES = ("chain", "governance", "node", "train", "bench", "adapter", "status", "demo")
+COMMAND_MODULES = (
+    "chain", "governance", "node", "daemon", "train", "bench", "adapter", "status", "demo", "fedpeat",
+)
 
 app = typer.Typer(
     name="bsns",
