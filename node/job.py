@@ -1,0 +1,234 @@
+"""The job spec: what a fine-tuning proposal asks the network to do.
+
+A spec is a TOML file (see ``specs/``). ``JobSpec.from_toml`` validates it with pydantic and raises
+``SpecError`` naming the field at fault. The spec's hash is the keccak-256 of its exact TOML bytes; the
+agreed fields go on chain as ``FineTuneGovernance.JobParams`` (``to_chain_params``) and the full text
+travels with the proposal, so any node can check the text against the hash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from node.errors import BsnsError
+
+HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+DISTRIBUTIONS = ("iid", "dirichlet", "contiguous")
+AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
+METHODS = ("houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt", "qlora", "full")
+TASKS = ("sequence-classification", "causal-lm")
+
+
+class SpecError(BsnsError):
+    """The job spec is malformed; the message names the field."""
+
+
+def keccak_hex(data: bytes) -> str:
+    from eth_utils import keccak
+
+    return "0x" + keccak(data).hex()
+
+
+def file_keccak(path: str | Path) -> str:
+    """keccak-256 of a file's bytes, as 0x-hex (the hash of a data set or weights file)."""
+    return keccak_hex(Path(path).read_bytes())
+
+
+def _check_hex32(value: str | None) -> str | None:
+    if value is not None and not HEX32.match(value):
+        raise ValueError("must be a 0x-prefixed 32-byte hex string")
+    return value.lower() if value else value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    id: str = Field(min_length=1, description="Hugging Face hub id, local path, or the alias 'minilm'")
+    weights_hash: str | None = Field(default=None, description="keccak-256 of the weights (filled by propose)")
+
+    _hex = field_validator("weights_hash")(classmethod(lambda cls, v: _check_hex32(v)))
+
+
+class DataSection(_Section):
+    dataset: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="path of the data file, relative to the repository or absolute")
+    hash: str | None = None
+    distribution: Literal["iid", "dirichlet", "contiguous"] = "iid"
+    alpha: float = Field(default=0.5, gt=0, description="Dirichlet concentration (used when distribution='dirichlet')")
+    max_seq_len: int = Field(default=64, ge=4, le=8192)
+    validation_size: int = Field(default=872, ge=0)
+
+    _hex = field_validator("hash")(classmethod(lambda cls, v: _check_hex32(v)))
+
+
+class TaskSection(_Section):
+    kind: Literal["sequence-classification", "causal-lm"]
+    num_labels: int = Field(default=2, ge=1)
+    loss: Literal["cross-entropy"] = "cross-entropy"
+
+
+class MethodSection(_Section):
+    name: Literal["houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt", "qlora", "full"]
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    def config_hash(self) -> str:
+        """keccak-256 of the method's config as canonical JSON (sorted keys, compact)."""
+        text = json.dumps({"name": self.name, "config": self.config}, sort_keys=True, separators=(",", ":"))
+        return keccak_hex(text.encode())
+
+
+class ShardsSection(_Section):
+    layers: list[tuple[int, int]] = Field(min_length=1, max_length=64)
+    memory_mb: list[int] = Field(min_length=1, max_length=64)
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+
+    @field_validator("layers")
+    @classmethod
+    def _contiguous(cls, layers: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if layers[0][0] != 0:
+            raise ValueError("the first shard must start at layer 0")
+        for i, (start, end) in enumerate(layers):
+            if end <= start:
+                raise ValueError(f"shard {i} is empty or reversed: [{start}, {end})")
+            if i and start != layers[i - 1][1]:
+                raise ValueError(f"shard {i} starts at {start}, not where shard {i - 1} ends ({layers[i - 1][1]})")
+        return layers
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "ShardsSection":
+        if len(self.memory_mb) != len(self.layers):
+            raise ValueError(f"memory_mb has {len(self.memory_mb)} entries for {len(self.layers)} shards")
+        if any(m <= 0 for m in self.memory_mb):
+            raise ValueError("memory_mb entries must be positive")
+        return self
+
+    @property
+    def bounds(self) -> list[int]:
+        return [self.layers[0][0]] + [end for _, end in self.layers]
+
+
+class TrainingSection(_Section):
+    rounds: int = Field(ge=1, le=100_000)
+    sync_interval: int = Field(ge=1, description="optimizer steps between replica syncs")
+    batch_size: int = Field(default=16, ge=1)
+    micro_batches: int = Field(default=1, ge=1)
+    learning_rate: float = Field(gt=0, lt=1)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    aggregation: Literal["fedavg", "median", "trimmed-mean"] = "fedavg"
+    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _micro_batches_divide(self) -> "TrainingSection":
+        if self.batch_size % self.micro_batches:
+            raise ValueError(f"micro_batches ({self.micro_batches}) must divide batch_size ({self.batch_size})")
+        return self
+
+
+class JobSpec(_Section):
+    """A validated fine-tuning job; build it with ``from_toml``/``from_text`` or from keyword sections."""
+
+    name: str = Field(default="job", min_length=1, max_length=200)
+    model: ModelSection
+    data: DataSection
+    task: TaskSection
+    method: MethodSection
+    shards: ShardsSection
+    training: TrainingSection
+
+    _text: str | None = PrivateAttr(default=None)
+
+    # -- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def from_text(cls, text: str, source: str = "spec") -> "JobSpec":
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{source}: not valid TOML: {exc}") from None
+        try:
+            spec = cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise SpecError(f"{source}: {field}: {first['msg']}{more}") from None
+        spec._text = text
+        return spec
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "JobSpec":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+        return cls.from_text(text, source=str(path))
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def toml_text(self) -> str:
+        """The exact TOML this spec was read from, or a canonical rendering if it was built in code."""
+        if self._text is None:
+            self._text = tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+        return self._text
+
+    def spec_hash(self) -> str:
+        return keccak_hex(self.toml_text.encode())
+
+    def with_hashes(self, weights_hash: str | None = None, data_hash: str | None = None) -> "JobSpec":
+        """A copy with the weights and data hashes filled in (its TOML, and so its hash, changes)."""
+        raw = self.model_dump(mode="json", exclude_none=True)
+        if weights_hash:
+            raw["model"]["weights_hash"] = weights_hash
+        if data_hash:
+            raw["data"]["hash"] = data_hash
+        return JobSpec.from_text(tomli_w.dumps(raw))
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards.layers)
+
+    # -- chain form ---------------------------------------------------------------------------------
+    def to_chain_params(self) -> dict[str, Any]:
+        """The agreed fields as ``FineTuneGovernance.JobParams`` (a dict keyed by the struct's names)."""
+        missing = [f for f, v in (("model.weights_hash", self.model.weights_hash), ("data.hash", self.data.hash)) if not v]
+        if missing:
+            raise SpecError(f"{missing[0]}: required on chain (bsns propose fills it in from the files)")
+        return {
+            "baseModel": self.model.id,
+            "baseModelHash": bytes.fromhex(self.model.weights_hash[2:]),
+            "dataset": self.data.dataset,
+            "datasetHash": bytes.fromhex(self.data.hash[2:]),
+            "task": self.task.kind,
+            "method": self.method.name,
+            "methodConfigHash": bytes.fromhex(self.method.config_hash()[2:]),
+            "layerBounds": self.shards.bounds,
+            "shardMemoryMB": list(self.shards.memory_mb),
+            "distribution": DISTRIBUTIONS.index(self.data.distribution),
+            "distributionParam": round(self.data.alpha * 1000),
+            "syncInterval": self.training.sync_interval,
+            "rounds": self.training.rounds,
+            "aggregation": AGGREGATIONS.index(self.training.aggregation),
+            "minReplicas": self.shards.min_replicas,
+            "learningRateE9": round(self.training.learning_rate * 1e9),
+            "seed": self.training.seed,
+            "specHash": bytes.fromhex(self.spec_hash()[2:]),
+        }
+
+    def check_against_chain(self, params: dict[str, Any]) -> None:
+        """Raise SpecError unless ``params`` (as read back from chain) are exactly this spec's."""
+        ours = self.to_chain_params()
+        for key, value in ours.items():
+            theirs = params.get(key)
+            if isinstance(theirs, (tuple, list)):
+                theirs = list(theirs)
+            if theirs != value:
+                raise SpecError(f"on-chain {key} differs from the spec text: {theirs!r} != {value!r}")
