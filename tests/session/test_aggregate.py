@@ -1,0 +1,72 @@
+"""Aggregators: correct values, bit-identical across processes and thread counts, clear errors."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from node.train.aggregate import AggregationError, aggregate, fedavg, median, trimmed_mean
+
+
+def _states(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"a.w": torch.randn(33, 17, generator=g), "b.bias": torch.randn(5, generator=g)} for _ in range(n)]
+
+
+def test_fedavg_weights_by_samples():
+    s = [{"x": torch.tensor([0.0, 2.0])}, {"x": torch.tensor([4.0, 6.0])}]
+    out = fedavg(s, [3, 1])
+    assert torch.equal(out["x"], torch.tensor([1.0, 3.0]))
+    assert out["x"].dtype == torch.float32
+
+
+def test_median_and_trimmed_mean_resist_an_outlier():
+    s = [{"x": torch.tensor([1.0])}, {"x": torch.tensor([2.0])}, {"x": torch.tensor([3.0])},
+         {"x": torch.tensor([1000.0])}]
+    assert median(s)["x"].item() == 2.5
+    assert trimmed_mean(s, 0.25)["x"].item() == 2.5
+    assert fedavg(s)["x"].item() == pytest.approx(251.5)
+    assert median(s[:3])["x"].item() == 2.0
+
+
+def test_single_state_is_returned_unchanged():
+    s = _states(1)
+    for rule in ("fedavg", "median", "trimmed_mean"):
+        out = aggregate(rule, s, [10])
+        assert all(torch.equal(out[k], s[0][k]) for k in s[0])
+
+
+def _digest(state):
+    import hashlib
+
+    return hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
+
+
+@pytest.mark.parametrize("rule", [0, 1, 2])
+def test_bit_identical_across_processes_and_threads(rule):
+    here = _digest(aggregate(rule, _states(5, seed=42), [1, 2, 3, 4, 5], trim=0.2))
+    code = ("import hashlib, torch; torch.set_num_threads(2);"
+            "from node.train.aggregate import aggregate;"
+            "g = torch.Generator().manual_seed(42);"
+            "s = [{'a.w': torch.randn(33, 17, generator=g), 'b.bias': torch.randn(5, generator=g)} for _ in range(5)];"
+            f"o = aggregate({rule}, s, [1, 2, 3, 4, 5], trim=0.2);"
+            "print(hashlib.sha256(b''.join(o[k].numpy().tobytes() for k in sorted(o))).hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == here
+
+
+def test_mismatched_inputs_are_clear_errors():
+    a, b = _states(2)
+    b = dict(b)
+    b.pop("b.bias")
+    with pytest.raises(AggregationError, match="different tensor names"):
+        fedavg([a, b])
+    with pytest.raises(AggregationError, match="shape"):
+        median([a, {"a.w": torch.zeros(2), "b.bias": torch.zeros(5)}])
+    with pytest.raises(AggregationError, match="no adapter states"):
+        fedavg([])
+    with pytest.raises(AggregationError, match="unknown aggregation"):
+        aggregate("mode", [a])
+    with pytest.raises(AggregationError, match="weights"):
+        fedavg([a, a], [0, 0])
