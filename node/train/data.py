@@ -1,0 +1,228 @@
+"""Data sets for training: SST-2 classification and causal language modelling on plain text.
+
+Owns: reading the repository's data files, the deterministic validation split, tokenisation with the
+model's tokenizer, the deterministic batch order (a function of the seed only), and the content hash
+of a data file (keccak-256 of its bytes, the value a job spec carries).
+
+The batch order and the validation split are written by hand (a Fisher-Yates shuffle on
+``random.Random(int).random()``, the one stream Python promises to keep across versions, seeded from
+keccak-256 of a label, the seed and the epoch) rather than taken from a ``DataLoader`` or
+``torch.randperm``, because the distributed session must reproduce them exactly from the seed alone,
+on any machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from node.errors import BsnsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SST2_PATH = REPO_ROOT / "data" / "sst2" / "train.tsv"
+SHAKESPEARE_PATH = REPO_ROOT / "data" / "tinyshakespeare" / "input.txt"
+
+# The validation split is fixed independently of the training seed, so every run (and every method in
+# docs/results.md) is scored on the same held-out sentences. 872 is the size of GLUE's SST-2 dev set.
+DEFAULT_VAL_SIZE = 872
+SPLIT_SEED = 872
+
+
+class DataError(BsnsError):
+    """A data file is missing, unreadable or malformed."""
+
+
+def file_hash(path: str | Path) -> str:
+    """keccak-256 of the file's bytes as 0x-hex (the ``dataset.hash`` of a job spec)."""
+    from eth_utils import keccak
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read data file {p}: {exc.strerror}") from None
+    return "0x" + keccak(data).hex()
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """A data path as given in a spec: absolute, or relative to the working directory or the repo."""
+    p = Path(path)
+    if p.exists():
+        return p
+    if not p.is_absolute() and (REPO_ROOT / p).exists():
+        return REPO_ROOT / p
+    raise DataError(f"data file not found: {path}")
+
+
+def read_sst2(path: str | Path = SST2_PATH) -> tuple[list[str], list[int]]:
+    """Sentences and labels of an SST-2 ``label<TAB>sentence`` file with a header line."""
+    p = resolve_data_path(path)
+    sentences: list[str] = []
+    labels: list[int] = []
+    with open(p, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        if header[:2] != ["label", "sentence"]:
+            raise DataError(f"{p}: expected a 'label<TAB>sentence' header, got {header[:2]}")
+        for lineno, line in enumerate(fh, start=2):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            label, sep, sentence = line.partition("\t")
+            if not sep or label not in ("0", "1"):
+                raise DataError(f"{p}:{lineno}: expected '0|1<TAB>sentence'")
+            sentences.append(sentence)
+            labels.append(int(label))
+    if not sentences:
+        raise DataError(f"{p}: no examples")
+    return sentences, labels
+
+
+def seeded_permutation(n: int, label: str, *numbers: int) -> list[int]:
+    """A permutation of ``range(n)`` that depends only on (n, label, numbers): same in any process."""
+    import random
+
+    from eth_utils import keccak
+
+    material = ("bsns-data-v1|" + label + "|" + "|".join(str(int(x)) for x in numbers)).encode()
+    rng = random.Random(int.from_bytes(keccak(material), "big"))
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = int(rng.random() * (i + 1))
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def split_indices(n: int, val_size: int, seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
+    """Deterministic (train, validation) index lists, each ascending: a seeded permutation's first
+    ``val_size`` entries are held out."""
+    if not 0 < val_size < n:
+        raise DataError(f"validation size {val_size} must be between 1 and {n - 1}")
+    perm = seeded_permutation(n, "split", seed, n)
+    return sorted(perm[val_size:]), sorted(perm[:val_size])
+
+
+@dataclass
+class TokenizedSet:
+    """A tokenised data set: per-example token id lists (unpadded) and integer targets.
+
+    For classification ``targets[i]`` is the label; for causal LM it is unused (the labels are the
+    inputs shifted), and every example has the same length (one block).
+    """
+
+    input_ids: list[list[int]]
+    targets: list[int]
+    pad_token_id: int
+    task: str  # "sequence-classification" | "causal-lm"
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def collate(self, indices: list[int]) -> dict:
+        """A padded batch (right padding to the longest example in the batch) as torch tensors."""
+        import torch
+
+        rows = [self.input_ids[i] for i in indices]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[j, : len(r)] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if self.task == "sequence-classification":
+            batch["labels"] = torch.tensor([self.targets[i] for i in indices], dtype=torch.long)
+        else:
+            # causal LM: predict token t+1 from tokens <= t; padding never counts
+            labels = ids.clone()
+            labels[mask == 0] = -100
+            batch["labels"] = labels
+        return batch
+
+    def subset(self, indices: list[int]) -> "TokenizedSet":
+        return TokenizedSet([self.input_ids[i] for i in indices], [self.targets[i] for i in indices],
+                            self.pad_token_id, self.task)
+
+
+def load_tokenizer(model_id_or_path: str):
+    """The model's tokenizer (local path or hub id), with a pad token guaranteed."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_id_or_path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot load a tokenizer for model {model_id_or_path!r}: "
+                        f"{str(exc).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        # GPT-2 / Llama tokenizers ship without a pad token; padding is masked out anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def sst2_sets(tokenizer, max_length: int, path: str | Path = SST2_PATH, val_size: int = DEFAULT_VAL_SIZE,
+              split_seed: int = SPLIT_SEED, train_limit: int | None = None) -> tuple[TokenizedSet, TokenizedSet]:
+    """(train, validation) tokenised SST-2 sets; ``train_limit`` keeps the first N training examples."""
+    sentences, labels = read_sst2(path)
+    train_idx, val_idx = split_indices(len(sentences), val_size, split_seed)
+    if train_limit is not None:
+        train_idx = train_idx[:train_limit]
+
+    def encode(idx: list[int]) -> TokenizedSet:
+        enc = tokenizer([sentences[i] for i in idx], truncation=True, max_length=max_length)
+        return TokenizedSet(enc["input_ids"], [labels[i] for i in idx], tokenizer.pad_token_id,
+                            "sequence-classification")
+
+    return encode(train_idx), encode(val_idx)
+
+
+def text_blocks(tokenizer, block_size: int, path: str | Path = SHAKESPEARE_PATH, val_fraction: float = 0.1,
+                split_seed: int = SPLIT_SEED) -> tuple[TokenizedSet, TokenizedSet]:
+    """(train, validation) sets of ``block_size``-token blocks cut from a text file.
+
+    The text is tokenised whole (no special tokens) and cut into consecutive blocks; a seeded
+    ``val_fraction`` of the blocks is held out.
+    """
+    p = resolve_data_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read text file {p}: {exc}") from None
+    if block_size < 2:
+        raise DataError(f"block size must be at least 2, got {block_size}")
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    n_blocks = len(ids) // block_size
+    if n_blocks < 2:
+        raise DataError(f"{p}: too short for two blocks of {block_size} tokens")
+    blocks = [ids[i * block_size:(i + 1) * block_size] for i in range(n_blocks)]
+    val_size = max(1, int(round(n_blocks * val_fraction)))
+    train_idx, val_idx = split_indices(n_blocks, val_size, split_seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mk = lambda idx: TokenizedSet([blocks[i] for i in idx], [0] * len(idx), pad, "causal-lm")  # noqa: E731
+    return mk(train_idx), mk(val_idx)
+
+
+def batch_indices(num_examples: int, batch_size: int, seed: int, steps: int,
+                  start_step: int = 0) -> Iterator[list[int]]:
+    """Example indices of each training step: epoch e is ``seeded_permutation(n, "batches", seed, e)``
+    cut into batches.
+
+    A trailing partial batch of each epoch is dropped, so every step has exactly ``batch_size``
+    examples and step s's batch depends only on (n, batch_size, seed, s). ``start_step`` resumes.
+    """
+    if batch_size < 1 or batch_size > num_examples:
+        raise DataError(f"batch size {batch_size} must be between 1 and the {num_examples} training examples")
+    per_epoch = num_examples // batch_size
+    epoch = -1
+    perm: list[int] = []
+    for step in range(start_step, start_step + steps):
+        e, k = divmod(step, per_epoch)
+        if e != epoch:
+            epoch = e
+            perm = seeded_permutation(num_examples, "batches", seed, e)
+        yield perm[k * batch_size:(k + 1) * batch_size]
+
+
+def eval_batches(num_examples: int, batch_size: int) -> Iterator[list[int]]:
+    """Validation indices in order, in batches (the last one may be short)."""
+    for i in range(0, num_examples, batch_size):
+        yield list(range(i, min(i + batch_size, num_examples)))
