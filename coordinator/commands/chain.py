@@ -1,0 +1,84 @@
+"""`bsns chain up|down|status` (the local anvil chain) and `bsns deploy` (the four contracts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from coordinator.commands._chainopts import DeploymentOpt, DevAccountOpt, KeystoreOpt, RpcOpt
+
+chain_app = typer.Typer(help="The local development chain (anvil from node_modules).", no_args_is_help=True)
+
+
+@chain_app.command("up")
+def up(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8545,
+       block_time: Annotated[Optional[float], typer.Option(help="seconds per block (default: mine on demand)")] = None
+       ) -> None:
+    """Start anvil detached with persisted state under .bsns/, or report the running one."""
+    from coordinator import localchain
+
+    info, started = localchain.up(port=port, block_time=block_time)
+    verb = "started" if started else "already running:"
+    typer.echo(f"chain {verb} {info.url} (pid {info.pid}, chain id {localchain.CHAIN_ID}, state {info.state_file})")
+
+
+@chain_app.command("down")
+def down() -> None:
+    """Stop the chain started by `bsns chain up` (its state is saved for the next `up`)."""
+    from coordinator import localchain
+
+    info = localchain.down()
+    typer.echo("no chain running" if info is None else f"stopped chain at {info.url} (pid {info.pid})")
+
+
+@chain_app.command("status")
+def status(rpc: RpcOpt = None) -> None:
+    """Show the local chain process and what the RPC endpoint reports."""
+    from coordinator import localchain
+    from node.chain.rpc import connect, rpc_url
+
+    info = localchain.status()
+    typer.echo("local chain: " + ("not running" if info is None else f"{info.url} (pid {info.pid})"))
+    w3 = connect(rpc)
+    typer.echo(f"rpc {rpc_url(rpc)}: chain id {w3.eth.chain_id}, block {w3.eth.block_number}")
+
+
+def deploy_cmd(
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    out: DeploymentOpt = None,
+    min_stake: Annotated[str, typer.Option(help="minimum node stake, in wei or with a unit (e.g. '1 ether')")] = "1 ether",
+    exit_delay: Annotated[int, typer.Option(help="seconds between requestExit and withdraw")] = 3600,
+    voting_delay: Annotated[int, typer.Option(help="blocks from propose to the start of voting")] = 1,
+    voting_period: Annotated[int, typer.Option(help="blocks the vote stays open")] = 20,
+    quorum_bps: Annotated[int, typer.Option(help="quorum, basis points of the eligible weight")] = 5000,
+    threshold_bps: Annotated[int, typer.Option(help="share of 'for' among cast votes to pass, basis points")] = 5000,
+    weight_by_stake: Annotated[bool, typer.Option(help="weigh votes by stake instead of one node one vote")] = False,
+    join_window: Annotated[int, typer.Option(help="blocks a session stays open for joining")] = 20,
+    commit_timeout: Annotated[int, typer.Option(help="blocks after which a round can be finalized without everyone")] = 50,
+    slash_amount: Annotated[Optional[str], typer.Option(help="stake slashed per faulty commit (default: contract's)")] = None,
+) -> None:
+    """Deploy NodeRegistry, TrainingSessions, FineTuneGovernance and AdapterRegistry, wired together."""
+    from coordinator.commands._chainopts import connect, load_key, make_sender
+    from coordinator.deploy import DeployParams, deploy, parse_amount
+
+    w3 = connect(rpc)
+    params = DeployParams(min_stake=parse_amount(min_stake), exit_delay_seconds=exit_delay,
+                          voting_delay_blocks=voting_delay, voting_period_blocks=voting_period,
+                          quorum_bps=quorum_bps, threshold_bps=threshold_bps, weight_by_stake=weight_by_stake,
+                          join_window_blocks=join_window, commit_timeout_blocks=commit_timeout,
+                          slash_amount=parse_amount(slash_amount) if slash_amount else None)
+    key = load_key(w3, keystore, dev_account)
+    dep = deploy(w3, make_sender(w3, key), params)
+    path = dep.save(out)
+    for name, addr in dep.addresses.items():
+        typer.echo(f"{name:20s} {addr}")
+    typer.echo(f"deployed at block {dep.deploy_block} on chain {dep.chain_id}; wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(chain_app, name="chain")
+    app.command("deploy")(deploy_cmd)
