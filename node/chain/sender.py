@@ -111,9 +111,11 @@ class TxSender:
         with self._lock:
             try:
                 latest = self.w3.eth.get_transaction_count(self.address, "latest")
+                # pending ones, and mined ones a reorg may have orphaned (their nonce is not used on chain)
                 pending_rows = self._db.execute(
-                    "SELECT hash, nonce, raw FROM txs WHERE chain_id=? AND sender=? AND status='pending' ORDER BY nonce",
-                    (self.chain_id, self.address)).fetchall()
+                    "SELECT hash, nonce, raw FROM txs WHERE chain_id=? AND sender=? AND (status='pending' OR "
+                    "(status IN ('mined','failed') AND nonce>=?)) ORDER BY nonce",
+                    (self.chain_id, self.address, latest)).fetchall()
                 for tx_hash, nonce, raw in pending_rows:
                     try:
                         rcpt = self.w3.eth.get_transaction_receipt(tx_hash)
@@ -122,6 +124,7 @@ class TxSender:
                     if rcpt is not None:
                         self._set_status(tx_hash, "mined" if rcpt["status"] == 1 else "failed", rcpt["blockNumber"])
                         continue
+                    self._set_status(tx_hash, "pending")
                     if nonce < latest:  # another transaction took this nonce
                         self._set_status(tx_hash, "dropped")
                         continue
@@ -136,11 +139,17 @@ class TxSender:
                         if is_connection_error(exc):
                             raise
                         self._set_status(tx_hash, "dropped")
+                        continue
+                    try:  # an automining chain has already included it
+                        rcpt = self.w3.eth.get_transaction_receipt(tx_hash)
+                        self._set_status(tx_hash, "mined" if rcpt["status"] == 1 else "failed", rcpt["blockNumber"])
+                    except TransactionNotFound:
+                        pass
                 chain_pending = self.w3.eth.get_transaction_count(self.address, "pending")
             except Exception as exc:
                 raise translate(exc, url=self.rpc_url) from None
             row = self._db.execute(
-                "SELECT MAX(nonce) FROM txs WHERE chain_id=? AND sender=? AND status IN ('pending','mined','failed')",
+                "SELECT MAX(nonce) FROM txs WHERE chain_id=? AND sender=? AND status='pending'",
                 (self.chain_id, self.address)).fetchone()
             journal_next = -1 if row[0] is None else row[0] + 1
             self._next_nonce = max(chain_pending, journal_next)
