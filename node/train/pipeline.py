@@ -8,8 +8,9 @@ micro-batch i+1 while stage k+1 works on micro-batch i.
 
 Exactness: the cut between two stages is a detach on the sender and ``requires_grad_`` on the
 receiver, so autograd computes the same gradients as one process holding the whole model. Each
-micro-batch's loss is the *sum* of its examples' losses divided by the whole batch's target count, so
-the accumulated gradient equals that of the batch-mean loss of the local trainer. The micro-batches
+micro-batch's loss is the local trainer's ``loss_fn`` divided by the number of micro-batches, exactly
+as ``node.train.local.train_step`` does, and the learning rate of step i is the caller's
+(``lr_at``), so the accumulated gradient and the AdamW step are the local trainer's. The micro-batches
 are cut from the batch padded once as a whole, so padding is identical too.
 
 It talks to its neighbours only through a ``Transport`` (``send``/``recv`` of dicts of tensors keyed
@@ -85,25 +86,6 @@ class QueueTransport:
                                   f"({key[2]}) within {timeout:g} s") from None
 
 
-def loss_sum_and_count(logits, labels, task: str):
-    """Sum of per-target cross-entropy losses and the number of targets (for exact micro-batching)."""
-    import torch.nn.functional as F
-
-    if task == "causal-lm":
-        shift_logits = logits[:, :-1, :].float()
-        shift_labels = labels[:, 1:]
-        loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                               ignore_index=-100, reduction="sum")
-        return loss, int((shift_labels != -100).sum())
-    return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.shape[0])
-
-
-def target_count(labels, task: str) -> int:
-    if task == "causal-lm":
-        return int((labels[:, 1:] != -100).sum())
-    return int(labels.shape[0])
-
-
 class ShardTrainer:
     """Runs the pipeline step for one stage (this node's shard) of a replica.
 
@@ -155,8 +137,10 @@ class ShardTrainer:
             t = t.float()
         return t
 
-    def step(self, step: int, batch: Mapping[str, Any] | None = None) -> float:
+    def step(self, step: int, batch: Mapping[str, Any] | None = None, lr: float | None = None) -> float:
         import torch
+
+        from node.train.local import loss_fn
 
         mbs: list[dict] = []
         if self.first:
@@ -165,13 +149,14 @@ class ShardTrainer:
             n = batch["input_ids"].shape[0]
             if n % self.micro_batches:
                 raise PipelineError(f"batch of {n} does not split into {self.micro_batches} micro-batches")
-            denom = target_count(batch["labels"], self.task)
             ids = batch["input_ids"].chunk(self.micro_batches)
             masks = batch["attention_mask"].chunk(self.micro_batches)
             labels = batch["labels"].chunk(self.micro_batches)
-            mbs = [{"input_ids": i, "attention_mask": m, "labels": y, "denom": torch.tensor(denom)}
-                   for i, m, y in zip(ids, masks, labels)]
+            mbs = [{"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(ids, masks, labels)]
 
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         saved = []  # per micro-batch: (input activation or None, output) for the backward pass
         total_loss = torch.zeros((), dtype=torch.float64)
@@ -185,6 +170,9 @@ class ShardTrainer:
                     out = self.shard(input_ids=self._dev(msg["input_ids"]),
                                      attention_mask=self._dev(msg["attention_mask"]))
                 h_in = None
+                # a soft prompt (prompt tuning) lengthens the sequence: later stages get the longer mask
+                ext = getattr(self.shard, "extend_attention_mask", None)
+                msg = dict(msg, attention_mask=ext(msg["attention_mask"]) if ext else msg["attention_mask"])
             else:
                 msg = self.transport.recv(self.stage - 1, (step, m, FWD), self.timeout)
                 t0 = time.perf_counter()
@@ -192,8 +180,7 @@ class ShardTrainer:
                 with self._autocast():
                     out = self.shard(hidden_states=h_in, attention_mask=self._dev(msg["attention_mask"]))
             if self.last:
-                loss_sum, _ = loss_sum_and_count(out, self._dev(msg["labels"]), self.task)
-                loss = loss_sum / float(msg["denom"])
+                loss = loss_fn(out, {"labels": self._dev(msg["labels"])}, self.task) / self.micro_batches
                 loss.backward()
                 total_loss += loss.detach().double().cpu()
                 self.compute_seconds += time.perf_counter() - t0
@@ -205,7 +192,7 @@ class ShardTrainer:
                 self.compute_seconds += time.perf_counter() - t0
                 self.transport.send(self.stage + 1, (step, m, FWD),
                                     {"hidden": self._wire(out), "attention_mask": msg["attention_mask"],
-                                     "labels": msg["labels"], "denom": msg["denom"]})
+                                     "labels": msg["labels"]})
                 saved.append((h_in, out))
             if self.on_micro:
                 self.on_micro()
@@ -235,7 +222,7 @@ class ShardTrainer:
 
 
 def run_stages_in_threads(trainers: list[ShardTrainer], batches: list[Mapping[str, Any]],
-                          start_step: int = 0) -> list[float]:
+                          start_step: int = 0, lrs: list[float] | None = None) -> list[float]:
     """Run a replica whose stages all live in this process (tests, benches): one thread per stage.
 
     Returns the loss of each step as seen by the first stage; an exception in any stage is re-raised.
@@ -246,7 +233,7 @@ def run_stages_in_threads(trainers: list[ShardTrainer], batches: list[Mapping[st
     def run(tr: ShardTrainer) -> None:
         try:
             for i, b in enumerate(batches):
-                loss = tr.step(start_step + i, b if tr.first else None)
+                loss = tr.step(start_step + i, b if tr.first else None, None if lrs is None else lrs[i])
                 if tr.first:
                     losses.append(loss)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread

@@ -1,0 +1,83 @@
+"""The two narrow interfaces the session runner needs from the outside world: the chain and the network.
+
+``ChainPort`` is what a node reads and writes on chain during a session (rounds, final hashes, commits,
+the timeout finalization); ``NetPort`` is what it needs from peers (a pipeline transport to its
+replica's other stages, content-addressed blobs, small announcements to the session's topic).
+The daemon implements them over ``node.chain`` and ``node.p2p`` (``node/daemon/adapters.py``); the
+unit tests implement them in memory. Keeping them this small is what lets ``node.daemon.session`` be
+tested without a chain or sockets, and keeps chain, p2p and train from importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+ZERO_HASH = "0x" + "00" * 32
+
+
+@dataclass(frozen=True)
+class Member:
+    """A node taking part in a session, as assigned on chain."""
+
+    address: str
+    shard: int
+    replica: int
+    peer_id: str = ""
+    addr: str = ""
+
+
+@dataclass
+class Announcement:
+    """A replica's local update for one (round, shard), served by ``peer`` under ``hash``."""
+
+    session: int
+    round: int
+    shard: int
+    replica: int
+    hash: str
+    samples: int
+    peer: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ChainPort(Protocol):
+    def current_round(self, session: int, shard: int) -> int: ...
+
+    def final_hash(self, session: int, rnd: int, shard: int) -> str | None:
+        """The round's final aggregate hash, or None while it is not final."""
+
+    def committed(self, session: int, rnd: int, shard: int) -> bool:
+        """Whether this node's commit for the round is on chain (or its transaction is in flight)."""
+
+    def others_committed(self, session: int, rnd: int, shard: int) -> bool:
+        """Whether any other replica of the shard already committed this round."""
+
+    def commit(self, session: int, rnd: int, shard: int, aggregate_hash: str, local_hash: str) -> None: ...
+
+    def try_finalize_after_timeout(self, session: int, rnd: int, shard: int) -> bool:
+        """Finalize a round whose commit deadline has passed; False while it has not (no transaction)."""
+
+    def members(self, session: int) -> list[Member]: ...
+
+
+class NetPort(Protocol):
+    def transport(self, session: int, rnd: int, replica: int, stage_peers: dict[int, Member]):
+        """A ``node.train.pipeline.Transport`` to the other stages of this replica for one round."""
+
+    def serve(self, data: bytes) -> str:
+        """Make bytes fetchable by their keccak-256 hash; returns the hash."""
+
+    def announce(self, ann: Announcement) -> None: ...
+
+    def announcements(self, session: int, rnd: int, shard: int) -> list[Announcement]: ...
+
+    def fetch(self, peer: str, h: str, timeout: float) -> bytes:
+        """Bytes whose keccak-256 is ``h`` from ``peer`` (verified), or raise."""
+
+    def bytes_moved(self) -> tuple[int, int]:
+        """(sent, received) payload bytes so far, for the round records."""
+
+
+Clock = Callable[[], float]
