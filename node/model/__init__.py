@@ -16,6 +16,8 @@ from node.model.loading import (
     resolve_model_path,
 )
 
+resolve_model = resolve_model_path  # short name used by node.train
+
 
 def __getattr__(name):
     if name == "ModelShard":
@@ -27,5 +29,5 @@ def __getattr__(name):
 
 __all__ = [
     "DEFAULT_MODEL", "FAMILIES", "MINILM_ALIASES", "TASKS", "ModelError", "ModelShard", "load_shard",
-    "model_family", "model_layer_count", "resolve_model_path",
+    "model_family", "model_layer_count", "resolve_model", "resolve_model_path",
 ]

@@ -35,6 +35,18 @@ class TunerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     train_head: bool | None = None
 
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise TunerError(_describe(type(self).__name__, exc)) from None
+
+
+def _describe(what: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "config"
+    return f"invalid {what} field {field!r}: {err['msg']}"
+
 
 def validate_config(method: str, config_class: type[TunerConfig], cfg) -> TunerConfig:
     """A config instance from an instance, a mapping or None; errors name the field."""
@@ -46,12 +58,7 @@ def validate_config(method: str, config_class: type[TunerConfig], cfg) -> TunerC
         cfg = cfg.model_dump()
     if not isinstance(cfg, dict):
         raise TunerError(f"{method} config must be a mapping of fields, got {type(cfg).__name__}")
-    try:
-        return config_class(**cfg)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "config"
-        raise TunerError(f"invalid {method} config field {field!r}: {err['msg']}") from None
+    return config_class(**cfg)
 
 
 @dataclass(frozen=True)
