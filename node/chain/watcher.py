@@ -22,6 +22,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -306,7 +307,9 @@ class EventWatcher:
                     log.warning("watcher %s: %s", self.name, exc)
                 else:
                     on_error(exc)
-            wake.wait(poll_interval)
+            deadline = time.monotonic() + poll_interval
+            while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:
+                wake.wait(min(0.2, poll_interval))  # short slices so `stop` is noticed promptly
             wake.clear()
         wake.set()
         if ws_thread is not None:
