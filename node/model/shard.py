@@ -118,7 +118,8 @@ class ModelShard(nn.Module):
         return None
 
     def _mask_4d(self, mask2d, n_prefix: int, window: int | None, dtype) -> torch.Tensor | None:
-        """Additive (b, 1, q, prefix + q) mask, or None where SDPA's own causal flag is exact."""
+        """(b, 1, q, prefix + q) mask (boolean for SDPA, additive otherwise), or None where SDPA's own
+        causal flag is exact."""
         b, length = mask2d.shape
         causal = FAMILIES[self.family].causal
         no_window = window is None or window >= length
@@ -137,6 +138,9 @@ class ModelShard(nn.Module):
             allowed = torch.cat(
                 [torch.ones((b, 1, length, n_prefix), dtype=torch.bool, device=device), allowed], dim=-1
             )
+        if self.config._attn_implementation == "sdpa":
+            # boolean, as transformers gives SDPA: rows with nothing to attend to come out as zeros
+            return allowed
         out = torch.zeros(allowed.shape, dtype=dtype, device=device)
         return out.masked_fill(~allowed, torch.finfo(dtype).min)
 
