@@ -1,0 +1,65 @@
+"""Deploying the four contracts, wired together, and recording them in ``deployments/<chainId>.json``.
+
+Order: NodeRegistry → TrainingSessions → FineTuneGovernance → AdapterRegistry, then the one-time
+wiring calls (the registry's slasher is the sessions contract; the sessions contract's governance is
+the governance contract). Every step goes through ``TxSender``, so a revert names its custom error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from decimal import Decimal, InvalidOperation
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from node.chain.deployment import Deployment
+from node.errors import BsnsError
+
+
+class DeployError(BsnsError):
+    """Deployment parameters are invalid or a deployment step failed."""
+
+
+_UNITS = {"wei": 0, "gwei": 9, "ether": 18, "eth": 18}
+
+
+def parse_amount(text: str | int) -> int:
+    """Wei from ``"1000"``, ``"1 ether"``, ``"0.5eth"`` or ``"20 gwei"``."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS | {"": 0}:
+        raise DeployError(f"not an amount: {text!r} (use wei, or a number with gwei/ether)")
+    try:
+        wei = Decimal(m.group(1)) * (Decimal(10) ** _UNITS.get(m.group(2).lower(), 0))
+    except InvalidOperation:
+        raise DeployError(f"not an amount: {text!r}") from None
+    if wei != wei.to_integral_value():
+        raise DeployError(f"{text!r} is not a whole number of wei")
+    return int(wei)
+
+
+class DeployParams(BaseModel):
+    """Contract parameters; validated here so that a bad value fails before any transaction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_stake: int = Field(default=10**18, ge=0, description="NodeRegistry: minimum stake (wei)")
+    exit_delay_seconds: int = Field(default=3600, ge=0, description="NodeRegistry: requestExit → withdraw")
+    voting_delay_blocks: int = Field(default=1, ge=0, le=1_000_000)
+    voting_period_blocks: int = Field(default=20, ge=1, le=10_000_000)
+    quorum_bps: int = Field(default=5000, ge=0, le=10_000)
+    threshold_bps: int = Field(default=5000, ge=1, le=10_000)
+    weight_by_stake: bool = False
+    join_window_blocks: int = Field(default=20, ge=1, le=10_000_000)
+    commit_timeout_blocks: int = Field(default=50, ge=1, le=10_000_000)
+    slash_amount: int | None = Field(default=None, ge=0, description="wei taken per faulty commit (None: min_stake / 10)")
+
+    @classmethod
+    def make(cls, **kw) -> "DeployParams":
+        try:
+            return cls(**kw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise DeployError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
