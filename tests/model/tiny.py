@@ -56,10 +56,11 @@ def batch(seed: int = 1, b: int = 3, length: int = 7):
     return ids, mask
 
 
-def run_chain(shards, ids, mask, grad_out: torch.Tensor | None = None):
+def run_chain(shards, ids, mask, grad_out: torch.Tensor | None = None, loss_fn=None):
     """Forward through shards as separate nodes would (detached hand-offs, later shards get the
     first shard's extended mask), then backward from the end with ``grad_out`` (default: ones),
-    passing each received tensor's gradient upstream. Returns (output, received tensors)."""
+    passing each received tensor's gradient upstream; with ``loss_fn`` the last shard backpropagates
+    ``loss_fn(output)`` instead. Returns (output, received tensors)."""
     later_mask = shards[0].extend_attention_mask(mask)
     received, outputs = [], []
     for i, shard in enumerate(shards):
@@ -72,7 +73,10 @@ def run_chain(shards, ids, mask, grad_out: torch.Tensor | None = None):
         outputs.append(out)
     grad = torch.ones_like(outputs[-1]) if grad_out is None else grad_out
     for i in range(len(shards) - 1, -1, -1):
-        outputs[i].backward(grad)
+        if i == len(shards) - 1 and loss_fn is not None:
+            loss_fn(outputs[i]).backward()
+        else:
+            outputs[i].backward(grad)
         if i > 0:
             grad = received[i - 1].grad
     return outputs[-1].detach(), received
