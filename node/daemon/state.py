@@ -151,7 +151,7 @@ class StateStore:
     def upsert_round(self, session_id: int, shard: int, rnd: int, **fields) -> None:
         with self._lock:
             self._x("INSERT OR IGNORE INTO rounds (session_id, shard, round, status, started) VALUES (?,?,?,?,?)",
-                    (session_id, shard, rnd, fields.pop("status", "training"), time.time()))
+                    (session_id, shard, rnd, fields.get("status", "training"), time.time()))
             if fields:
                 cols = ", ".join(f"{k}=?" for k in fields)
                 self._x(f"UPDATE rounds SET {cols} WHERE session_id=? AND shard=? AND round=?",

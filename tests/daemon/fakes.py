@@ -1,0 +1,131 @@
+"""In-memory chain and network for unit tests of the session runner (the e2e tests use the real ones).
+
+``FakeChain`` follows TrainingSessions' rules: per-shard rounds, a round is final inside the commit that
+brings ceil(2/3 x replicas) identical aggregate hashes, and ``finalizeAfterTimeout`` after a deadline
+finalizes with the most committed hash if it has ceil(2/3) of those who committed.
+"""
+
+import math
+import threading
+import time
+from collections import defaultdict
+
+from eth_utils import keccak
+
+from node.daemon.ports import Announcement, Member
+from node.train.pipeline import QueueTransport
+
+
+class FakeChain:
+    def __init__(self, members, rounds, replicas, deadline_s=1.0):
+        self.lock = threading.Lock()
+        self._members = members
+        self.rounds, self.replicas, self.deadline_s = rounds, replicas, deadline_s
+        self.round = defaultdict(int)                     # shard -> current round
+        self.finals = {}                                  # (round, shard) -> hash
+        self.commits = defaultdict(dict)                  # (round, shard) -> {address: agg}
+        self.first_commit = {}
+        self.txs = []                                     # (address, kind, args)
+
+    def view(self, me):
+        return _ChainView(self, me)
+
+    def members(self, session):
+        return list(self._members)
+
+
+class _ChainView:
+    def __init__(self, chain, me):
+        self.c, self.me = chain, me
+
+    def current_round(self, session, shard):
+        return self.c.round[shard]
+
+    def final_hash(self, session, rnd, shard):
+        return self.c.finals.get((rnd, shard))
+
+    def committed(self, session, rnd, shard):
+        return self.me.address in self.c.commits[(rnd, shard)]
+
+    def others_committed(self, session, rnd, shard):
+        return any(a != self.me.address for a in self.c.commits[(rnd, shard)])
+
+    def commit(self, session, rnd, shard, agg, local):
+        with self.c.lock:
+            assert self.c.round[shard] == rnd, "commit for a round that is not current"
+            assert self.me.address not in self.c.commits[(rnd, shard)], "duplicate commit"
+            self.c.txs.append((self.me.address, "commit", (rnd, shard, agg)))
+            self.c.commits[(rnd, shard)][self.me.address] = agg
+            self.c.first_commit.setdefault((rnd, shard), time.monotonic())
+            need = math.ceil(2 * self.c.replicas / 3)
+            if list(self.c.commits[(rnd, shard)].values()).count(agg) >= need:
+                self._finalize(rnd, shard, agg)
+
+    def _finalize(self, rnd, shard, h):
+        self.c.finals[(rnd, shard)] = h
+        self.c.round[shard] = rnd + 1
+
+    def try_finalize_after_timeout(self, session, rnd, shard):
+        with self.c.lock:
+            t0 = self.c.first_commit.get((rnd, shard))
+            if (rnd, shard) in self.c.finals or t0 is None or time.monotonic() - t0 < self.c.deadline_s:
+                return False
+            votes = list(self.c.commits[(rnd, shard)].values())
+            best = max(set(votes), key=votes.count)
+            if votes.count(best) >= math.ceil(2 * len(votes) / 3):
+                self.c.txs.append((self.me.address, "finalizeAfterTimeout", (rnd, shard)))
+                self._finalize(rnd, shard, best)
+                return True
+            return False
+
+    def members(self, session):
+        return self.c.members(session)
+
+
+class FakeNet:
+    """Shared blob store, announcement board and pipeline mailboxes; ``down`` peers serve nothing."""
+
+    def __init__(self):
+        self.blobs = defaultdict(dict)     # peer -> {hash: bytes}
+        self.board = []
+        self.hubs = {}
+        self.lock = threading.Lock()
+        self.down = set()
+        self.sent = defaultdict(int)
+
+    def port(self, peer):
+        return _NetView(self, peer)
+
+
+class _NetView:
+    def __init__(self, net, peer):
+        self.n, self.peer = net, peer
+
+    def transport(self, session, rnd, replica, stage_peers):
+        with self.n.lock:
+            hub = self.n.hubs.setdefault((session, rnd, replica), QueueTransport.Hub())
+        me = [s for s, m in stage_peers.items() if m.peer_id == self.peer][0]
+        return QueueTransport(hub, me)
+
+    def serve(self, data):
+        h = "0x" + keccak(data).hex()
+        self.n.blobs[self.peer][h] = data
+        return h
+
+    def announce(self, ann):
+        with self.n.lock:
+            self.n.board.append(ann)
+
+    def announcements(self, session, rnd, shard):
+        with self.n.lock:
+            return [a for a in self.n.board if (a.session, a.round, a.shard) == (session, rnd, shard)]
+
+    def fetch(self, peer, h, timeout):
+        if peer in self.n.down or h not in self.n.blobs[peer]:
+            raise OSError(f"{peer} does not serve {h}")
+        data = self.n.blobs[peer][h]
+        self.n.sent[peer] += len(data)
+        return data
+
+    def bytes_moved(self):
+        return self.n.sent[self.peer], 0

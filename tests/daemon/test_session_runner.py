@@ -1,0 +1,116 @@
+"""The session runner with 2 shards x 2 replicas in threads over an in-memory chain and network.
+
+Real model and data (MiniLM, SST-2, a few steps); what is faked is only the chain and the sockets
+(tests/e2e runs the same runner in daemons over anvil and libp2p).
+"""
+
+import threading
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from node.daemon.ports import Member  # noqa: E402
+from node.daemon.session import SessionRunner, Stopped  # noqa: E402
+from node.daemon.state import StateStore  # noqa: E402
+from node.job import JobSpec  # noqa: E402
+
+from .fakes import FakeChain, FakeNet  # noqa: E402
+
+SPEC = """
+name = "runner"
+[model]
+id = "minilm"
+[data]
+dataset = "sst2"
+path = "data/sst2/train.tsv"
+distribution = "dirichlet"
+alpha = 1.0
+max_seq_len = 16
+validation_size = 32
+[task]
+kind = "sequence-classification"
+[method]
+name = "houlsby"
+config = { bottleneck_size = 8 }
+[shards]
+layers = [[0, 3], [3, 6]]
+memory_mb = [256, 256]
+[training]
+rounds = 2
+sync_interval = 2
+batch_size = 4
+micro_batches = 2
+learning_rate = 0.001
+seed = 3
+aggregation = "AGG"
+"""
+
+
+def _members():
+    return [Member(f"0x{s}{r}", s, r, peer_id=f"peer{s}{r}") for s in range(2) for r in range(2)]
+
+
+def _run(tmp_path, members, chain, net, spec, skip=(), sync_timeout=10.0):
+    errors, runners = [], []
+    stop = threading.Event()
+
+    # models are built one after another: loading patches module globals (meta-device init), which
+    # is fine in the daemons (one process each) but not for threads sharing one interpreter
+    for m in members:
+        if m.peer_id in skip:
+            continue
+        r = SessionRunner(1, spec, m, 2, chain.view(m), net.port(m.peer_id), StateStore(tmp_path / m.peer_id),
+                          pipeline_timeout=5.0, sync_timeout=sync_timeout, stop=stop, train_limit=200, poll=0.05)
+        r.setup()
+        runners.append(r)
+
+    def go(r):
+        try:
+            r.run()
+        except Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=go, args=(r,), daemon=True) for r in runners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    stop.set()
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    return runners
+
+
+@pytest.mark.parametrize("agg", ["fedavg", "median"])
+def test_two_by_two_session_agrees_every_round(tmp_path, agg):
+    spec = JobSpec.from_text(SPEC.replace("AGG", agg))
+    members = _members()
+    chain, net = FakeChain(members, 2, 2), FakeNet()
+    _run(tmp_path, members, chain, net, spec)
+    assert chain.round == {0: 2, 1: 2}
+    commits = [t for t in chain.txs if t[1] == "commit"]
+    assert len(commits) == 8                                    # 4 nodes x 2 rounds, no duplicate
+    for (rnd, shard), by_node in chain.commits.items():
+        assert len(set(by_node.values())) == 1                  # replicas computed the same aggregate
+        assert chain.finals[(rnd, shard)] in by_node.values()
+    for m in members:                                            # every node holds the final adapter
+        st = StateStore(tmp_path / m.peer_id)
+        assert st.checkpoint(1, 1).adapter_hash == chain.finals[(1, m.shard)]
+        assert [r["status"] for r in st.rounds(1)] == ["final", "final"]
+
+
+def test_replica_down_is_left_out_after_timeout(tmp_path):
+    spec = JobSpec.from_text(SPEC.replace("AGG", "fedavg"))
+    members = _members()
+    chain, net = FakeChain(members, 2, 2, deadline_s=0.5), FakeNet()
+    net.down.update({"peer01", "peer11"})            # replica 1 never comes up
+    _run(tmp_path, members, chain, net, spec, skip=("peer01", "peer11"), sync_timeout=1.0)
+    assert chain.round == {0: 2, 1: 2}
+    assert any(t[1] == "finalizeAfterTimeout" for t in chain.txs)
+    st = StateStore(tmp_path / "peer00")
+    assert [r["peers_used"] for r in st.rounds(1)] == [1, 1]
