@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {NodeRegistry} from "./NodeRegistry.sol";
+import {TrainingSessions} from "./TrainingSessions.sol";
+
+/// @title FineTuneGovernance
+/// @notice Proposals to fine-tune: the job parameters the network must agree on, the vote of the
+///         registered nodes, and the execution that opens a training session.
+/// @dev Modelled on OpenZeppelin Governor's states and numbering (Pending 0, Active 1, Canceled 2,
+///      Defeated 3, Succeeded 4, Executed 5) but written by hand: Governor's voting power comes from
+///      token checkpoints, while here the voters are the registry's nodes registered before the
+///      proposal's creation block. castVote reads one registry slot (`eligibility`), writes the voter's
+///      receipt and updates the tally that shares its slot with the (already non-zero) creation block.
+contract FineTuneGovernance {
+    enum ProposalState {
+        Pending,
+        Active,
+        Canceled,
+        Defeated,
+        Succeeded,
+        Executed
+    }
+
+    /// @notice The fields of a job spec that must be agreed on chain (the rest is in the TOML, hashed).
+    struct JobParams {
+        string baseModel;
+        bytes32 baseModelHash;
+        string dataset;
+        bytes32 datasetHash;
+        string task;
+        string method;
+        bytes32 methodConfigHash;
+        uint16[] layerBounds; // numShards + 1 increasing boundaries starting at 0, e.g. [0, 3, 6]
+        uint32[] shardMemoryMB; // memory each shard needs, MB
+        uint8 distribution; // 0 iid, 1 dirichlet, 2 contiguous
+        uint32 distributionParam; // e.g. dirichlet alpha x 1000
+        uint32 syncInterval; // local steps between syncs
+        uint32 rounds;
+        uint8 aggregation; // 0 fedavg, 1 median, 2 trimmed-mean
+        uint16 minReplicas;
+        uint64 learningRateE9; // learning rate x 1e9
+        uint64 seed;
+        bytes32 specHash; // keccak-256 of the canonical TOML spec
+    }
+
+    /// @dev The slot castVote reads and writes: non-zero from creation on, so a vote pays no zero->non-zero.
+    struct ProposalCore {
+        uint40 createdBlock;
+        uint96 forVotes;
+        uint96 againstVotes;
+        bool canceled;
+        bool executed;
+    }
+
+    struct ProposalMeta {
+        address proposer;
+        uint96 eligibleWeight; // weight of the nodes registered before the creation block
+    }
+
+    uint256 public constant MAX_SHARDS = 64;
+    uint256 public constant MAX_STRING_BYTES = 256;
+    uint256 public constant MAX_REPLICAS = 1024; // TrainingSessions.MAX_REPLICAS_PER_SHARD
+    uint256 private constant BPS = 10_000;
+    uint8 private constant RECEIPT_AGAINST = 1;
+    uint8 private constant RECEIPT_FOR = 2;
+
+    NodeRegistry public immutable registry;
+    TrainingSessions public immutable sessions;
+    uint256 public immutable votingDelayBlocks;
+    uint256 public immutable votingPeriodBlocks;
+    /// @notice Share of the eligible weight (bps) that must vote (for + against).
+    uint256 public immutable quorumBps;
+    /// @notice Share of the cast weight (bps) that must be for: for * 10000 >= thresholdBps * (for + against).
+    uint256 public immutable thresholdBps;
+    /// @notice True: a vote weighs the node's stake; false: one node one vote.
+    bool public immutable weightByStake;
+    /// @notice Number of proposals (ids are 1..proposalCount).
+    uint256 public proposalCount;
+
+    mapping(uint256 => ProposalCore) private _core;
+    mapping(uint256 => ProposalMeta) private _meta;
+    mapping(uint256 => JobParams) private _params;
+    mapping(uint256 => uint256) private _sessionOf;
+    mapping(uint256 => mapping(address => uint8)) private _receipt;
+
+    error InvalidConfig(string field);
+    error InvalidParam(string field);
+    error NoEligibleVoters();
+    error UnknownProposal(uint256 proposalId);
+    error VotingClosed(uint256 proposalId, ProposalState state);
+    error NotEligible(address voter, uint256 proposalId);
+    error AlreadyVoted(address voter, uint256 proposalId);
+    error NotSucceeded(uint256 proposalId, ProposalState state);
+    error NotProposer(address caller, address proposer);
+    error CannotCancel(uint256 proposalId, ProposalState state);
+
+    event ProposalCreated(
+        uint256 indexed proposalId, address indexed proposer, bytes32 specHash, uint256 voteStart, uint256 voteEnd,
+        uint256 eligibleWeight
+    );
+    event VoteCast(address indexed voter, uint256 indexed proposalId, bool support, uint256 weight);
+    event ProposalCanceled(uint256 indexed proposalId);
+    event ProposalExecuted(uint256 indexed proposalId, uint256 indexed sessionId);
+
+    /// @param registry_ the NodeRegistry whose nodes vote
+    /// @param sessions_ the TrainingSessions contract execute() opens sessions in
+    /// @param votingDelayBlocks_ blocks after creation before voting opens
+    /// @param votingPeriodBlocks_ blocks voting stays open (> 0)
+    /// @param quorumBps_ share of eligible weight that must vote, in bps (<= 10000)
+    /// @param thresholdBps_ share of cast weight that must be for, in bps (1..10000)
+    /// @param weightByStake_ weigh votes by stake (true) or one node one vote (false)
+    constructor(
+        NodeRegistry registry_,
+        TrainingSessions sessions_,
+        uint256 votingDelayBlocks_,
+        uint256 votingPeriodBlocks_,
+        uint256 quorumBps_,
+        uint256 thresholdBps_,
+        bool weightByStake_
+    ) {
+        if (address(registry_) == address(0)) revert InvalidConfig("registry");
+        if (address(sessions_) == address(0)) revert InvalidConfig("sessions");
+        if (votingPeriodBlocks_ == 0) revert InvalidConfig("votingPeriodBlocks");
+        if (quorumBps_ > BPS) revert InvalidConfig("quorumBps");
+        if (thresholdBps_ == 0 || thresholdBps_ > BPS) revert InvalidConfig("thresholdBps");
+        registry = registry_;
+        sessions = sessions_;
+        votingDelayBlocks = votingDelayBlocks_;
+        votingPeriodBlocks = votingPeriodBlocks_;
+        quorumBps = quorumBps_;
+        thresholdBps = thresholdBps_;
+        weightByStake = weightByStake_;
+    }
+
+    /// @notice Propose a fine-tuning job. Anyone may propose; the nodes registered before this block vote.
+    /// @param params the job's agreed fields (validated; a bad field reverts InvalidParam(field))
+    /// @return proposalId the new proposal's id (1-based)
+    function propose(JobParams calldata params) external returns (uint256 proposalId) {
+        _validate(params);
+        (uint256 count, uint256 stake) = registry.totalsAtBlockStart();
+        uint256 weight = weightByStake ? stake : count;
+        if (weight == 0) revert NoEligibleVoters();
+
+        proposalId = ++proposalCount;
+        _core[proposalId] = ProposalCore({
+            createdBlock: uint40(block.number),
+            forVotes: 0,
+            againstVotes: 0,
+            canceled: false,
+            executed: false
+        });
+        _meta[proposalId] = ProposalMeta(msg.sender, uint96(weight));
+        _params[proposalId] = params;
+        uint256 start = block.number + votingDelayBlocks;
+        emit ProposalCreated(proposalId, msg.sender, params.specHash, start, start + votingPeriodBlocks, weight);
+    }
+
+    /// @notice Vote for or against a proposal while it is Active. Only nodes that are active and were
+    ///         registered in a block before the proposal's creation block; once each.
+    /// @param proposalId the proposal
+    /// @param support true for, false against
+    function castVote(uint256 proposalId, bool support) external {
+        ProposalCore memory p = _core[proposalId];
+        if (p.createdBlock == 0) revert UnknownProposal(proposalId);
+        uint256 start = p.createdBlock + votingDelayBlocks;
+        if (p.canceled || block.number <= start || block.number > start + votingPeriodBlocks) {
+            revert VotingClosed(proposalId, _state(proposalId, p));
+        }
+        (uint96 stake, uint40 registeredBlock, NodeRegistry.Status status,) = registry.eligibility(msg.sender);
+        if (status != NodeRegistry.Status.Active || registeredBlock >= p.createdBlock) {
+            revert NotEligible(msg.sender, proposalId);
+        }
+        if (_receipt[proposalId][msg.sender] != 0) revert AlreadyVoted(msg.sender, proposalId);
+        _receipt[proposalId][msg.sender] = support ? RECEIPT_FOR : RECEIPT_AGAINST;
+        uint96 weight = weightByStake ? stake : 1;
+        if (support) p.forVotes += weight;
+        else p.againstVotes += weight;
+        _core[proposalId] = p;
+        emit VoteCast(msg.sender, proposalId, support, weight);
+    }
+
+    /// @notice Open the training session of a Succeeded proposal, once. Anyone may call.
+    /// @param proposalId the proposal
+    /// @return sessionId the session opened in TrainingSessions
+    function execute(uint256 proposalId) external returns (uint256 sessionId) {
+        ProposalCore storage p = _core[proposalId];
+        ProposalState st = state(proposalId);
+        if (st != ProposalState.Succeeded) revert NotSucceeded(proposalId, st);
+        p.executed = true; // before the external call: execute cannot run twice
+        JobParams storage jp = _params[proposalId];
+        sessionId = sessions.openSession(proposalId, jp.shardMemoryMB, jp.rounds, jp.minReplicas);
+        _sessionOf[proposalId] = sessionId;
+        emit ProposalExecuted(proposalId, sessionId);
+    }
+
+    /// @notice Cancel a Pending or Active proposal. Only its proposer.
+    /// @param proposalId the proposal
+    function cancel(uint256 proposalId) external {
+        ProposalState st = state(proposalId);
+        address proposer = _meta[proposalId].proposer;
+        if (msg.sender != proposer) revert NotProposer(msg.sender, proposer);
+        if (st != ProposalState.Pending && st != ProposalState.Active) revert CannotCancel(proposalId, st);
+        _core[proposalId].canceled = true;
+        emit ProposalCanceled(proposalId);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The proposal's state (reverts UnknownProposal for an id never proposed).
+    /// @param proposalId the proposal
+    function state(uint256 proposalId) public view returns (ProposalState) {
+        ProposalCore memory p = _core[proposalId];
+        if (p.createdBlock == 0) revert UnknownProposal(proposalId);
+        return _state(proposalId, p);
+    }
+
+    /// @notice The agreed job parameters of a proposal.
+    /// @param proposalId the proposal
+    function getParams(uint256 proposalId) external view returns (JobParams memory) {
+        if (_core[proposalId].createdBlock == 0) revert UnknownProposal(proposalId);
+        return _params[proposalId];
+    }
+
+    /// @notice Tally of a proposal: for and against weight.
+    /// @param proposalId the proposal
+    function proposalVotes(uint256 proposalId) external view returns (uint256 forVotes, uint256 againstVotes) {
+        ProposalCore memory p = _core[proposalId];
+        return (p.forVotes, p.againstVotes);
+    }
+
+    /// @notice Creation block, vote window (votes count in blocks voteStart+1 .. voteEnd), proposer,
+    ///         eligible weight, quorum weight and the session opened (0 if not executed).
+    /// @param proposalId the proposal
+    function proposalInfo(uint256 proposalId)
+        external
+        view
+        returns (
+            address proposer,
+            uint256 createdBlock,
+            uint256 voteStart,
+            uint256 voteEnd,
+            uint256 eligibleWeight,
+            uint256 quorumWeight,
+            uint256 sessionId
+        )
+    {
+        ProposalCore memory p = _core[proposalId];
+        if (p.createdBlock == 0) revert UnknownProposal(proposalId);
+        ProposalMeta memory m = _meta[proposalId];
+        proposer = m.proposer;
+        createdBlock = p.createdBlock;
+        voteStart = createdBlock + votingDelayBlocks;
+        voteEnd = voteStart + votingPeriodBlocks;
+        eligibleWeight = m.eligibleWeight;
+        quorumWeight = _quorumWeight(eligibleWeight);
+        sessionId = _sessionOf[proposalId];
+    }
+
+    /// @notice 0 not voted, 1 against, 2 for.
+    /// @param proposalId the proposal
+    /// @param voter the voter
+    function receiptOf(uint256 proposalId, address voter) external view returns (uint8) {
+        return _receipt[proposalId][voter];
+    }
+
+    /// @notice Whether `voter` has voted on the proposal.
+    /// @param proposalId the proposal
+    /// @param voter the voter
+    function hasVoted(uint256 proposalId, address voter) external view returns (bool) {
+        return _receipt[proposalId][voter] != 0;
+    }
+
+    /// @notice Whether `voter` may vote on the proposal now (active, registered before creation, not voted, window open).
+    /// @param proposalId the proposal
+    /// @param voter the voter
+    function canVote(uint256 proposalId, address voter) external view returns (bool) {
+        ProposalCore memory p = _core[proposalId];
+        if (p.createdBlock == 0 || _state(proposalId, p) != ProposalState.Active) return false;
+        if (_receipt[proposalId][voter] != 0) return false;
+        (, uint40 registeredBlock, NodeRegistry.Status status,) = registry.eligibility(voter);
+        return status == NodeRegistry.Status.Active && registeredBlock < p.createdBlock;
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _state(uint256 proposalId, ProposalCore memory p) private view returns (ProposalState) {
+        if (p.executed) return ProposalState.Executed;
+        if (p.canceled) return ProposalState.Canceled;
+        uint256 start = p.createdBlock + votingDelayBlocks;
+        if (block.number <= start) return ProposalState.Pending;
+        if (block.number <= start + votingPeriodBlocks) return ProposalState.Active;
+        uint256 cast = uint256(p.forVotes) + p.againstVotes;
+        bool quorumReached = cast >= _quorumWeight(_meta[proposalId].eligibleWeight);
+        bool thresholdReached = p.forVotes > 0 && uint256(p.forVotes) * BPS >= thresholdBps * cast;
+        return quorumReached && thresholdReached ? ProposalState.Succeeded : ProposalState.Defeated;
+    }
+
+    /// @dev ceil(eligible * quorumBps / 10000): a quorum of 1 bps of 1 node still needs that node.
+    function _quorumWeight(uint256 eligible) private view returns (uint256) {
+        return (eligible * quorumBps + BPS - 1) / BPS;
+    }
+
+    function _validate(JobParams calldata p) private pure {
+        _checkString(p.baseModel, "baseModel");
+        if (p.baseModelHash == bytes32(0)) revert InvalidParam("baseModelHash");
+        _checkString(p.dataset, "dataset");
+        if (p.datasetHash == bytes32(0)) revert InvalidParam("datasetHash");
+        _checkString(p.task, "task");
+        _checkString(p.method, "method");
+        if (p.methodConfigHash == bytes32(0)) revert InvalidParam("methodConfigHash");
+        uint256 nb = p.layerBounds.length;
+        if (nb < 2 || nb > MAX_SHARDS + 1 || p.layerBounds[0] != 0) revert InvalidParam("layerBounds");
+        for (uint256 i = 1; i < nb; ++i) {
+            if (p.layerBounds[i] <= p.layerBounds[i - 1]) revert InvalidParam("layerBounds");
+        }
+        if (p.shardMemoryMB.length != nb - 1) revert InvalidParam("shardMemoryMB");
+        for (uint256 i = 0; i < nb - 1; ++i) {
+            if (p.shardMemoryMB[i] == 0) revert InvalidParam("shardMemoryMB");
+        }
+        if (p.distribution > 2) revert InvalidParam("distribution");
+        if (p.distribution == 1 && p.distributionParam == 0) revert InvalidParam("distributionParam");
+        if (p.syncInterval == 0) revert InvalidParam("syncInterval");
+        if (p.rounds == 0) revert InvalidParam("rounds");
+        if (p.aggregation > 2) revert InvalidParam("aggregation");
+        if (p.minReplicas == 0 || p.minReplicas > MAX_REPLICAS) revert InvalidParam("minReplicas");
+        if (p.learningRateE9 == 0) revert InvalidParam("learningRateE9");
+        if (p.specHash == bytes32(0)) revert InvalidParam("specHash");
+    }
+
+    function _checkString(string calldata s, string memory field) private pure {
+        uint256 len = bytes(s).length;
+        if (len == 0 || len > MAX_STRING_BYTES) revert InvalidParam(field);
+    }
+}
