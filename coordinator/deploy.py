@@ -8,7 +8,6 @@ the governance contract). Every step goes through ``TxSender``, so a revert name
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from decimal import Decimal, InvalidOperation
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,3 +62,37 @@ class DeployParams(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             raise DeployError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:
+    """Deploy and wire the four contracts from ``sender``'s account; returns the record (not yet saved)."""
+    from node.chain.artifacts import load_artifact
+
+    params = params or DeployParams()
+    slash = params.slash_amount if params.slash_amount is not None else params.min_stake // 10
+    addresses: dict[str, str] = {}
+    txs: dict[str, str] = {}
+
+    def create(name: str, *args) -> str:
+        art = load_artifact(name)
+        ctor = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor(*args)
+        result = sender.send(ctor, purpose=f"deploy {name}", contract=name)
+        addresses[name], txs[name] = result.contract_address, result.hash
+        return result
+
+    first = create("NodeRegistry", params.min_stake, params.exit_delay_seconds)
+    create("TrainingSessions", addresses["NodeRegistry"], params.join_window_blocks, params.commit_timeout_blocks, slash)
+    create("FineTuneGovernance", addresses["NodeRegistry"], addresses["TrainingSessions"], params.voting_delay_blocks,
+           params.voting_period_blocks, params.quorum_bps, params.threshold_bps, params.weight_by_stake)
+    create("AdapterRegistry", addresses["TrainingSessions"], addresses["FineTuneGovernance"])
+
+    def wire(name: str, fn: str, arg: str) -> None:
+        c = w3.eth.contract(address=addresses[name], abi=load_artifact(name)["abi"])
+        result = sender.send(c.functions[fn](arg), purpose=f"{name}.{fn}", contract=name)
+        txs[f"{name}.{fn}"] = result.hash
+
+    wire("NodeRegistry", "setSlasher", addresses["TrainingSessions"])
+    wire("TrainingSessions", "setGovernance", addresses["FineTuneGovernance"])
+    recorded = params.model_dump() | {"slash_amount": slash}
+    return Deployment(chain_id=sender.chain_id, addresses=addresses, deploy_block=first.block_number,
+                      deployer=sender.address, parameters=recorded, tx_hashes=txs)

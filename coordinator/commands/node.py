@@ -80,7 +80,7 @@ def info(
         address = load_key(ctx.w3, keystore, dev_account).address
     n = ctx.clients().registry.get_node(address)
     for k, v in n.__dict__.items():
-        typer.echo(f"{k:18s} {v}")
+        typer.echo(f"{k:18s} {v.name.lower() if hasattr(v, 'name') else v}")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ dataclasses match the ABI's struct components, so a contract change cannot silen
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any
 
@@ -242,3 +242,428 @@ class NodeRegistryClient(ContractClient):
 
     def max_device_kind(self) -> int:
         return self._call("MAX_DEVICE_KIND")
+
+
+# -- TrainingSessions ---------------------------------------------------------------------------------
+
+class SessionState(IntEnum):
+    NONE = 0
+    JOINING = 1
+    TRAINING = 2
+    COMPLETED = 3
+    FAILED = 4
+
+
+class Fault(IntEnum):
+    NONE = 0
+    WRONG_HASH = 1
+    MISSING = 2
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    proposal_id: int
+    opened_block: int
+    join_deadline: int
+    started_block: int
+    num_shards: int
+    replicas: int
+    min_replicas: int
+    shards_done: int
+    rounds: int
+    state: SessionState
+
+
+@dataclass(frozen=True)
+class ShardState:
+    memory_mb: int
+    joined: int
+    replicas: int
+    rounds: int
+    round: int
+    first_commit_block: int
+    commits: int
+    leader_replica: int
+    leader_count: int
+    last_finalized_block: int
+
+
+@dataclass(frozen=True)
+class Assignment:
+    joined: bool
+    shard: int
+    replica: int
+
+
+ZERO32 = "0x" + "00" * 32
+
+
+class SessionsClient(ContractClient):
+    NAME = "TrainingSessions"
+
+    # writes
+    def set_governance(self, governance: str):
+        return self._send("setGovernance", governance)
+
+    def open_session(self, proposal_id: int, shard_memory_mb: list[int], rounds: int, min_replicas: int):
+        return self._send("openSession", proposal_id, list(shard_memory_mb), rounds, min_replicas)
+
+    def join(self, session_id: int):
+        """Join; the result's ``assignment`` is read from the ``Joined`` event."""
+        return self._send("join", session_id)
+
+    def joined_assignment(self, receipt) -> Assignment:
+        (ev,) = self.events("Joined", receipt)
+        return Assignment(True, ev["shard"], ev["replica"])
+
+    def start(self, session_id: int):
+        return self._send("start", session_id)
+
+    def commit(self, session_id: int, round: int, shard: int, aggregate_hash: str | bytes,
+               local_update_hash: str | bytes, wait: bool = True):
+        return self._send("commit", session_id, round, shard, _b32(aggregate_hash), _b32(local_update_hash), wait=wait)
+
+    def finalize_after_timeout(self, session_id: int, round: int, shard: int):
+        return self._send("finalizeAfterTimeout", session_id, round, shard)
+
+    def report_faulty(self, session_id: int, round: int, shard: int, node: str):
+        return self._send("reportFaulty", session_id, round, shard, node)
+
+    def transfer_ownership(self, new_owner: str):
+        return self._send("transferOwnership", new_owner)
+
+    def renounce_ownership(self):
+        return self._send("renounceOwnership")
+
+    # views
+    def get_session(self, session_id: int) -> SessionInfo:
+        v = list(self._call("getSession", session_id))
+        v[-1] = SessionState(v[-1])
+        return _struct(SessionInfo, v)
+
+    def session_of_proposal(self, proposal_id: int) -> int:
+        return self._call("sessionOfProposal", proposal_id)
+
+    def get_shard(self, session_id: int, shard: int) -> ShardState:
+        return _struct(ShardState, self._call("getShard", session_id, shard))
+
+    def assignment_of(self, session_id: int, node: str) -> Assignment:
+        return _struct(Assignment, self._call("assignmentOf", session_id, node))
+
+    def member_at(self, session_id: int, shard: int, replica: int) -> str:
+        return self._call("memberAt", session_id, shard, replica)
+
+    def replicas(self, session_id: int) -> int:
+        return self._call("replicas", session_id)
+
+    def current_round(self, session_id: int, shard: int) -> int:
+        return self._call("currentRound", session_id, shard)
+
+    def final_hash(self, session_id: int, round: int, shard: int) -> str | None:
+        """The round's final aggregate hash, or None while it is not final."""
+        h = _hex32(self._call("finalHash", session_id, round, shard))
+        return None if h == ZERO32 else h
+
+    def commit_of(self, session_id: int, round: int, shard: int, node: str) -> str | None:
+        h = _hex32(self._call("commitOf", session_id, round, shard, node))
+        return None if h == ZERO32 else h
+
+    def votes_for(self, session_id: int, round: int, shard: int, aggregate_hash: str | bytes) -> int:
+        return self._call("votesFor", session_id, round, shard, _b32(aggregate_hash))
+
+    def fault_reported(self, session_id: int, round: int, shard: int, node: str) -> bool:
+        return self._call("faultReported", session_id, round, shard, node)
+
+    def quorum_of(self, n: int) -> int:
+        return self._call("quorumOf", n)
+
+    def session_count(self) -> int:
+        return self._call("sessionCount")
+
+    def governance(self) -> str:
+        return self._call("governance")
+
+    def registry(self) -> str:
+        return self._call("registry")
+
+    def join_window_blocks(self) -> int:
+        return self._call("joinWindowBlocks")
+
+    def commit_timeout_blocks(self) -> int:
+        return self._call("commitTimeoutBlocks")
+
+    def slash_amount(self) -> int:
+        return self._call("slashAmount")
+
+    def owner(self) -> str:
+        return self._call("owner")
+
+    def max_shards(self) -> int:
+        return self._call("MAX_SHARDS")
+
+    def max_replicas_per_shard(self) -> int:
+        return self._call("MAX_REPLICAS_PER_SHARD")
+
+
+# -- FineTuneGovernance -------------------------------------------------------------------------------
+
+class ProposalState(IntEnum):
+    """OpenZeppelin Governor's numbering (the subset the contract uses)."""
+
+    PENDING = 0
+    ACTIVE = 1
+    CANCELED = 2
+    DEFEATED = 3
+    SUCCEEDED = 4
+    EXECUTED = 5
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """``FineTuneGovernance.JobParams`` as read from chain (hashes as 0x-hex)."""
+
+    base_model: str
+    base_model_hash: str = field(metadata={"conv": _hex32})
+    dataset: str = ""
+    dataset_hash: str = field(default="", metadata={"conv": _hex32})
+    task: str = ""
+    method: str = ""
+    method_config_hash: str = field(default="", metadata={"conv": _hex32})
+    layer_bounds: tuple = field(default=(), metadata={"conv": tuple})
+    shard_memory_mb: tuple = field(default=(), metadata={"conv": tuple})
+    distribution: int = 0
+    distribution_param: int = 0
+    sync_interval: int = 0
+    rounds: int = 0
+    aggregation: int = 0
+    min_replicas: int = 0
+    learning_rate_e9: int = 0
+    seed: int = 0
+    spec_hash: str = field(default="", metadata={"conv": _hex32})
+
+    def as_chain_dict(self) -> dict[str, Any]:
+        """The struct keyed by its Solidity names, hashes as bytes (``JobSpec.check_against_chain``'s input)."""
+        out = {}
+        for entry, f in zip(_JOB_PARAM_NAMES, fields(self)):
+            v = getattr(self, f.name)
+            out[entry] = bytes.fromhex(v[2:]) if f.metadata.get("conv") is _hex32 else (list(v) if isinstance(v, tuple) else v)
+        return out
+
+
+_JOB_PARAM_NAMES = ("baseModel", "baseModelHash", "dataset", "datasetHash", "task", "method", "methodConfigHash",
+                    "layerBounds", "shardMemoryMB", "distribution", "distributionParam", "syncInterval", "rounds",
+                    "aggregation", "minReplicas", "learningRateE9", "seed", "specHash")
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    proposer: str
+    created_block: int
+    vote_start: int
+    vote_end: int
+    eligible_weight: int
+    quorum_weight: int
+    session_id: int
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One row of `bsns proposals`: everything a voter looks at."""
+
+    id: int
+    state: ProposalState
+    for_votes: int
+    against_votes: int
+    info: ProposalInfo
+    params: JobParams
+
+
+class GovernanceClient(ContractClient):
+    NAME = "FineTuneGovernance"
+
+    def _takes_spec_text(self) -> bool:
+        entry = next(e for e in self.abi if e.get("type") == "function" and e["name"] == "propose")
+        return len(entry["inputs"]) == 2
+
+    # writes
+    def propose(self, params: dict[str, Any], spec_toml: str | None = None):
+        """Propose ``params`` (``JobSpec.to_chain_params()``); returns (TxResult, proposal id)."""
+        args = [params]
+        if self._takes_spec_text():
+            if spec_toml is None:
+                raise ChainError("this FineTuneGovernance takes the spec text with the proposal; pass spec_toml")
+            args.append(spec_toml)
+        result = self._send("propose", *args)
+        (ev,) = self.events("ProposalCreated", result.receipt)
+        return result, ev["proposalId"]
+
+    def cast_vote(self, proposal_id: int, support: bool, wait: bool = True):
+        return self._send("castVote", proposal_id, bool(support), wait=wait)
+
+    def execute(self, proposal_id: int):
+        """Execute a Succeeded proposal; returns (TxResult, session id)."""
+        result = self._send("execute", proposal_id)
+        (ev,) = self.events("ProposalExecuted", result.receipt)
+        return result, ev["sessionId"]
+
+    def cancel(self, proposal_id: int):
+        return self._send("cancel", proposal_id)
+
+    # views
+    def state(self, proposal_id: int) -> ProposalState:
+        return ProposalState(self._call("state", proposal_id))
+
+    def get_params(self, proposal_id: int) -> JobParams:
+        return _struct(JobParams, self._call("getParams", proposal_id))
+
+    def proposal_votes(self, proposal_id: int) -> tuple[int, int]:
+        return tuple(self._call("proposalVotes", proposal_id))
+
+    def proposal_info(self, proposal_id: int) -> ProposalInfo:
+        return _struct(ProposalInfo, self._call("proposalInfo", proposal_id))
+
+    def receipt_of(self, proposal_id: int, voter: str) -> int:
+        """0 not voted, 1 against, 2 for."""
+        return self._call("receiptOf", proposal_id, voter)
+
+    def has_voted(self, proposal_id: int, voter: str) -> bool:
+        return self._call("hasVoted", proposal_id, voter)
+
+    def can_vote(self, proposal_id: int, voter: str) -> bool:
+        return self._call("canVote", proposal_id, voter)
+
+    def proposal_count(self) -> int:
+        return self._call("proposalCount")
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        f, a = self.proposal_votes(proposal_id)
+        return Proposal(proposal_id, self.state(proposal_id), f, a, self.proposal_info(proposal_id),
+                        self.get_params(proposal_id))
+
+    def proposals(self) -> list[Proposal]:
+        return [self.proposal(i) for i in range(1, self.proposal_count() + 1)]
+
+    def spec_text(self, proposal_id: int, from_block: int | None = None) -> str | None:
+        """The TOML spec sent with the proposal (from its ``ProposalSpec`` event), if the contract emits one."""
+        if not any(e.get("type") == "event" and e["name"] == "ProposalSpec" for e in self.abi):
+            return None
+        start = from_block if from_block is not None else self.proposal_info(proposal_id).created_block
+        logs = self.contract.events["ProposalSpec"]().get_logs(from_block=start, to_block=start,
+                                                                argument_filters={"proposalId": proposal_id})
+        return logs[0]["args"]["specToml"] if logs else None
+
+    def registry(self) -> str:
+        return self._call("registry")
+
+    def sessions(self) -> str:
+        return self._call("sessions")
+
+    def voting_delay_blocks(self) -> int:
+        return self._call("votingDelayBlocks")
+
+    def voting_period_blocks(self) -> int:
+        return self._call("votingPeriodBlocks")
+
+    def quorum_bps(self) -> int:
+        return self._call("quorumBps")
+
+    def threshold_bps(self) -> int:
+        return self._call("thresholdBps")
+
+    def weight_by_stake(self) -> bool:
+        return self._call("weightByStake")
+
+    def max_shards(self) -> int:
+        return self._call("MAX_SHARDS")
+
+    def max_string_bytes(self) -> int:
+        return self._call("MAX_STRING_BYTES")
+
+
+# -- AdapterRegistry ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    manifest_hash: str = field(metadata={"conv": _hex32})
+    base_model: str = ""
+    base_model_hash: str = field(default="", metadata={"conv": _hex32})
+    method: str = ""
+    task: str = ""
+    shard_hashes: tuple = field(default=(), metadata={"conv": lambda v: tuple(_hex32(h) for h in v)})
+    session_id: int = 0
+    parent_id: int = 0
+    accuracy_bps: int = 0
+    metrics_uri: str = ""
+
+    def to_chain(self) -> dict[str, Any]:
+        return {"manifestHash": _b32(self.manifest_hash), "baseModel": self.base_model,
+                "baseModelHash": _b32(self.base_model_hash), "method": self.method, "task": self.task,
+                "shardHashes": [_b32(h) for h in self.shard_hashes], "sessionId": self.session_id,
+                "parentId": self.parent_id, "accuracyBps": self.accuracy_bps, "metricsURI": self.metrics_uri}
+
+
+@dataclass(frozen=True)
+class Adapter:
+    record: AdapterRecord
+    publisher: str
+    published_block: int
+
+
+class AdapterRegistryClient(ContractClient):
+    NAME = "AdapterRegistry"
+
+    def publish(self, record: AdapterRecord):
+        """Publish ``record``; returns (TxResult, adapter id)."""
+        result = self._send("publish", record.to_chain())
+        (ev,) = self.events("AdapterPublished", result.receipt)
+        return result, ev["adapterId"]
+
+    def get_adapter(self, adapter_id: int) -> Adapter:
+        rec, publisher, block = self._call("getAdapter", adapter_id)
+        return Adapter(_struct(AdapterRecord, rec), publisher, block)
+
+    def adapters_for(self, base_model_hash: str | bytes, task: str) -> list[int]:
+        return list(self._call("adaptersFor", _b32(base_model_hash), task))
+
+    def latest_for(self, base_model_hash: str | bytes, task: str) -> int:
+        return self._call("latestFor", _b32(base_model_hash), task)
+
+    def adapter_of_session(self, session_id: int) -> int:
+        return self._call("adapterOfSession", session_id)
+
+    def adapter_count(self) -> int:
+        return self._call("adapterCount")
+
+    def sessions(self) -> str:
+        return self._call("sessions")
+
+    def governance(self) -> str:
+        return self._call("governance")
+
+    def max_shards(self) -> int:
+        return self._call("MAX_SHARDS")
+
+    def max_string_bytes(self) -> int:
+        return self._call("MAX_STRING_BYTES")
+
+    def max_uri_bytes(self) -> int:
+        return self._call("MAX_URI_BYTES")
+
+
+# -- all four ----------------------------------------------------------------------------------------
+
+class Clients:
+    """The four clients of one deployment, sharing one sender (None: read-only)."""
+
+    def __init__(self, w3, deployment, sender=None):
+        self.w3 = w3
+        self.deployment = deployment
+        self.sender = sender
+        self.registry = NodeRegistryClient(w3, deployment.address("NodeRegistry"), sender)
+        self.sessions = SessionsClient(w3, deployment.address("TrainingSessions"), sender)
+        self.governance = GovernanceClient(w3, deployment.address("FineTuneGovernance"), sender)
+        self.adapters = AdapterRegistryClient(w3, deployment.address("AdapterRegistry"), sender)
+
+    def watched(self) -> dict[str, tuple[str, list[dict]]]:
+        """``EventWatcher``'s ``contracts`` argument for this deployment."""
+        return {c.NAME: (c.address, c.abi) for c in (self.registry, self.sessions, self.governance, self.adapters)}

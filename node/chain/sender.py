@@ -84,6 +84,8 @@ class TxSender:
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._next_nonce: int | None = None
+        # eth-tester has no eth_estimateGas on "pending" (its default already runs on the pending block)
+        self._estimate_block = None if type(w3.provider).__name__ == "EthereumTesterProvider" else "pending"
         self.reconcile()
 
     def __repr__(self) -> str:  # never the key
@@ -177,7 +179,9 @@ class TxSender:
             base = {"from": self.address, "value": value}
             try:
                 if gas is None:
-                    gas = int(fn.estimate_gas(base) * self.gas_headroom) + 1
+                    # against the pending block: that is where the transaction will run (block.number
+                    # checks such as a voting window see the right height)
+                    gas = int(fn.estimate_gas(base, block_identifier=self._estimate_block) * self.gas_headroom) + 1
                 nonce = self._take_nonce()
                 tx = fn.build_transaction({**base, "gas": gas, "nonce": nonce, "chainId": self.chain_id})
             except Exception as exc:

@@ -1,0 +1,161 @@
+"""`bsns propose`, `bsns vote`, `bsns proposals`, `bsns execute`, `bsns cancel`: fine-tuning governance.
+
+`propose` validates the spec (the field at fault is named) and fills in the model-weights and data
+hashes from the files *before* connecting or sending anything.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coordinator.commands._chainopts import DeploymentOpt, DevAccountOpt, KeystoreOpt, RpcOpt
+from node.errors import BsnsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Choice(str, Enum):
+    for_ = "for"
+    against = "against"
+
+
+def _resolve_file(path: str) -> Path:
+    p = Path(path).expanduser()
+    for candidate in (p, REPO_ROOT / p):
+        if candidate.is_file():
+            return candidate
+    raise BsnsError(f"data.path: file not found: {path}")
+
+
+def weights_hash(model_id: str) -> str:
+    """keccak-256 over the model's ``*.safetensors`` files, concatenated in file-name order.
+
+    This is the ``model.weights_hash`` a proposal carries; a node recomputes it on the files it loads.
+    """
+    from eth_utils import keccak
+
+    from node.model.loading import resolve_model_path
+
+    files = sorted(resolve_model_path(model_id).glob("*.safetensors"))
+    if not files:
+        raise BsnsError(f"model.id: no .safetensors weights found for {model_id!r}")
+    return "0x" + keccak(b"".join(f.read_bytes() for f in files)).hex()
+
+
+def prepare_spec(path: Path):
+    """Load and validate the spec, filling in missing file hashes; raises ``SpecError`` naming the field."""
+    from node.job import JobSpec, file_keccak
+
+    spec = JobSpec.from_toml(path)
+    data_hash = None if spec.data.hash else file_keccak(_resolve_file(spec.data.path))
+    w_hash = None if spec.model.weights_hash else weights_hash(spec.model.id)
+    if data_hash or w_hash:
+        spec = spec.with_hashes(weights_hash=w_hash, data_hash=data_hash)
+    spec.to_chain_params()  # the on-chain form must build too
+    return spec
+
+
+def propose(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.toml", help="the job spec")],
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    deployment: DeploymentOpt = None,
+) -> None:
+    """Propose a fine-tuning job from a TOML spec (validated before anything is sent)."""
+    from coordinator.commands._chainopts import chain_ctx, home
+
+    spec = prepare_spec(spec_path)
+    ctx = chain_ctx(rpc, deployment, keystore, dev_account)
+    gov = ctx.clients().governance
+    result, pid = gov.propose(spec.to_chain_params(), spec.toml_text)
+    saved = home() / "specs" / f"{spec.spec_hash()}.toml"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(spec.toml_text)
+    info = gov.proposal_info(pid)
+    typer.echo(f"proposal {pid} created in block {result.block_number}: spec {spec.spec_hash()}")
+    typer.echo(f"voting from block {info.vote_start + 1} to {info.vote_end}; spec text saved to {saved}")
+
+
+def vote(
+    proposal_id: Annotated[int, typer.Argument(metavar="ID")],
+    choice: Annotated[Choice, typer.Argument(metavar="for|against", case_sensitive=False)],
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    deployment: DeploymentOpt = None,
+) -> None:
+    """Vote for or against a proposal (registered nodes only, inside the voting window)."""
+    from coordinator.commands._chainopts import chain_ctx
+
+    ctx = chain_ctx(rpc, deployment, keystore, dev_account)
+    gov = ctx.clients().governance
+    result = gov.cast_vote(proposal_id, choice == Choice.for_)
+    f, a = gov.proposal_votes(proposal_id)
+    typer.echo(f"voted {choice.value} on proposal {proposal_id} in block {result.block_number} "
+               f"(for {f}, against {a})")
+
+
+def proposals(rpc: RpcOpt = None, deployment: DeploymentOpt = None) -> None:
+    """List proposals: state, votes, deadline, spec hash, method."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from coordinator.commands._chainopts import chain_ctx
+
+    ctx = chain_ctx(rpc, deployment, signer=False)
+    rows = ctx.clients().governance.proposals()
+    head = ctx.w3.eth.block_number
+    table = Table(title=f"proposals (chain {ctx.deployment.chain_id}, block {head})")
+    for col in ("id", "state", "for", "against", "quorum", "deadline block", "spec hash", "method", "session"):
+        table.add_column(col, justify="right" if col in ("id", "for", "against", "quorum", "deadline block") else "left")
+    for p in rows:
+        table.add_row(str(p.id), p.state.name.capitalize(), str(p.for_votes), str(p.against_votes),
+                      str(p.info.quorum_weight), str(p.info.vote_end), p.params.spec_hash[:18] + "…",
+                      p.params.method, str(p.info.session_id or "-"))
+    if not rows:
+        typer.echo("no proposals yet")
+        return
+    Console(width=140).print(table)
+
+
+def execute(
+    proposal_id: Annotated[int, typer.Argument(metavar="ID")],
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    deployment: DeploymentOpt = None,
+) -> None:
+    """Execute a Succeeded proposal: opens its training session (once)."""
+    from coordinator.commands._chainopts import chain_ctx
+
+    ctx = chain_ctx(rpc, deployment, keystore, dev_account)
+    result, session_id = ctx.clients().governance.execute(proposal_id)
+    typer.echo(f"proposal {proposal_id} executed in block {result.block_number}: session {session_id} opened")
+
+
+def cancel(
+    proposal_id: Annotated[int, typer.Argument(metavar="ID")],
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    deployment: DeploymentOpt = None,
+) -> None:
+    """Cancel your own proposal before its vote ends."""
+    from coordinator.commands._chainopts import chain_ctx
+
+    ctx = chain_ctx(rpc, deployment, keystore, dev_account)
+    result = ctx.clients().governance.cancel(proposal_id)
+    typer.echo(f"proposal {proposal_id} canceled in block {result.block_number}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("propose")(propose)
+    app.command("vote")(vote)
+    app.command("proposals")(proposals)
+    app.command("execute")(execute)
+    app.command("cancel")(cancel)
