@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     step INTEGER NOT NULL,
     PRIMARY KEY (session_id, round)
 );
+CREATE TABLE IF NOT EXISTS known (
+    kind TEXT NOT NULL,              -- proposal | session: ids the event watcher delivered
+    id INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+);
 CREATE TABLE IF NOT EXISTS losses (
     session_id INTEGER NOT NULL,
     round INTEGER NOT NULL,
@@ -121,6 +126,13 @@ class StateStore:
     def vote_of(self, proposal_id: int) -> dict | None:
         r = self._x("SELECT * FROM votes WHERE proposal_id=?", (proposal_id,)).fetchone()
         return dict(r) if r else None
+
+    # -- ids seen in chain events ---------------------------------------------------------------------
+    def remember(self, kind: str, ident: int) -> None:
+        self._x("INSERT OR IGNORE INTO known VALUES (?,?)", (kind, int(ident)))
+
+    def known(self, kind: str) -> list[int]:
+        return [r[0] for r in self._x("SELECT id FROM known WHERE kind=? ORDER BY id", (kind,)).fetchall()]
 
     # -- sessions -------------------------------------------------------------------------------
     def upsert_session(self, session_id: int, proposal_id: int | None = None, spec_toml: str | None = None,

@@ -1,0 +1,248 @@
+"""The session runner's ports over the real parts: ``ChainAdapter`` (node.chain clients) and
+``NetAdapter`` (node.p2p's ``P2PNode``), plus ``P2PTransport`` for the pipeline.
+
+These are the only places where the daemon touches chain and p2p objects during a session, so the
+runner (node.daemon.session) stays testable with in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from node.daemon.ports import ZERO_HASH, Announcement, Member
+from node.train.pipeline import PipelineError, PipelineTimeout
+
+log = logging.getLogger("bsns.daemon")
+
+
+def _hex(h) -> str | None:
+    if h is None:
+        return None
+    if isinstance(h, (bytes, bytearray)):
+        h = "0x" + bytes(h).hex()
+    h = h.lower()
+    return None if h == ZERO_HASH else h
+
+
+class ChainAdapter:
+    """``ChainPort`` over ``SessionsClient`` + ``NodeRegistryClient`` for this node's account."""
+
+    def __init__(self, sessions, registry, address: str) -> None:
+        self.sessions, self.registry, self.address = sessions, registry, address
+        self._members: dict[int, list[Member]] = {}
+        self._lock = threading.Lock()
+        self.tx_count = 0
+        self.gas_used = 0
+
+    def _count(self, result) -> None:
+        self.tx_count += 1
+        self.gas_used += int(result.gas_used or 0)
+
+    def current_round(self, session, shard):
+        return self.sessions.current_round(session, shard)
+
+    def final_hash(self, session, rnd, shard):
+        return _hex(self.sessions.final_hash(session, rnd, shard))
+
+    def committed(self, session, rnd, shard):
+        if _hex(self.sessions.commit_of(session, rnd, shard, self.address)) is not None:
+            return True
+        # a commit signed before a crash and still in flight counts: the sender re-broadcasts it
+        purpose = f"commit s{session} r{rnd} k{shard}"
+        return any(t.get("purpose") == purpose and t.get("status") in ("pending", "mined")
+                   for t in self.sessions.sender.journal())
+
+    def others_committed(self, session, rnd, shard):
+        st = self.sessions.get_shard(session, shard)
+        if st.round != rnd:
+            return st.round > rnd
+        mine = 1 if _hex(self.sessions.commit_of(session, rnd, shard, self.address)) else 0
+        return st.commits - mine > 0
+
+    def commit(self, session, rnd, shard, aggregate_hash, local_hash):
+        from node.chain.errors import ContractRevert
+
+        try:
+            res = self.sessions.sender.send(
+                self.sessions._fn("commit", session, rnd, shard, bytes.fromhex(aggregate_hash[2:]),
+                                  bytes.fromhex(local_hash[2:])),
+                purpose=f"commit s{session} r{rnd} k{shard}", contract="TrainingSessions")
+            self._count(res)
+        except ContractRevert as exc:
+            # the round closed (finalized without us) or we already committed: nothing to do
+            if exc.name in ("AlreadyCommitted", "RoundClosed", "WrongRound", "ShardDone"):
+                log.info("commit skipped: %s", exc)
+                return
+            raise
+
+    def try_finalize_after_timeout(self, session, rnd, shard):
+        from node.chain.errors import ContractRevert
+
+        st = self.sessions.get_shard(session, shard)
+        if st.round != rnd or st.commits == 0:
+            return False
+        head = self.sessions.w3.eth.block_number
+        if head + 1 <= st.first_commit_block + self.sessions.commit_timeout_blocks():
+            return False
+        try:
+            self._count(self.sessions.finalize_after_timeout(session, rnd, shard))
+            return True
+        except ContractRevert as exc:  # another replica was first, or no quorum among the commits
+            log.info("finalizeAfterTimeout skipped: %s", exc)
+            return False
+
+    def members(self, session):
+        with self._lock:
+            if session in self._members:
+                return self._members[session]
+        info = self.sessions.get_session(session)
+        out = []
+        for shard in range(info.num_shards):
+            st = self.sessions.get_shard(session, shard)
+            for rep in range(st.joined):
+                addr = self.sessions.member_at(session, shard, rep)
+                node = self.registry.get_node(addr)
+                out.append(Member(addr, shard, rep, node.peer_id, node.announce_addr))
+        if info.replicas:  # started: the membership is fixed from now on
+            with self._lock:
+                self._members[session] = out
+        return out
+
+
+class P2PTransport:
+    """``node.train.pipeline.Transport`` over ``P2PNode``: tags (session, round, step, micro, direction)."""
+
+    def __init__(self, node, session: int, rnd: int, stage_peers: dict[int, Member], wire_dtype: str | None = None):
+        self.node, self.session, self.rnd = node, session, rnd
+        self.peers = {s: m.peer_id for s, m in stage_peers.items()}
+        self.wire_dtype = wire_dtype
+
+    def _tags(self, key):
+        from node.p2p import Tags
+
+        step, micro, direction = key
+        return Tags(self.session, self.rnd, step, micro, direction)
+
+    def send(self, to_stage, key, tensors):
+        from node.p2p import P2PError
+
+        try:
+            ok = self.node.send_tensor(self.peers[to_stage], self._tags(key), dict(tensors))
+        except P2PError as exc:
+            raise PipelineError(f"send to stage {to_stage} failed: {exc}") from None
+        if not ok:
+            raise PipelineError(f"stage {to_stage} dropped step {key[0]} as stale or duplicate (it is elsewhere)")
+
+    def recv(self, from_stage, key, timeout):
+        from node.p2p import P2PError, RecvTimeout
+
+        try:
+            return self.node.recv(self._tags(key), timeout=timeout)
+        except RecvTimeout:
+            raise PipelineTimeout(f"stage {from_stage} sent nothing for step {key[0]} micro-batch {key[1]} "
+                                  f"({key[2]}) within {timeout:g} s") from None
+        except P2PError as exc:
+            raise PipelineError(str(exc)) from None
+
+
+class NetAdapter:
+    """``NetPort`` over ``P2PNode``: pipeline transport, blobs, and announcements on the session topic."""
+
+    def __init__(self, node, members_of) -> None:
+        self.node = node
+        self.members_of = members_of          # session -> list[Member] (the chain's view)
+        self._board: dict[tuple[int, int, int], dict[int, Announcement]] = {}
+        self._subscribed: set[int] = set()
+        self._lock = threading.Lock()
+        self._attempts: dict[tuple[int, int], int] = {}
+
+    # -- connections ----------------------------------------------------------------------------
+    def ensure_connected(self, members: list[Member]) -> None:
+        for m in members:
+            if m.peer_id and m.peer_id != self.node.peer_id and m.addr:
+                try:
+                    self.node.connect(m.peer_id, [m.addr])
+                except Exception as exc:  # noqa: BLE001 - a peer that is down now may come back
+                    log.info("peer %s at %s unreachable: %s", m.peer_id[:12], m.addr, exc)
+
+    def transport(self, session, rnd, replica, stage_peers):
+        key = (session, rnd)
+        with self._lock:
+            attempt = self._attempts.get(key, 0)
+            self._attempts[key] = attempt + 1
+        if attempt:
+            # a retried round resends steps this node already consumed: start from an empty inbox
+            # (messages of the failed attempt are dropped with it)
+            from node.p2p.inbox import Inbox
+
+            self.node.inbox = Inbox(getattr(self.node.inbox, "_max", 256))
+        self.ensure_connected(list(stage_peers.values()))
+        return P2PTransport(self.node, session, rnd, stage_peers)
+
+    # -- blobs ----------------------------------------------------------------------------------
+    def serve(self, data):
+        return self.node.serve_blob(data)
+
+    def fetch(self, peer, h, timeout):
+        members = [m for s in list(self._subscribed) for m in self.members_of(s) if m.peer_id == peer]
+        self.ensure_connected(members[:1])
+        return self.node.fetch_blob(peer, h, timeout=timeout)
+
+    def bytes_moved(self):
+        return self.node.bytes_moved()
+
+    # -- announcements --------------------------------------------------------------------------
+    def join_topic(self, session: int) -> None:
+        from node.p2p import session_topic
+
+        with self._lock:
+            if session in self._subscribed:
+                return
+            self._subscribed.add(session)
+        self.node.subscribe(session_topic(session), lambda sender, data: self._on_gossip(session, sender, data))
+
+    def _on_gossip(self, session: int, sender: str, data: bytes) -> None:
+        try:
+            msg = json.loads(data)
+            ann = Announcement(int(msg["session"]), int(msg["round"]), int(msg["shard"]), int(msg["replica"]),
+                               str(msg["hash"]), int(msg["samples"]), str(msg["peer"]), dict(msg.get("extra", {})))
+        except (ValueError, KeyError, TypeError):
+            log.info("malformed announcement from %s dropped", sender)
+            return
+        if ann.session != session:
+            return
+        # the gossip message is signed by the sender's key: it must be the member at (shard, replica)
+        owner = next((m for m in self.members_of(session) if m.shard == ann.shard and m.replica == ann.replica), None)
+        if owner is None or owner.address.lower() != sender.lower() or owner.peer_id != ann.peer:
+            log.info("announcement for shard %s replica %s from %s refused (not that member)",
+                     ann.shard, ann.replica, sender)
+            return
+        self._remember(ann)
+
+    def _remember(self, ann: Announcement) -> None:
+        with self._lock:
+            board = self._board.setdefault((ann.session, ann.round, ann.shard), {})
+            old = board.get(ann.replica)
+            if old is not None and old.extra and not ann.extra:
+                ann = Announcement(**{**ann.__dict__, "extra": old.extra})
+            board[ann.replica] = ann
+
+    def announce(self, ann):
+        from node.p2p import session_topic
+
+        self.join_topic(ann.session)
+        self._remember(ann)
+        msg = json.dumps({"session": ann.session, "round": ann.round, "shard": ann.shard, "replica": ann.replica,
+                          "hash": ann.hash, "samples": ann.samples, "peer": ann.peer, "extra": ann.extra,
+                          "t": round(time.time(), 3)}, separators=(",", ":")).encode()
+        try:
+            self.node.publish(session_topic(ann.session), msg)
+        except Exception as exc:  # noqa: BLE001 - gossip is best effort; the announcement is repeated
+            log.info("announce failed: %s", exc)
+
+    def announcements(self, session, rnd, shard):
+        with self._lock:
+            return list(self._board.get((session, rnd, shard), {}).values())

@@ -1,0 +1,470 @@
+"""``bsns node run``: the long-running node daemon.
+
+Owns the node's life: unlock the key, connect to the chain and the deployment, start the libp2p host
+(authorising only peers active in the NodeRegistry), register (or update the announce address after a
+restart), and then react to the chain:
+
+- ``ProposalCreated`` → remember it; while it is Active, vote by the configured policy (does a shard fit
+  my memory? do I support the method, task and model? is it within my round limit?) unless the policy
+  is ``manual`` (then the operator runs ``bsns vote``); a Succeeded proposal is executed (anyone may);
+- ``SessionOpened`` → read the spec from the chain (``ProposalSpec`` event, checked against the agreed
+  params), join in the join window if a shard fits, call ``start`` once the window closed;
+- a started session with this node assigned → ``SessionRunner`` trains, syncs and commits round after
+  round (node.daemon.session); after the last round the node at (shard 0, replica 0) publishes the
+  manifest to the AdapterRegistry. The daemon keeps serving its adapter blobs afterwards.
+
+Events come through the chain layer's ``EventWatcher`` (checkpointed, exactly once); decisions are
+re-derived from chain views each tick, so a restart (even after kill -9) repeats nothing: votes,
+joins and commits are checked on chain (and in the sender's journal) before any transaction.
+Logs are one line per event, ``key=value`` on stderr and JSON lines in ``<data_dir>/daemon.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from node.daemon.config import NodeConfig
+from node.daemon.state import StateStore
+from node.errors import BsnsError
+
+log = logging.getLogger("bsns.daemon")
+
+
+class DaemonError(BsnsError):
+    """The daemon cannot start or go on (no deployment, locked key, chain unreachable...)."""
+
+
+# -- structured logs --------------------------------------------------------------------------------
+
+class _KVFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {}
+        kv = " ".join(f"{k}={v}" for k, v in fields.items())
+        ts = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{ts} {record.levelname.lower():5s} {getattr(record, 'node', '')} {record.getMessage()} {kv}".rstrip()
+
+
+class _JsonHandler(logging.Handler):
+    def __init__(self, path: Path, node: str) -> None:
+        super().__init__()
+        self.fh = open(path, "a", buffering=1, encoding="utf-8")
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            obj = {"t": round(record.created, 3), "level": record.levelname.lower(), "node": self.node,
+                   "event": record.getMessage(), **(getattr(record, "fields", None) or {})}
+            self.fh.write(json.dumps(obj, default=str) + "\n")
+        except Exception:  # noqa: BLE001 - logging must never kill the daemon
+            pass
+
+
+def setup_logging(data_dir: Path, node_name: str, verbose: bool = False) -> None:
+    root = logging.getLogger("bsns")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(_KVFormatter())
+    h.addFilter(lambda r: setattr(r, "node", node_name) or True)
+    if not verbose:
+        h.addFilter(lambda r: r.getMessage() != "step")  # per-step lines go to the JSON log only
+    root.addHandler(h)
+    root.addHandler(_JsonHandler(data_dir / "daemon.jsonl", node_name))
+    root.propagate = False
+
+
+def _ev(event: str, **fields) -> None:
+    log.info(event, extra={"fields": fields})
+
+
+# -- the daemon ---------------------------------------------------------------------------------------
+
+class Daemon:
+    def __init__(self, cfg: NodeConfig, *, train_limit: int | None = None) -> None:
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.train_limit = train_limit
+        self.store: StateStore | None = None
+        self.p2p = None
+        self.watcher = None
+        self._active_cache: dict[str, tuple[float, bool]] = {}
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        from node.chain import rpc
+        from node.chain.clients import (AdapterRegistryClient, GovernanceClient, NodeRegistryClient,
+                                        SessionsClient)
+        from node.chain.deployment import Deployment
+        from node.chain.keys import dev_key, load_keystore
+        from node.chain.sender import TxSender
+
+        cfg = self.cfg
+        self.store = StateStore(cfg.data_dir)
+        self.w3 = rpc.connect(cfg.chain.rpc)
+        chain_id = self.w3.eth.chain_id
+        self.deployment = Deployment.load(cfg.resolve(cfg.chain.deployment), chain_id=chain_id)
+        self.deployment.check_code(self.w3)
+        if cfg.identity.dev_account is not None:
+            # anvil's published development keys: accepted by dev_key only on the local chain (31337)
+            self.key = dev_key(cfg.identity.dev_account, chain_id)
+        else:
+            self.key = load_keystore(cfg.resolve(cfg.identity.keystore))
+        self.address = self.key.address
+        self.sender = TxSender(self.w3, self.key.private_key, db_path=cfg.data_dir / "txs.sqlite",
+                               rpc_url=cfg.chain.rpc)
+        self.sender.reconcile()  # settle what a previous run signed (kill -9 included) before anything new
+        d = self.deployment
+        self.registry = NodeRegistryClient(self.w3, d.address("NodeRegistry"), self.sender)
+        self.gov = GovernanceClient(self.w3, d.address("FineTuneGovernance"), self.sender)
+        self.sessions = SessionsClient(self.w3, d.address("TrainingSessions"), self.sender)
+        self.adapters = AdapterRegistryClient(self.w3, d.address("AdapterRegistry"), self.sender)
+        self._start_p2p()
+        self._ensure_registered()
+        self._start_watcher()
+        _ev("started", address=self.address, peer=self.p2p.peer_id, addrs=",".join(self.p2p.addrs),
+            chain=chain_id, data_dir=str(cfg.data_dir))
+
+    def _authorize(self, eth_address: str, protocol: str) -> bool:
+        now = time.monotonic()
+        hit = self._active_cache.get(eth_address.lower())
+        if hit and now - hit[0] < 30.0:
+            return hit[1]
+        try:
+            ok = bool(self.registry.is_active(eth_address))
+        except Exception:  # noqa: BLE001 - chain unreachable: keep the last answer, else refuse
+            return bool(hit and hit[1])
+        self._active_cache[eth_address.lower()] = (now, ok)
+        return ok
+
+    def _start_p2p(self) -> None:
+        from node.p2p import P2PNode
+
+        self.p2p = P2PNode(self.key.private_key, self._authorize, listen=self.cfg.p2p.listen,
+                           bootstrap=self.cfg.p2p.bootstrap).start()
+        from node.daemon.adapters import ChainAdapter, NetAdapter
+
+        self.chain_port = ChainAdapter(self.sessions, self.registry, self.address)
+        self.net = NetAdapter(self.p2p, self.chain_port.members)
+
+    def _announce_addr(self) -> str:
+        if self.cfg.p2p.announce:
+            return self.cfg.p2p.announce
+        return self.p2p.addrs[0].split("/p2p/")[0]
+
+    def _ensure_registered(self) -> None:
+        from node.chain.clients import NodeStatus, device_kind_code
+
+        info = self.registry.get_node(self.address)
+        res = self.cfg.resources
+        kind = device_kind_code(self.cfg.device())
+        addr = self._announce_addr()
+        if info.status == NodeStatus.NONE:
+            if self.cfg.register_ is None:
+                raise DaemonError(f"{self.address} is not registered: run `bsns node register` or add a "
+                                  f"[register] section to the node config")
+            stake = int(self.cfg.register_.stake_eth * 10**18)
+            stake = max(stake, self.registry.min_stake())
+            self.registry.register(self.p2p.peer_id, addr, res.memory_mb, kind, res.throughput, stake=stake)
+            _ev("registered", stake_wei=stake, announce=addr)
+        elif info.status != NodeStatus.ACTIVE:
+            raise DaemonError(f"{self.address} is {info.status.name.lower()} in the NodeRegistry")
+        elif info.peer_id != self.p2p.peer_id or info.announce_addr != addr or info.memory_mb != res.memory_mb:
+            self.registry.update(self.p2p.peer_id, addr, res.memory_mb, kind, res.throughput)
+            _ev("registration_updated", announce=addr)
+
+    def _start_watcher(self) -> None:
+        from node.chain.artifacts import load_abi
+        from node.chain.watcher import EventWatcher
+
+        d = self.deployment
+        contracts = {n: (d.address(n), load_abi(n)) for n in ("FineTuneGovernance", "TrainingSessions")}
+        self.watcher = EventWatcher(self.w3, contracts, db_path=self.cfg.data_dir / "watcher.sqlite",
+                                    start_block=d.deploy_block, confirmations=self.cfg.chain.confirmations)
+        self.watcher.on("FineTuneGovernance", "ProposalCreated", self._on_proposal)
+        self.watcher.on("TrainingSessions", "SessionOpened", self._on_session_opened)
+        self._proposals: set[int] = set(self.store.known("proposal"))
+        self._sessions: set[int] = set(self.store.known("session"))
+
+    # the watcher's handlers only remember ids (idempotent); each tick derives actions from the chain
+    def _remember(self, kind: str, ident: int) -> None:
+        self.store.remember(kind, ident)
+
+    def _on_proposal(self, ev) -> None:
+        pid = int(ev.args["proposalId"])
+        self._remember("proposal", pid)
+        self._proposals.add(pid)
+        _ev("proposal_seen", proposal=pid, block=ev.block_number)
+
+    def _on_session_opened(self, ev) -> None:
+        sid = int(ev.args["sessionId"])
+        self._remember("session", sid)
+        self._sessions.add(sid)
+        _ev("session_opened", session=sid, proposal=int(ev.args["proposalId"]))
+
+    # -- policy -------------------------------------------------------------------------------------
+    def _spec_for(self, pid: int):
+        """The proposal's spec text from the chain, verified against the agreed params; None if absent."""
+        from node.job import JobSpec, SpecError
+
+        text = self.gov.spec_text(pid)
+        if text is None:
+            return None
+        spec = JobSpec.from_text(text, source=f"proposal {pid}")
+        try:
+            spec.check_against_chain(self.gov.get_params(pid).as_chain_dict())
+        except SpecError as exc:
+            raise DaemonError(f"proposal {pid}: the spec text does not match the agreed params: {exc}") from None
+        return spec
+
+    def decide(self, pid: int) -> tuple[bool, str]:
+        """The policy's vote on a proposal and why."""
+        p = self.gov.get_params(pid)
+        pol = self.cfg.policy
+        mem = self.cfg.resources.memory_mb
+        if p.method not in pol.methods:
+            return False, f"method {p.method} not supported"
+        if p.task not in pol.tasks:
+            return False, f"task {p.task} not supported"
+        if pol.models and p.base_model not in pol.models:
+            return False, f"model {p.base_model} not allowed"
+        if p.rounds > pol.max_rounds:
+            return False, f"{p.rounds} rounds exceed max_rounds {pol.max_rounds}"
+        if not any(m <= mem for m in p.shard_memory_mb):
+            return False, f"no shard fits {mem} MB (needs {min(p.shard_memory_mb)} MB)"
+        try:
+            if self._spec_for(pid) is None:
+                return False, "spec text not on chain"
+        except BsnsError as exc:
+            return False, str(exc)
+        return True, "a shard fits; method, task and model supported"
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        from node.chain.errors import RpcUnavailable
+
+        while not self.stop.is_set():
+            try:
+                self.watcher.poll_once()
+                self.tick()
+            except RpcUnavailable as exc:
+                _ev("chain_unreachable", error=str(exc))
+            except BsnsError as exc:
+                _ev("error", error=str(exc))
+            self.stop.wait(self.cfg.chain.poll_interval_s)
+
+    def tick(self) -> None:
+        for pid in sorted(self._proposals):
+            self._handle_proposal(pid)
+        for sid in sorted(self._sessions):
+            if self.stop.is_set():
+                return
+            self._handle_session(sid)
+
+    def _handle_proposal(self, pid: int) -> None:
+        from node.chain.clients import ProposalState
+        from node.chain.errors import ContractRevert
+
+        st = self.gov.state(pid)
+        if st == ProposalState.ACTIVE and self.cfg.policy.vote == "auto" and self.store.vote_of(pid) is None:
+            if self.gov.has_voted(pid, self.address):
+                self.store.record_vote(pid, self.gov.receipt_of(pid, self.address) == 2, "voted before restart", None)
+                return
+            if not self.gov.can_vote(pid, self.address):
+                self.store.record_vote(pid, False, "not eligible (registered after the proposal)", None)
+                return
+            support, reason = self.decide(pid)
+            try:
+                res = self.gov.cast_vote(pid, support)
+                self.chain_port._count(res)
+                self.store.record_vote(pid, support, reason, res.hash)
+                _ev("voted", proposal=pid, support=support, reason=reason)
+            except ContractRevert as exc:
+                self.store.record_vote(pid, support, f"vote refused: {exc.name}", None)
+        elif st == ProposalState.SUCCEEDED:
+            try:
+                res, sid = self.gov.execute(pid)
+                self.chain_port._count(res)
+                _ev("executed", proposal=pid, session=sid)
+            except ContractRevert as exc:  # another node executed it first
+                log.debug("execute %s: %s", pid, exc)
+
+    def _handle_session(self, sid: int) -> None:
+        from node.chain.clients import SessionState
+        from node.chain.errors import ContractRevert
+
+        row = self.store.session(sid)
+        if row and row["status"] in ("done", "left", "failed"):
+            return
+        info = self.sessions.get_session(sid)
+        if row is None:
+            try:
+                spec = self._spec_for(info.proposal_id)
+            except BsnsError as exc:
+                _ev("session_refused", session=sid, reason=str(exc))
+                return
+            if spec is None:
+                return
+            self.store.upsert_session(sid, proposal_id=info.proposal_id, spec_toml=spec.toml_text, status="seen")
+            row = self.store.session(sid)
+        a = self.sessions.assignment_of(sid, self.address)
+        if info.state == SessionState.JOINING:
+            head = self.w3.eth.block_number
+            if not a.joined and self.cfg.policy.join and head + 1 <= info.join_deadline:
+                mem = self.cfg.resources.memory_mb
+                needs = [self.sessions.get_shard(sid, s).memory_mb for s in range(info.num_shards)]
+                if not any(m <= mem for m in needs):
+                    self.store.upsert_session(sid, status="left")
+                    _ev("not_joining", session=sid, reason=f"no shard fits {mem} MB")
+                    return
+                try:
+                    res = self.sessions.join(sid)
+                    self.chain_port._count(res)
+                    a = self.sessions.joined_assignment(res.receipt)
+                    self.store.upsert_session(sid, shard=a.shard, replica=a.replica, status="joined")
+                    _ev("joined", session=sid, shard=a.shard, replica=a.replica)
+                except ContractRevert as exc:
+                    _ev("join_refused", session=sid, reason=str(exc))
+            elif a.joined and head + 1 > info.join_deadline:
+                try:
+                    res = self.sessions.start(sid)
+                    self.chain_port._count(res)
+                    _ev("session_start_sent", session=sid)
+                except ContractRevert:
+                    pass  # another member started it
+            return
+        if info.state == SessionState.FAILED:
+            self.store.upsert_session(sid, status="failed")
+            _ev("session_failed", session=sid, replicas=info.replicas, min_replicas=info.min_replicas)
+            return
+        if not a.joined:
+            self.store.upsert_session(sid, status="left")
+            return
+        if a.replica >= info.replicas:
+            self.store.upsert_session(sid, shard=a.shard, replica=a.replica, replicas=info.replicas, status="spare")
+            _ev("spare_replica", session=sid, shard=a.shard, replica=a.replica, replicas=info.replicas)
+            self.store.upsert_session(sid, status="left")
+            return
+        self.store.upsert_session(sid, shard=a.shard, replica=a.replica, replicas=info.replicas, status="training")
+        self._run_session(sid, row["spec_toml"], a.shard, a.replica, info.replicas)
+
+    def _run_session(self, sid: int, spec_toml: str, shard: int, replica: int, replicas: int) -> None:
+        from node.daemon.ports import Member
+        from node.daemon.session import SessionRunner, Stopped
+        from node.job import JobSpec
+
+        spec = JobSpec.from_text(spec_toml)
+        me = Member(self.address, shard, replica, self.p2p.peer_id, self._announce_addr())
+        self.net.join_topic(sid)
+        self.net.ensure_connected(self.chain_port.members(sid))
+        t = self.cfg.timing
+        runner = SessionRunner(sid, spec, me, replicas, self.chain_port, self.net, self.store,
+                               device=self.cfg.device(), pipeline_timeout=t.pipeline_timeout_s,
+                               sync_timeout=t.sync_timeout_s, stop=self.stop, train_limit=self.train_limit)
+        try:
+            runner.run()
+        except Stopped:
+            return
+        if shard == 0 and replica == 0:
+            self._publish(sid, spec)
+        self.store.upsert_session(sid, status="done")
+        _ev("session_done", session=sid, shard=shard, replica=replica)
+
+    def _publish(self, sid: int, spec) -> None:
+        """Publish the manifest once every shard finished (the node at shard 0, replica 0 does it)."""
+        from node.chain.clients import AdapterRecord, SessionState
+        from node.chain.errors import ContractRevert
+
+        while not self.stop.is_set():
+            if self.sessions.get_session(sid).state == SessionState.COMPLETED:
+                break
+            self.stop.wait(1.0)
+        else:
+            return
+        if self.adapters.adapter_of_session(sid):
+            return
+        last = spec.training.rounds - 1
+        hashes = [self.chain_port.final_hash(sid, last, s) for s in range(spec.num_shards)]
+        manifest = manifest_bytes(spec, sid, hashes)
+        mh = self.net.serve(manifest)
+        self.store.put_blob(manifest)
+        losses = [r["loss"] for r in self.store.rounds(sid) if r["loss"] is not None]
+        metrics = json.dumps({"final_train_loss": round(losses[-1], 5) if losses else None}, separators=(",", ":"))
+        rec = AdapterRecord(manifest_hash=mh, base_model=spec.model.id, base_model_hash=spec.model.weights_hash,
+                            method=spec.method.name, task=spec.task.kind, shard_hashes=tuple(hashes), session_id=sid,
+                            parent_id=0, accuracy_bps=0, metrics_uri="data:application/json," + metrics)
+        try:
+            res, adapter_id = self.adapters.publish(rec)
+            self.chain_port._count(res)
+            self.store.upsert_session(sid, published_id=adapter_id)
+            _ev("published", session=sid, adapter=adapter_id, manifest=mh)
+        except ContractRevert as exc:
+            _ev("publish_refused", session=sid, reason=str(exc))
+
+    def serve_finished(self) -> None:
+        """Re-serve the final adapters and manifests of finished sessions (after a restart)."""
+        for h in self.store.blob_hashes():
+            data = self.store.get_blob(h)
+            if data is not None:
+                self.p2p.serve_blob(data)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.p2p is not None:
+            self.p2p.close()
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def manifest_bytes(spec, session_id: int, shard_hashes: list[str]) -> bytes:
+    """The adapter manifest: which shard hash covers which layers; canonical JSON (its hash goes on chain)."""
+    doc = {
+        "format": "bsns-adapter-manifest/1",
+        "session": session_id,
+        "base_model": spec.model.id,
+        "base_model_hash": spec.model.weights_hash,
+        "method": spec.method.name,
+        "method_config": spec.method.config,
+        "task": spec.task.kind,
+        "num_labels": spec.task.num_labels,
+        "spec_hash": spec.spec_hash(),
+        "shards": [{"layers": list(spec.shards.layers[i]), "hash": h} for i, h in enumerate(shard_hashes)],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def run_daemon(config_path: str | Path, verbose: bool = False, train_limit: int | None = None) -> None:
+    """Entry point of ``bsns node run``: runs until SIGTERM/SIGINT, then shuts down cleanly."""
+    import os
+
+    cfg = NodeConfig.from_toml(config_path)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(cfg.data_dir, cfg.name, verbose)
+    try:
+        import torch
+
+        torch.set_num_threads(cfg.resources.threads)
+    except ImportError:
+        pass
+    env_limit = os.environ.get("BSNS_TRAIN_LIMIT")
+    d = Daemon(cfg, train_limit=train_limit or (int(env_limit) if env_limit else None))
+
+    def _stop(signum, frame):  # noqa: ARG001
+        d.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        d.start()
+        d.serve_finished()
+        d.run()
+    finally:
+        d.close()
+        _ev("stopped")
