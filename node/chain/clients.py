@@ -579,6 +579,9 @@ class GovernanceClient(ContractClient):
     def max_string_bytes(self) -> int:
         return self._call("MAX_STRING_BYTES")
 
+    def max_replicas(self) -> int:
+        return self._call("MAX_REPLICAS")
+
 
 # -- AdapterRegistry ----------------------------------------------------------------------------------
 
