@@ -11,10 +11,11 @@ from node.p2p.identity import (eth_address_from_peer_id, eth_address_from_privat
                                peer_id_from_private_key)
 from node.p2p.inbox import RecvTimeout
 from node.p2p.node import ADAPTER_PROTOCOL, PIPELINE_PROTOCOL, P2PNode, session_topic
+from node.p2p.transport import PipelineTransport
 from node.p2p.wire import Tags
 
 __all__ = [
-    "P2PNode", "Tags", "PIPELINE_PROTOCOL", "ADAPTER_PROTOCOL", "session_topic",
+    "P2PNode", "PipelineTransport", "Tags", "PIPELINE_PROTOCOL", "ADAPTER_PROTOCOL", "session_topic",
     "P2PError", "WireError", "Unauthorized", "HashMismatch", "IntegrityError", "PeerUnavailable",
     "NotFound", "RecvTimeout",
     "peer_id_from_private_key", "eth_address_from_peer_id", "eth_address_from_private_key",

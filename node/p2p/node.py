@@ -16,6 +16,7 @@ Usage (all methods are blocking and thread-safe; call them from any thread but t
     node = P2PNode(private_key, authorize=lambda addr, proto: addr in members).start()
     node.peer_id, node.eth_address, node.addrs          # identity and dialable multiaddrs
     node.connect(peer_id, ["/ip4/1.2.3.4/tcp/4001"])    # from the NodeRegistry or a bootstrap list
+    node.add_peer(peer_id, addrs)                        # same, dialled lazily on first use
     node.send_tensor(peer_id, Tags(session, rnd, step, micro, "fwd"), tensor, wire_dtype="bfloat16")
     t = node.recv(Tags(session, rnd, step, micro, "fwd"), timeout=30)
     h = node.serve_blob(data)                            # "0x" + keccak-256
@@ -151,17 +152,30 @@ class P2PNode:
             self._dispatch.join(timeout=5)
 
     # ------------------------------------------------------------------ public API
-    def connect(self, peer_id: str, addrs: list[str] | str) -> None:
-        """Remember a peer's addresses (e.g. from the NodeRegistry) and dial it now."""
+    def add_peer(self, peer_id: str, addrs: list[str] | str) -> None:
+        """Remember a peer's addresses (e.g. from the NodeRegistry); it is dialled on first use."""
+        import multiaddr
+
         if isinstance(addrs, str):
             addrs = [addrs]
-        clean = [a.split("/p2p/")[0] for a in addrs]
         eth_address_from_peer_id(peer_id)  # a non-secp256k1 peer id is refused early
+        clean = []
+        for a in addrs:
+            base = a.split("/p2p/")[0]
+            try:
+                multiaddr.Multiaddr(base)
+            except Exception:
+                raise P2PError(f"not a multiaddr: {a!r}") from None
+            clean.append(base)
         with self._lock:
             known = self._addr_book.setdefault(peer_id, [])
             for a in clean:
                 if a not in known:
                     known.append(a)
+
+    def connect(self, peer_id: str, addrs: list[str] | str) -> None:
+        """Remember a peer's addresses and dial it now (raises ``PeerUnavailable`` if none answers)."""
+        self.add_peer(peer_id, addrs)
         self._call(self._ensure_connected, peer_id, self.timeout)
 
     def send_tensor(self, peer_id: str, tags: wire.Tags, tensor: Any, *, wire_dtype: str | None = None,

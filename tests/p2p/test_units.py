@@ -1,0 +1,207 @@
+"""In-process checks of the p2p building blocks: identity, wire format, inbox rules, bulk records."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+import torch
+
+from node.p2p import bulk, wire
+from node.p2p.errors import IntegrityError, P2PError, PeerUnavailable, WireError
+from node.p2p.identity import (eth_address_from_peer_id, eth_address_from_private_key,
+                               peer_id_from_private_key)
+from node.p2p.inbox import Inbox, RecvTimeout
+from node.p2p.store import keccak256, parse_hash
+from node.p2p.wire import Header, Tags
+from tests.p2p.peers import DEV_KEYS
+
+
+def test_peer_id_maps_back_to_the_ethereum_account():
+    from eth_account import Account
+
+    for key in DEV_KEYS[:3]:
+        pid = peer_id_from_private_key(key)
+        assert eth_address_from_peer_id(pid) == Account.from_key(key).address
+        assert eth_address_from_private_key(key) == Account.from_key(key).address
+    assert len({peer_id_from_private_key(k) for k in DEV_KEYS}) == len(DEV_KEYS)
+
+
+def test_bad_keys_and_foreign_peer_ids_are_clear_errors():
+    with pytest.raises(P2PError, match="32 bytes"):
+        peer_id_from_private_key(b"short")
+    with pytest.raises(P2PError, match="invalid secp256k1"):
+        peer_id_from_private_key(b"\0" * 32)
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    ed = ID.from_pubkey(create_new_key_pair().public_key).to_base58()
+    with pytest.raises(P2PError, match="secp256k1"):
+        eth_address_from_peer_id(ed)
+    with pytest.raises(P2PError, match="not a peer id"):
+        eth_address_from_peer_id("0OIl")
+
+
+def test_header_round_trip_and_rejections():
+    h = Header(kind=wire.KIND_TENSOR, payload_len=2 * 3 * 4 * 2, tags=Tags(5, 1, 2, 3, "bwd"),
+               dtype="bfloat16", orig_dtype="float32", shape=(2, 3, 4), hash=keccak256(b"x"))
+    raw = h.encode()
+    back = Header.decode(raw)
+    assert back.tags == h.tags and back.shape == (2, 3, 4) and back.hash == h.hash
+    assert back.dtype == "bfloat16" and back.orig_dtype == "float32"
+    with pytest.raises(WireError, match="magic"):
+        Header.decode(b"XXXX" + raw[4:])
+    with pytest.raises(WireError, match="version"):
+        Header.decode(raw[:4] + bytes([9]) + raw[5:])
+    with pytest.raises(WireError, match="exceeds"):
+        Header.decode(raw, max_frame=10)
+    bad_len = Header(kind=wire.KIND_TENSOR, payload_len=7, shape=(2, 3), dtype="float32").encode()
+    with pytest.raises(WireError, match="does not match shape"):
+        Header.decode(bad_len)
+    with pytest.raises(WireError, match="truncated"):
+        Header.decode(raw[:10])
+    with pytest.raises(WireError, match="direction"):
+        Tags(1, 0, 0, 0, "sideways")
+    with pytest.raises(WireError, match="step"):
+        Tags(1, 0, -1, 0)
+
+
+def test_tensor_payloads_round_trip_including_half_precision_and_sets():
+    x = torch.randn(3, 5)
+    h, view = wire.tensor_payload(x, "float16")
+    assert h.payload_len == 3 * 5 * 2 and len(view) == h.payload_len
+    buf, out = wire.empty_payload(h.payload_len)
+    out[:] = view
+    y = wire.payload_to_tensor(buf, Header.decode(h.encode()))
+    assert y.dtype == torch.float32 and torch.equal(y, x.half().float())
+    tensors = {"hidden": torch.randn(2, 3), "mask": torch.ones(2, 3, dtype=torch.int64),
+               "empty": torch.empty(0, 4), "loss": torch.tensor(1.5)}
+    h, view = wire.tensor_set_payload(tensors)
+    decoded = Header.decode(h.encode())
+    buf, out = wire.empty_payload(decoded.payload_len)
+    out[:] = view
+    got = wire.payload_to_tensor_set(buf, decoded)
+    assert set(got) == set(tensors)
+    for k, v in tensors.items():
+        assert got[k].dtype == v.dtype and torch.equal(got[k], v)
+    bogus = Header(kind=wire.KIND_TENSOR, payload_len=8, meta=b'[{"name":"a","dtype":"float32",'
+                   b'"orig_dtype":"float32","shape":[4],"offset":0,"nbytes":16}]')
+    with pytest.raises(WireError, match="manifest"):
+        Header.decode(bogus.encode())
+    with pytest.raises(WireError, match="dtype"):
+        wire.tensor_payload(torch.zeros(2, dtype=torch.complex64))
+
+
+def test_inbox_drops_stale_and_duplicate_and_frees_aborted():
+    inbox = Inbox()
+    t0 = Tags(1, 0, 0, 0)
+    assert inbox.admit(t0) is None
+    assert "duplicate" in inbox.admit(t0)
+    inbox.abort(t0)                     # the transfer failed: a resend is welcome
+    assert inbox.admit(t0) is None
+    inbox.deliver(t0, "m0", "0xA")
+    assert inbox.admit(Tags(1, 0, 1, 0)) is None
+    inbox.deliver(Tags(1, 0, 1, 0), "m1", "0xA")
+    assert inbox.take(Tags(1, 0, 1, 0), 1) == ("m1", "0xA")   # step 1 consumed: step 0 is now stale
+    assert "stale" in inbox.admit(Tags(1, 0, 0, 5))
+    with pytest.raises(P2PError, match="older"):
+        inbox.take(t0, 1)
+    assert inbox.admit(Tags(1, 0, 0, 5, "bwd")) is None       # other direction, own watermark
+    assert inbox.admit(Tags(2, 0, 0, 0)) is None              # other session, own watermark
+    with pytest.raises(RecvTimeout):
+        inbox.take(Tags(3, 0, 0, 0), 0.05)
+    late = Tags(1, 0, 1, 1)
+    assert inbox.admit(late) is None
+    inbox.advance(1, "fwd", 1, 0)
+    inbox.advance(1, "fwd", 2, 0)                             # a new round: step 1 of round 0 is stale
+    inbox.deliver(late, "late", "0xA")
+    assert late not in inbox.pending()
+
+
+def _pair():
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    b.settimeout(5)
+    return a, b
+
+
+def test_bulk_records_round_trip_and_detect_tampering():
+    data = memoryview(torch.randint(0, 255, (bulk.RECORD * 2 + 1234,), dtype=torch.uint8).numpy().tobytes())
+    token, key = bulk.new_secret()
+    for tamper in (None, "flip", "wrong_key", "truncate"):
+        a, b = _pair()
+        out = bytearray(len(data))
+        err = []
+
+        def rx():
+            try:
+                bulk.recv_records(b, key, token, memoryview(out))
+            except Exception as exc:
+                err.append(exc)
+                b.shutdown(socket.SHUT_RDWR)   # as the node does: stop reading, drop the socket
+
+        t = threading.Thread(target=rx)
+        t.start()
+        if tamper is None:
+            bulk.send_records(a, key, token, data)
+        elif tamper == "wrong_key":
+            try:   # the receiver hangs up after the first record
+                bulk.send_records(a, bulk.new_secret()[1], token, data)
+            except OSError:
+                pass
+        else:
+            raw = bytearray()
+
+            class Capture:
+                def sendall(self, chunk):
+                    raw.extend(chunk)
+
+            bulk.send_records(Capture(), key, token, data)
+            if tamper == "flip":
+                raw[bulk.RECORD + bulk.TAG + 77] ^= 0x40   # inside record 1
+                try:
+                    a.sendall(raw)
+                except OSError:
+                    pass
+            else:
+                a.sendall(raw[: len(raw) // 2])
+        a.close()
+        t.join(10)
+        b.close()
+        if tamper is None:
+            assert not err and bytes(out) == bytes(data)
+        elif tamper == "truncate":
+            assert isinstance(err[0], PeerUnavailable)
+        else:
+            assert isinstance(err[0], IntegrityError), err
+            assert ("record 1" if tamper == "flip" else "record 0") in str(err[0])
+
+
+def test_bulk_listener_matches_tokens_and_expires():
+    listener = bulk.BulkListener()
+    try:
+        token, _ = bulk.new_secret()
+        pending = listener.expect(token, 5)
+        stranger = bulk.dial("127.0.0.1", listener.port, b"x" * bulk.TOKEN_LEN, 5)
+        friend = bulk.dial("127.0.0.1", listener.port, token, 5)
+        sock = listener.take(token, pending, 5)
+        friend.sendall(b"hello")
+        assert sock.recv(5) == b"hello"
+        assert stranger.recv(1) == b""          # the unknown token was hung up on
+        listener.release(sock)
+        for s in (friend, stranger):
+            s.close()
+        late, _ = bulk.new_secret()
+        with pytest.raises(PeerUnavailable, match="in time"):
+            listener.take(late, listener.expect(late, 0.1), 0.3)
+    finally:
+        listener.close()
+
+
+def test_hash_parsing():
+    assert parse_hash("0x" + "ab" * 32) == bytes.fromhex("ab" * 32)
+    with pytest.raises(P2PError, match="32 bytes"):
+        parse_hash("0xabcd")
+    with pytest.raises(P2PError, match="hex"):
+        parse_hash("0xzz")
