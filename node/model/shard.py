@@ -205,17 +205,27 @@ class ModelShard(nn.Module):
         if self.family == "llama":
             kwargs["position_embeddings"] = self.rotary_emb(h, position_ids=position_ids)
             kwargs["position_ids"] = position_ids
+        if cache is not None:
+            kwargs[self._cache_kwarg()] = cache
         masks: dict = {}
         for layer in self.layers.values():
             window = self._layer_window(layer) if self.family == "llama" else None
             if window not in masks:
                 masks[window] = self._mask_4d(mask2d, n_prefix, window, h.dtype)
-            out = layer(h, attention_mask=masks[window], cache=cache, **kwargs)
+            out = layer(h, attention_mask=masks[window], **kwargs)
             h = out[0] if isinstance(out, tuple) else out
 
         if not self.is_last:
             return h
         return self._head(h, mask2d)
+
+    def _cache_kwarg(self) -> str:
+        """transformers renamed the layers' ``past_key_values`` argument to ``cache`` during 5.x."""
+        import inspect
+
+        layer = next(iter(self.layers.values()))
+        params = inspect.signature(type(layer).forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
 
     def _head(self, h, mask2d):
         if self.norm is not None:
