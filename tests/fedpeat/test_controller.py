@@ -1,0 +1,107 @@
+"""The controller's environment, the fitted loss model, PPO, and the memory guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coordinator.fedpeat.controller import FixedStrategy, PPOStrategy, RandomStrategy, evaluate_in_env, train_controller
+from coordinator.fedpeat.env import (ChannelModel, DeviceProfile, LossModel, RewardWeights, feasible, gym_env_class,
+                                     observation)
+from coordinator.fedpeat.workload import FedPEATError
+
+OPTIONS = [0.25, 0.5, 0.75, 1.0]
+
+
+def profile(capacities=(120, 140, 160, 200)):
+    need = {0.25: 100, 0.5: 120, 0.75: 140, 1.0: 160}
+    return DeviceProfile(capacities=list(capacities), data_weights=[1.0] * len(capacities), options=list(OPTIONS),
+                         memory_need=need, emulator_bytes={0.25: 60e6, 0.5: 70e6, 0.75: 80e6, 1.0: 90e6},
+                         adapter_bytes=500_000)
+
+
+def curve(a, plateau, l0=0.7, n=8):
+    out = [l0]
+    for _ in range(n):
+        out.append(out[-1] - a * (out[-1] - plateau))
+    return out
+
+
+def loss_model():
+    return LossModel.fit({0.25: curve(0.2, 0.45), 0.5: curve(0.3, 0.40), 0.75: curve(0.35, 0.37), 1.0: curve(0.4, 0.35)})
+
+
+def test_loss_model_fit_recovers_rate_and_plateau_from_curves():
+    lm = loss_model()
+    assert lm.rate == pytest.approx([0.2, 0.3, 0.35, 0.4], abs=1e-6)
+    assert lm.plateau == pytest.approx([0.45, 0.40, 0.37, 0.35], abs=1e-6)
+    a, p = lm.params(0.375)  # halfway between measured retentions: linear interpolation
+    assert a == pytest.approx(0.25) and p == pytest.approx(0.425)
+    # a round with every device at one retention reproduces the fitted curve
+    assert lm.step(0.7, [0.5] * 4, [1.0] * 4) == pytest.approx(curve(0.3, 0.40)[1])
+    assert lm.step(0.7, [None] * 4, [1.0] * 4) == 0.7  # nobody trains, nothing moves
+    assert LossModel.from_dict(lm.to_dict()) == lm
+    with pytest.raises(FedPEATError, match="at least 3"):
+        LossModel.fit({0.5: [0.7, 0.6]})
+
+
+def test_guard_never_hands_out_an_emulator_that_does_not_fit():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        caps = rng.integers(50, 220, size=5).tolist()
+        p = profile(caps)
+        wanted = [None if rng.random() < 0.2 else OPTIONS[rng.integers(4)] for _ in caps]
+        got = feasible(wanted, p)
+        for i, (w, g) in enumerate(zip(wanted, got)):
+            if g is not None:
+                assert p.memory_need[g] <= caps[i] and g <= w
+            elif w is not None:  # skipped only when nothing at or below the wish fits
+                assert all(p.memory_need[o] > caps[i] for o in OPTIONS if o <= w)
+
+
+def test_environment_follows_the_paper_reward_terms():
+    from gymnasium.utils.env_checker import check_env
+
+    Env = gym_env_class()
+    env = Env(profile(), loss_model(), rounds=4)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (3 * 4 + 2,)
+    # everyone skips: no progress, no transfer, no penalty
+    _, r_skip, _, _, info = env.step([0, 0, 0, 0])
+    assert r_skip == 0.0 and info["loss"] == pytest.approx(loss_model().initial_loss)
+    # an emulator that does not fit device 0 (need 160 > 120) drops it from the round and is penalised
+    env.reset(seed=1)
+    _, _, _, _, info = env.step([4, 0, 0, 0])
+    assert info["choices"] == [None, None, None, None]
+    # exchanges beyond the allowance cost reward: alternating emulators vs keeping one, same channel draws
+    w = RewardWeights(time=0.0, exchange_allowance=1)
+    env = Env(profile(), loss_model(), rounds=4, weights=w)
+    env.reset(seed=3)
+    keep = sum(env.step([1, 1, 1, 1])[1] for _ in range(3))
+    env.reset(seed=3)
+    swap = sum(env.step([a, a, a, a])[1] for a in (1, 2, 1))
+    assert swap < keep
+
+
+def test_ppo_controller_choices_always_fit_memory():
+    p = profile()
+    lm = loss_model()
+    model = train_controller(p, lm, rounds=4, timesteps=256, seed=0)
+    strat = PPOStrategy(model, OPTIONS)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        obs = observation(p, rng.exponential(1.0, 4), rng.integers(0, 4, 4), float(rng.uniform(0.3, 0.7)), 0.7,
+                          int(rng.integers(0, 4)), 4, 2)
+        for i, r in enumerate(feasible(strat.choose(obs, rng), p)):
+            assert r is None or p.memory_need[r] <= p.capacities[i]
+    res = evaluate_in_env(strat, p, lm, rounds=4, episodes=3)
+    assert np.isfinite(res["reward"])
+    for s in (FixedStrategy(0.5, 4), RandomStrategy(OPTIONS, 4)):
+        assert np.isfinite(evaluate_in_env(s, p, lm, rounds=4, episodes=2)["reward"])
+
+
+def test_channel_rate_grows_with_gain_and_snr():
+    ch = ChannelModel()
+    assert ch.rate_bytes_per_s(0, 2.0) > ch.rate_bytes_per_s(0, 1.0)
+    assert ch.rate_bytes_per_s(3, 1.0) > ch.rate_bytes_per_s(0, 1.0)
