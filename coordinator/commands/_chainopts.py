@@ -6,7 +6,6 @@ Each option also reads an environment variable (``BSNS_RPC``, ``BSNS_KEYSTORE``,
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -94,6 +93,3 @@ def chain_ctx(rpc: str | None, deployment: Path | None, keystore: Path | None = 
     key = load_key(w3, keystore, dev_account)
     return ChainCtx(w3, dep, key, make_sender(w3, key))
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -223,6 +223,12 @@ def translate(exc: BaseException, contract: str | None = None, url: str | None =
         return rev
     if is_connection_error(exc):
         return RpcUnavailable(url or "the RPC endpoint", exc)
+    from web3.exceptions import Web3RPCError
+
+    if isinstance(exc, Web3RPCError):  # e.g. insufficient funds, nonce too low: the node's own refusal
+        resp = getattr(exc, "rpc_response", None) or {}
+        msg = (resp.get("error") or {}).get("message") if isinstance(resp, dict) else None
+        return ChainError(f"the chain node refused the request: {_first_line(msg or exc)}")
     return exc
 
 

@@ -202,3 +202,26 @@ def test_watcher_stopped_during_events_sees_each_once_after_restart(net, tmp_pat
     w.poll_once()
     a = {i: dev_key(i, 31337).address for i in (1, 2, 3)}
     assert seen == [("created", p1), ("vote", p1, a[1]), ("created", p2), ("vote", p1, a[2]), ("vote", p1, a[3])]
+
+
+def test_keygen_then_register_with_the_keystore(net, tmp_path, monkeypatch):
+    w3, dep, c, _ = net
+    ks = tmp_path / "node-key.json"
+    monkeypatch.setenv("BSNS_KEYSTORE_PASSWORD", "correct horse")
+    code, out = bsns("node", "keygen", "--out", str(ks))
+    assert code == 0, out
+    address = re.search(r"address\s+(0x[0-9a-fA-F]{40})", out).group(1)
+    assert "peer id  16Uiu2" in out
+    assert bsns("node", "keygen", "--out", str(ks))[0] == 1  # never overwrites a key by accident
+
+    code, out = bsns("node", "register", "--keystore", str(ks))
+    assert code == 1  # an unfunded account cannot stake: the node's refusal, one line
+    assert out.strip() == "error: the chain node refused the request: Insufficient funds for gas * price + value"
+    w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": address, "value": 3 * 10**18})
+    code, out = bsns("node", "register", "--keystore", str(ks), "--memory-mb", "1500")
+    assert code == 0, out
+    assert c.registry.is_active(address) and c.registry.get_node(address).memory_mb == 1500
+
+    monkeypatch.setenv("BSNS_KEYSTORE_PASSWORD", "wrong")
+    code, out = bsns("node", "info", "--keystore", str(ks))
+    assert code == 1 and out.strip() == f"error: cannot unlock keystore {ks}: wrong password or corrupt file"
