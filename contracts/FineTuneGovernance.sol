@@ -161,24 +161,42 @@ contract FineTuneGovernance {
     /// @param proposalId the proposal
     /// @param support true for, false against
     function castVote(uint256 proposalId, bool support) external {
-        ProposalCore memory p = _core[proposalId];
-        if (p.createdBlock == 0) revert UnknownProposal(proposalId);
-        uint256 start = p.createdBlock + votingDelayBlocks;
-        if (p.canceled || block.number <= start || block.number > start + votingPeriodBlocks) {
-            revert VotingClosed(proposalId, _state(proposalId, p));
+        // the ProposalCore slot is read and written as one word (see _CREATED etc. below)
+        ProposalCore storage ps = _core[proposalId];
+        uint256 w;
+        assembly ("memory-safe") {
+            w := sload(ps.slot)
+        }
+        uint256 created = w & _MASK40;
+        if (created == 0) revert UnknownProposal(proposalId);
+        uint256 start = created + votingDelayBlocks;
+        if ((w >> _CANCELED_OFF) & 0xff != 0 || block.number <= start || block.number > start + votingPeriodBlocks) {
+            revert VotingClosed(proposalId, state(proposalId));
         }
         (uint96 stake, uint40 registeredBlock, NodeRegistry.Status status,) = registry.eligibility(msg.sender);
-        if (status != NodeRegistry.Status.Active || registeredBlock >= p.createdBlock) {
+        if (status != NodeRegistry.Status.Active || registeredBlock >= created) {
             revert NotEligible(msg.sender, proposalId);
         }
         if (_receipt[proposalId][msg.sender] != 0) revert AlreadyVoted(msg.sender, proposalId);
         _receipt[proposalId][msg.sender] = support ? RECEIPT_FOR : RECEIPT_AGAINST;
-        uint96 weight = weightByStake ? stake : 1;
-        if (support) p.forVotes += weight;
-        else p.againstVotes += weight;
-        _core[proposalId] = p;
+        uint256 weight = weightByStake ? stake : 1;
+        uint256 off = support ? _FOR_OFF : _AGAINST_OFF;
+        uint256 tally = ((w >> off) & _MASK96) + weight;
+        if (tally > _MASK96) revert InvalidParam("weight"); // unreachable: total ETH supply < 2^96 wei
+        w = (w & ~(_MASK96 << off)) | (tally << off);
+        assembly ("memory-safe") {
+            sstore(ps.slot, w)
+        }
         emit VoteCast(msg.sender, proposalId, support, weight);
     }
+
+    // Storage layout of ProposalCore (first member in the lowest bits), used by castVote's one-word
+    // read-modify-write: the legacy code generator would otherwise SLOAD/SSTORE it field by field.
+    uint256 private constant _MASK40 = (1 << 40) - 1;
+    uint256 private constant _MASK96 = (1 << 96) - 1;
+    uint256 private constant _FOR_OFF = 40;
+    uint256 private constant _AGAINST_OFF = 136;
+    uint256 private constant _CANCELED_OFF = 232;
 
     /// @notice Open the training session of a Succeeded proposal, once. Anyone may call.
     /// @param proposalId the proposal

@@ -280,58 +280,77 @@ contract TrainingSessions is Ownable {
         external
     {
         if (aggregateHash == bytes32(0)) revert InvalidHash();
-        Assignment memory a = _assign[sessionId][msg.sender];
-        if (!a.joined || a.shard != shard) revert NotAssigned(sessionId, shard, msg.sender);
-        ShardState memory sh = _shards[sessionId][shard];
-        if (sh.replicas == 0) revert WrongSessionState(sessionId, _sessions[sessionId].state);
-        if (a.replica >= sh.replicas) revert SpareReplica(sessionId, a.replica, sh.replicas);
+        uint256 a = _assignWord(sessionId, msg.sender);
+        if (a & 0xff == 0 || _field(a, A_SHARD) != shard) revert NotAssigned(sessionId, shard, msg.sender);
+        uint256 replica = _field(a, A_REPLICA);
+        uint256 slot = _shardSlot(sessionId, shard);
+        uint256 w = _sload(slot);
+        uint256 nReplicas = _field(w, S_REPLICAS);
+        if (nReplicas == 0) revert WrongSessionState(sessionId, _sessions[sessionId].state);
+        if (replica >= nReplicas) revert SpareReplica(sessionId, replica, nReplicas);
 
-        bytes32 ck = _key4(sessionId, round, shard, a.replica);
+        bytes32 ck = _key4(sessionId, round, shard, replica);
         if (_commit[ck] != bytes32(0)) revert AlreadyCommitted(round, shard, msg.sender);
 
-        if (round != sh.round) {
+        uint256 current = _field(w, S_ROUND);
+        if (round != current) {
             // late commit for the round finalized without this replica: record only, inside the grace
-            if (round + 1 == sh.round && block.number <= uint256(sh.lastFinalizedBlock) + commitTimeoutBlocks) {
+            if (current != 0 && round == current - 1 && block.number <= _field(w, S_LAST_FINAL) + commitTimeoutBlocks) {
                 _commit[ck] = aggregateHash;
                 emit Committed(sessionId, msg.sender, round, shard, aggregateHash, localUpdateHash);
                 return;
             }
-            if (round < sh.round) revert RoundClosed(round, shard);
-            if (sh.round >= sh.rounds) revert ShardDone(shard);
-            revert WrongRound(shard, sh.round, round);
+            if (round < current) revert RoundClosed(round, shard);
+            if (current >= _field(w, S_ROUNDS)) revert ShardDone(shard);
+            revert WrongRound(shard, current, round);
         }
 
         _commit[ck] = aggregateHash;
         emit Committed(sessionId, msg.sender, round, shard, aggregateHash, localUpdateHash);
+        _tally(sessionId, round, shard, replica, aggregateHash, slot, w);
+    }
 
+    /// @dev Counts a current-round commit and finalizes the round when the hash reaches 2/3 of replicas.
+    function _tally(
+        uint256 sessionId,
+        uint256 round,
+        uint256 shard,
+        uint256 replica,
+        bytes32 aggregateHash,
+        uint256 slot,
+        uint256 w
+    ) private {
         uint256 votes;
-        if (sh.commits == 0) {
-            sh.firstCommitBlock = uint40(block.number);
-            sh.leaderReplica = a.replica;
-            sh.leaderCount = 1;
+        uint256 commits = _field(w, S_COMMITS);
+        if (commits == 0) {
+            w = _setField(w, S_FIRST_COMMIT, block.number);
+            w = _setField(w, S_LEADER, replica);
             votes = 1;
+            w = _setField(w, S_LEADER_COUNT, 1);
         } else {
-            bytes32 leaderHash = _commit[_key4(sessionId, round, shard, sh.leaderReplica)];
+            uint256 leaderCount = _field(w, S_LEADER_COUNT);
+            bytes32 leaderHash = _commit[_key4(sessionId, round, shard, _field(w, S_LEADER))];
             if (aggregateHash == leaderHash) {
-                votes = ++sh.leaderCount;
+                votes = leaderCount + 1;
+                w = _setField(w, S_LEADER_COUNT, votes);
             } else {
                 // dissenting hash: counted in the side mapping; it becomes the leader once it has more
-                // votes, and the old leader's count moves to the side mapping so it stays exact.
+                // votes, and the old leader's count moves to the side mapping so counts stay exact.
                 bytes32 rk = _key3(sessionId, round, shard);
                 votes = ++_otherCount[keccak256(abi.encode(rk, aggregateHash))];
-                if (votes > sh.leaderCount) {
-                    _otherCount[keccak256(abi.encode(rk, leaderHash))] = sh.leaderCount;
-                    sh.leaderReplica = a.replica;
-                    sh.leaderCount = uint16(votes);
+                if (votes > leaderCount) {
+                    _otherCount[keccak256(abi.encode(rk, leaderHash))] = leaderCount;
+                    w = _setField(w, S_LEADER, replica);
+                    w = _setField(w, S_LEADER_COUNT, votes);
                 }
             }
         }
-        sh.commits += 1;
+        w = _setField(w, S_COMMITS, commits + 1);
 
-        if (votes >= _ceilTwoThirds(sh.replicas)) {
-            _finalize(sessionId, round, shard, sh, aggregateHash, votes);
+        if (votes >= _ceilTwoThirds(_field(w, S_REPLICAS))) {
+            _finalize(sessionId, round, shard, slot, w, aggregateHash, votes);
         } else {
-            _shards[sessionId][shard] = sh;
+            _sstore(slot, w);
         }
     }
 
@@ -343,17 +362,21 @@ contract TrainingSessions is Ownable {
     function finalizeAfterTimeout(uint256 sessionId, uint256 round, uint256 shard) external {
         Session storage s = _sessionOrRevert(sessionId);
         if (shard >= s.numShards) revert InvalidShard(shard, s.numShards);
-        ShardState memory sh = _shards[sessionId][shard];
-        if (sh.replicas == 0) revert WrongSessionState(sessionId, s.state);
-        if (sh.round >= sh.rounds) revert ShardDone(shard);
-        if (round != sh.round) revert WrongRound(shard, sh.round, round);
-        if (sh.commits == 0) revert NoCommits(round, shard);
-        uint256 until = uint256(sh.firstCommitBlock) + commitTimeoutBlocks;
+        uint256 slot = _shardSlot(sessionId, shard);
+        uint256 w = _sload(slot);
+        if (_field(w, S_REPLICAS) == 0) revert WrongSessionState(sessionId, s.state);
+        uint256 current = _field(w, S_ROUND);
+        if (current >= _field(w, S_ROUNDS)) revert ShardDone(shard);
+        if (round != current) revert WrongRound(shard, current, round);
+        uint256 commits = _field(w, S_COMMITS);
+        if (commits == 0) revert NoCommits(round, shard);
+        uint256 until = _field(w, S_FIRST_COMMIT) + commitTimeoutBlocks;
         if (block.number <= until) revert TimeoutNotReached(until);
-        uint256 needed = _ceilTwoThirds(sh.commits);
-        if (sh.leaderCount < needed) revert NoQuorum(sh.leaderCount, needed);
-        bytes32 leaderHash = _commit[_key4(sessionId, round, shard, sh.leaderReplica)];
-        _finalize(sessionId, round, shard, sh, leaderHash, sh.leaderCount);
+        uint256 needed = _ceilTwoThirds(commits);
+        uint256 leaderCount = _field(w, S_LEADER_COUNT);
+        if (leaderCount < needed) revert NoQuorum(leaderCount, needed);
+        bytes32 leaderHash = _commit[_key4(sessionId, round, shard, _field(w, S_LEADER))];
+        _finalize(sessionId, round, shard, slot, w, leaderHash, leaderCount);
     }
 
     /// @notice Record and slash a replica whose commit for a finalized round differs from the final
@@ -376,7 +399,7 @@ contract TrainingSessions is Ownable {
         bytes32 c = _commit[ck];
         Fault fault;
         if (c == bytes32(0)) {
-            if (round + 1 == sh.round) {
+            if (sh.round != 0 && round == uint256(sh.round) - 1) {
                 uint256 until = uint256(sh.lastFinalizedBlock) + commitTimeoutBlocks;
                 if (block.number <= until) revert GracePeriod(until);
             }
@@ -506,20 +529,22 @@ contract TrainingSessions is Ownable {
         uint256 sessionId,
         uint256 round,
         uint256 shard,
-        ShardState memory sh,
+        uint256 slot,
+        uint256 w,
         bytes32 hash,
         uint256 votes
     ) private {
         _final[_key3(sessionId, round, shard)] = hash;
-        emit RoundFinalized(sessionId, round, shard, hash, votes, sh.commits);
-        sh.round += 1;
-        sh.commits = 0;
-        sh.firstCommitBlock = 0;
-        sh.leaderReplica = 0;
-        sh.leaderCount = 0;
-        sh.lastFinalizedBlock = uint40(block.number);
-        _shards[sessionId][shard] = sh;
-        if (sh.round == sh.rounds) {
+        emit RoundFinalized(sessionId, round, shard, hash, votes, _field(w, S_COMMITS));
+        uint256 next = round + 1;
+        w = _setField(w, S_ROUND, next);
+        w = _setField(w, S_FIRST_COMMIT, 0);
+        w = _setField(w, S_COMMITS, 0);
+        w = _setField(w, S_LEADER, 0);
+        w = _setField(w, S_LEADER_COUNT, 0);
+        w = _setField(w, S_LAST_FINAL, block.number);
+        _sstore(slot, w);
+        if (next == _field(w, S_ROUNDS)) {
             emit ShardCompleted(sessionId, shard);
             Session storage s = _sessions[sessionId];
             uint16 done = s.shardsDone + 1;
@@ -528,6 +553,60 @@ contract TrainingSessions is Ownable {
                 s.state = State.Completed;
                 emit SessionCompleted(sessionId);
             }
+        }
+    }
+
+    // Hand-written packing of the ShardState and Assignment slots for the commit path: the legacy code
+    // generator reads and writes a packed struct field by field (one SLOAD/SSTORE each), which cost
+    // ~2,000 gas per commit. Offsets follow Solidity's storage layout of the structs above (first
+    // member in the lowest bits), so the struct views (getShard, assignmentOf) read the same slots.
+    // Each constant is (offset << 8) | bits.
+    uint256 private constant S_ROUNDS = (64 << 8) | 32;
+    uint256 private constant S_REPLICAS = (48 << 8) | 16;
+    uint256 private constant S_ROUND = (96 << 8) | 32;
+    uint256 private constant S_FIRST_COMMIT = (128 << 8) | 40;
+    uint256 private constant S_COMMITS = (168 << 8) | 16;
+    uint256 private constant S_LEADER = (184 << 8) | 16;
+    uint256 private constant S_LEADER_COUNT = (200 << 8) | 16;
+    uint256 private constant S_LAST_FINAL = (216 << 8) | 40;
+    uint256 private constant A_SHARD = (8 << 8) | 16;
+    uint256 private constant A_REPLICA = (24 << 8) | 16;
+
+    function _field(uint256 w, uint256 f) private pure returns (uint256) {
+        return (w >> (f >> 8)) & ((1 << (f & 0xff)) - 1);
+    }
+
+    /// @dev Values never exceed their field: rounds/commits/replicas are bounded by the checks above and
+    ///      block numbers by 2^40.
+    function _setField(uint256 w, uint256 f, uint256 v) private pure returns (uint256) {
+        uint256 off = f >> 8;
+        uint256 mask = ((1 << (f & 0xff)) - 1) << off;
+        return (w & ~mask) | ((v << off) & mask);
+    }
+
+    function _shardSlot(uint256 sessionId, uint256 shard) private view returns (uint256 slot) {
+        ShardState storage p = _shards[sessionId][shard];
+        assembly ("memory-safe") {
+            slot := p.slot
+        }
+    }
+
+    function _assignWord(uint256 sessionId, address node) private view returns (uint256 w) {
+        Assignment storage p = _assign[sessionId][node];
+        assembly ("memory-safe") {
+            w := sload(p.slot)
+        }
+    }
+
+    function _sload(uint256 slot) private view returns (uint256 w) {
+        assembly ("memory-safe") {
+            w := sload(slot)
+        }
+    }
+
+    function _sstore(uint256 slot, uint256 w) private {
+        assembly ("memory-safe") {
+            sstore(slot, w)
         }
     }
 
@@ -540,11 +619,26 @@ contract TrainingSessions is Ownable {
         return Math.ceilDiv(2 * n, 3);
     }
 
-    function _key3(uint256 a, uint256 b, uint256 c) private pure returns (bytes32) {
-        return keccak256(abi.encode(a, b, c));
+    /// @dev keccak256(abi.encode(a, b, c)) hashed in scratch memory (no allocation: commit-path gas).
+    function _key3(uint256 a, uint256 b, uint256 c) private pure returns (bytes32 k) {
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, a)
+            mstore(add(m, 0x20), b)
+            mstore(add(m, 0x40), c)
+            k := keccak256(m, 0x60)
+        }
     }
 
-    function _key4(uint256 a, uint256 b, uint256 c, uint256 d) private pure returns (bytes32) {
-        return keccak256(abi.encode(a, b, c, d));
+    /// @dev keccak256(abi.encode(a, b, c, d)) hashed in scratch memory.
+    function _key4(uint256 a, uint256 b, uint256 c, uint256 d) private pure returns (bytes32 k) {
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, a)
+            mstore(add(m, 0x20), b)
+            mstore(add(m, 0x40), c)
+            mstore(add(m, 0x60), d)
+            k := keccak256(m, 0x80)
+        }
     }
 }
