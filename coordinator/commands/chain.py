@@ -65,12 +65,12 @@ def deploy_cmd(
     from coordinator.commands._chainopts import connect, load_key, make_sender
     from coordinator.deploy import DeployParams, deploy, parse_amount
 
-    w3 = connect(rpc)
-    params = DeployParams(min_stake=parse_amount(min_stake), exit_delay_seconds=exit_delay,
+    params = DeployParams.make(min_stake=parse_amount(min_stake), exit_delay_seconds=exit_delay,
                           voting_delay_blocks=voting_delay, voting_period_blocks=voting_period,
                           quorum_bps=quorum_bps, threshold_bps=threshold_bps, weight_by_stake=weight_by_stake,
                           join_window_blocks=join_window, commit_timeout_blocks=commit_timeout,
                           slash_amount=parse_amount(slash_amount) if slash_amount else None)
+    w3 = connect(rpc)  # after validating the parameters: a bad value fails before any connection
     key = load_key(w3, keystore, dev_account)
     dep = deploy(w3, make_sender(w3, key), params)
     path = dep.save(out)
