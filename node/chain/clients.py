@@ -548,9 +548,9 @@ class GovernanceClient(ContractClient):
         if not any(e.get("type") == "event" and e["name"] == "ProposalSpec" for e in self.abi):
             return None
         start = from_block if from_block is not None else self.proposal_info(proposal_id).created_block
-        logs = self.contract.events["ProposalSpec"]().get_logs(from_block=start, to_block=start,
-                                                                argument_filters={"proposalId": proposal_id})
-        return logs[0]["args"]["specToml"] if logs else None
+        logs = self.contract.events["ProposalSpec"]().get_logs(from_block=start, to_block=start)
+        texts = [lg["args"]["specToml"] for lg in logs if lg["args"]["proposalId"] == proposal_id]
+        return texts[0] if texts else None
 
     def registry(self) -> str:
         return self._call("registry")
