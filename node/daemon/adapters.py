@@ -13,6 +13,7 @@ import threading
 import time
 
 from node.daemon.ports import ZERO_HASH, Announcement, Member
+from node.errors import BsnsError
 from node.train.pipeline import PipelineError, PipelineTimeout
 
 log = logging.getLogger("bsns.daemon")
@@ -75,6 +76,12 @@ class ChainAdapter:
             # the round closed (finalized without us) or we already committed: nothing to do
             if exc.name in ("AlreadyCommitted", "RoundClosed", "WrongRound", "ShardDone"):
                 log.info("commit skipped: %s", exc)
+                return
+            raise
+        except BsnsError:
+            # mined but reverted: a finalization raced our commit into the same block
+            if self.current_round(session, shard) > rnd:
+                log.info("commit reverted: round %s of shard %s was finalized first", rnd, shard)
                 return
             raise
 

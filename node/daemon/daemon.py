@@ -131,6 +131,12 @@ class Daemon:
             chain=chain_id, data_dir=str(cfg.data_dir))
 
     def _authorize(self, eth_address: str, protocol: str) -> bool:
+        from node.p2p import ADAPTER_PROTOCOL
+
+        if protocol == ADAPTER_PROTOCOL:
+            # adapter blobs are content-addressed and published: anyone who knows a hash may fetch it
+            # (`bsns adapter fetch` uses a throwaway identity); pipeline and gossip need a registered node
+            return True
         now = time.monotonic()
         hit = self._active_cache.get(eth_address.lower())
         if hit and now - hit[0] < 30.0:
@@ -214,6 +220,8 @@ class Daemon:
 
         text = self.gov.spec_text(pid)
         if text is None:
+            text = self._spec_from_cache(self.gov.get_params(pid).spec_hash)
+        if text is None:
             return None
         spec = JobSpec.from_text(text, source=f"proposal {pid}")
         try:
@@ -221,6 +229,20 @@ class Daemon:
         except SpecError as exc:
             raise DaemonError(f"proposal {pid}: the spec text does not match the agreed params: {exc}") from None
         return spec
+
+    def _spec_from_cache(self, spec_hash: str) -> str | None:
+        """A spec text handed over out of band (``<data_dir>/specs/<hash>.toml`` or ``.bsns/specs/``),
+        for a governance contract that does not carry the text; accepted only if it hashes to the
+        on-chain ``specHash``."""
+        from node.job import keccak_hex
+
+        for folder in (self.cfg.data_dir / "specs", Path(".bsns") / "specs"):
+            p = folder / f"{spec_hash}.toml"
+            if p.exists():
+                text = p.read_text()
+                if keccak_hex(text.encode()) == spec_hash.lower():
+                    return text
+        return None
 
     def decide(self, pid: int) -> tuple[bool, str]:
         """The policy's vote on a proposal and why."""
@@ -291,7 +313,9 @@ class Daemon:
                 res, sid = self.gov.execute(pid)
                 self.chain_port._count(res)
                 _ev("executed", proposal=pid, session=sid)
-            except ContractRevert as exc:  # another node executed it first
+            except BsnsError as exc:  # another node executed it first (refused, or mined after theirs)
+                if self.gov.state(pid) != ProposalState.EXECUTED:
+                    raise
                 log.debug("execute %s: %s", pid, exc)
 
     def _handle_session(self, sid: int) -> None:
@@ -335,8 +359,10 @@ class Daemon:
                     res = self.sessions.start(sid)
                     self.chain_port._count(res)
                     _ev("session_start_sent", session=sid)
-                except ContractRevert:
-                    pass  # another member started it
+                except BsnsError:
+                    if self.sessions.get_session(sid).state == SessionState.JOINING:
+                        raise
+                    # another member started it first
             return
         if info.state == SessionState.FAILED:
             self.store.upsert_session(sid, status="failed")
