@@ -320,8 +320,9 @@ class SessionsClient(ContractClient):
         return self._send("start", session_id)
 
     def commit(self, session_id: int, round: int, shard: int, aggregate_hash: str | bytes,
-               local_update_hash: str | bytes, wait: bool = True):
-        return self._send("commit", session_id, round, shard, _b32(aggregate_hash), _b32(local_update_hash), wait=wait)
+               local_update_hash: str | bytes, wait: bool = True, purpose: str | None = None):
+        return self._send("commit", session_id, round, shard, _b32(aggregate_hash), _b32(local_update_hash),
+                          wait=wait, purpose=purpose)
 
     def finalize_after_timeout(self, session_id: int, round: int, shard: int):
         return self._send("finalizeAfterTimeout", session_id, round, shard)
