@@ -163,7 +163,8 @@ def up(port: int = DEFAULT_PORT, host: str = "127.0.0.1", block_time: float | No
     sdir = state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
     state_file, log_file = sdir / "anvil-state.json", sdir / "anvil.log"
-    args = _anvil_args(port, host, state_file, block_time, 10, [])
+    # --state-interval: a chain that dies without SIGTERM (kill -9, power) loses at most 5 s of blocks
+    args = _anvil_args(port, host, state_file, block_time, 10, ["--state-interval", "5"])
     with open(log_file, "ab") as log:
         # start_new_session detaches it from our terminal's process group: it outlives `bsns chain up`
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
