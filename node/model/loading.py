@@ -44,6 +44,8 @@ def resolve_model_path(model_id: str | os.PathLike) -> Path:
         return path
     if path.exists():
         raise ModelError(f"model path {path} is not a directory")
+    if text.startswith(("/", "./", "../", "~")) or text.count("/") > 1:
+        raise ModelError(f"model directory {path} does not exist")
     try:
         from huggingface_hub import snapshot_download
 

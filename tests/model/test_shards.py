@@ -173,6 +173,7 @@ def test_later_shard_accepts_original_or_extended_mask(tiny_dir):
     "kwargs,match",
     [
         (dict(model_id="no/such-model-anywhere"), "unknown model 'no/such-model-anywhere'"),
+        (dict(model_id="/no/such/dir"), "model directory /no/such/dir does not exist"),
         (dict(model_id="minilm", start=4, end=2), r"shard range \[4, 2\) is invalid for a model with 6 layers"),
         (dict(model_id="minilm", start=0, end=7), r"shard range \[0, 7\)"),
         (dict(model_id="minilm", task="causal-lm"), "needs a decoder model"),
