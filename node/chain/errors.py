@@ -173,6 +173,17 @@ def revert_data(exc: BaseException) -> bytes | str | None:
         return msg.removeprefix("execution reverted: ").removeprefix("execution reverted")
     cls = type(exc)
     if cls.__name__ == "TransactionFailed" and cls.__module__.startswith("eth_tester"):
+        # web3's EthereumTesterProvider re-raises after decoding data[4:] as a string whatever the
+        # selector, so a custom error with one string argument reads like a reason string; the raw
+        # bytes survive on the chained original (py-evm's Revert(b"...")).
+        ctx = exc.__context__
+        while ctx is not None:
+            raw = ctx.args[0] if ctx.args else None
+            if isinstance(raw, Exception) and raw.args:
+                raw = raw.args[0]
+            if isinstance(raw, (bytes, bytearray)):
+                return bytes(raw)
+            ctx = ctx.__context__
         text = str(exc.args[0]) if exc.args else ""
         m = _BYTES_LITERAL.search(text)
         if m:
