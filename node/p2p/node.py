@@ -21,6 +21,7 @@ Usage (all methods are blocking and thread-safe; call them from any thread but t
     t = node.recv(Tags(session, rnd, step, micro, "fwd"), timeout=30)
     h = node.serve_blob(data)                            # "0x" + keccak-256
     data = node.fetch_blob(peer_id, h, timeout=60)       # verified before it is returned
+    node.announce_blob(h); node.find_providers(h)        # Kademlia provider records
     node.subscribe(topic, lambda sender_address, msg: ...)
     node.publish(topic, b"small signed announcement")
     node.close()
@@ -53,12 +54,14 @@ log = logging.getLogger(__name__)
 
 PIPELINE_PROTOCOL = "/bsns/pipeline/1"
 ADAPTER_PROTOCOL = "/bsns/adapter/1"
+KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 GOSSIP_PREFIX = "gossip:"
 MAX_GOSSIP_BYTES = 64 * 1024   # far under GossipSub's silent 1 MiB drop
 GOSSIP_RATE = 8                # messages per second per topic, under the library's 10/s limit
 STREAM_CHUNK = 1 << 18         # write size on a libp2p stream (yamux cuts 64 KiB frames anyway)
 MAX_IDLE_STREAMS = 4           # pooled streams per (peer, protocol)
 IDLE_STREAM_TIMEOUT = 300.0    # a handler closes a stream idle this long between messages
+AUTH_TTL = 2.0                 # seconds a positive authorisation answer is reused per (peer, protocol)
 
 Authorize = Callable[[str, str], bool]
 
@@ -94,6 +97,7 @@ class P2PNode:
         self._callbacks: queue.Queue = queue.Queue()
         self._out_socks: set[socket.socket] = set()
         self._pool: dict[tuple[str, str], list[Any]] = {}
+        self._auth_cache: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -225,6 +229,17 @@ class P2PNode:
             return local
         return self._call(self._fetch_blob, peer_id, digest, timeout or self.timeout)
 
+    def announce_blob(self, blob_hash: str | bytes) -> bool:
+        """Publish a Kademlia provider record "this node serves ``blob_hash``" (blob must be served here)."""
+        digest = parse_hash(blob_hash)
+        if self.store.get(digest) is None:
+            raise NotFound(f"blob 0x{digest.hex()} is not served by this node")
+        return self._call(self._provide, digest)
+
+    def find_providers(self, blob_hash: str | bytes, timeout: float = 10.0) -> list[str]:
+        """Peer ids with a provider record for ``blob_hash`` (their addresses go into the address book)."""
+        return self._call(self._find_providers, parse_hash(blob_hash), timeout)
+
     def subscribe(self, topic: str, callback: Callable[[str, bytes], None]) -> None:
         """Call ``callback(sender_eth_address, data)`` for each authorised message on ``topic``."""
         with self._lock:
@@ -293,6 +308,7 @@ class P2PNode:
         import trio
         from libp2p import create_yamux_muxer_option, new_host
         from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
+        from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
         from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
         from libp2p.pubsub.pubsub import Pubsub
         from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
@@ -310,9 +326,12 @@ class P2PNode:
         router = GossipSub(protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12,
                            heartbeat_interval=1, heartbeat_initial_delay=0.1)
         self._pubsub = Pubsub(host, router, strict_signing=True)
+        self._dht = KadDHT(host, DHTMode.SERVER)
+        host.set_stream_handler(KAD_PROTOCOL, self._guard(self._on_kad))  # replaces the DHT's own handler
         try:
             async with host.run([multiaddr.Multiaddr(self._listen)]):
-                async with background_trio_service(self._pubsub), background_trio_service(router):
+                async with background_trio_service(self._pubsub), background_trio_service(router), \
+                        background_trio_service(self._dht):
                     await self._pubsub.wait_until_ready()
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
@@ -373,7 +392,7 @@ class P2PNode:
 
         try:
             addr = eth_address_from_peer_id(stream.muxed_conn.peer_id)
-            ok = bool(await trio.to_thread.run_sync(self._authorize_fn, addr, protocol))
+            ok = await self._is_authorized(addr, protocol)
         except Exception as exc:
             log.warning("authorisation check failed: %s", exc)
             addr, ok = "unknown", False
@@ -384,6 +403,18 @@ class P2PNode:
             await stream.close()
             return None
         return addr
+
+    async def _is_authorized(self, addr: str, protocol: str) -> bool:
+        """Ask ``authorize`` off the trio thread (it may query the chain); a yes is reused briefly."""
+        import trio
+
+        now = time.monotonic()
+        if self._auth_cache.get((addr, protocol), 0.0) > now:
+            return True
+        ok = bool(await trio.to_thread.run_sync(self._authorize_fn, addr, protocol))
+        if ok:
+            self._auth_cache[(addr, protocol)] = now + AUTH_TTL
+        return ok
 
     async def _ensure_connected(self, peer_id: str, timeout: float) -> Any:
         import multiaddr
@@ -403,6 +434,8 @@ class P2PNode:
             with trio.move_on_after(timeout) as cs:
                 try:
                     await self._host.connect(PeerInfo(pid, [multiaddr.Multiaddr(a)]))
+                    with _suppress():
+                        await self._dht.add_peer(pid)
                     return pid
                 except Exception as exc:
                     errors.append(f"{a}: {exc}")
@@ -556,13 +589,6 @@ class P2PNode:
         await self._write(stream, wire.encode_reply(wire.ST_BULK, bulk.encode_offer(port, token, key)), timeout)
         return token, key, pending
 
-    async def _take_bulk(self, token: bytes, pending: Any, timeout: float) -> socket.socket:
-        import trio
-
-        sock = await trio.to_thread.run_sync(self._bulk.take, token, pending, timeout, abandon_on_cancel=True)
-        sock.settimeout(timeout)
-        return sock
-
     def _dial_bulk(self, host: str, port: int, token: bytes, timeout: float) -> socket.socket:
         sock = bulk.dial(host, port, token, timeout)
         with self._lock:
@@ -690,12 +716,16 @@ class P2PNode:
 
         if len(view) >= self.bulk_threshold:
             token, key, pending = await self._offer_bulk(stream, timeout)
-            sock = await self._take_bulk(token, pending, timeout)
-            try:
-                await trio.to_thread.run_sync(_recv_guarded, sock, key, token, view, hasher,
-                                              abandon_on_cancel=True)
-            finally:
-                self._bulk.release(sock)
+
+            def pull() -> None:  # one thread hop for both the wait and the transfer
+                sock = self._bulk.take(token, pending, timeout)
+                try:
+                    sock.settimeout(timeout)
+                    _recv_guarded(sock, key, token, view, hasher)
+                finally:
+                    self._bulk.release(sock)
+
+            await trio.to_thread.run_sync(pull, abandon_on_cancel=True)
         else:
             await self._write(stream, wire.encode_reply(wire.ST_INLINE), timeout)
             await self._read_into(stream, view, timeout, hasher)
@@ -785,16 +815,65 @@ class P2PNode:
         self.bytes_sent += len(data)
         if len(data) >= self.bulk_threshold:
             token, key, pending = await self._offer_bulk(stream, timeout)
-            sock = await self._take_bulk(token, pending, timeout)
-            try:
-                await trio.to_thread.run_sync(_send_guarded, sock, key, token, view, abandon_on_cancel=True)
-            finally:
-                self._bulk.release(sock)
+
+            def push() -> None:
+                sock = self._bulk.take(token, pending, timeout)
+                try:
+                    sock.settimeout(timeout)
+                    _send_guarded(sock, key, token, view)
+                finally:
+                    self._bulk.release(sock)
+
+            await trio.to_thread.run_sync(push, abandon_on_cancel=True)
         else:
             await self._write(stream, wire.encode_reply(wire.ST_INLINE), timeout)
             for off in range(0, len(view), STREAM_CHUNK):
                 await self._write(stream, view[off:off + STREAM_CHUNK], timeout)
         return True
+
+    # ------------------------------------------------------------------ Kademlia
+    async def _on_kad(self, stream: Any) -> None:
+        try:
+            addr = eth_address_from_peer_id(stream.muxed_conn.peer_id)
+            ok = await self._is_authorized(addr, KAD_PROTOCOL)
+        except Exception:
+            ok = False
+        if not ok:
+            self.refused += 1
+            await _reset_stream(stream)
+            return
+        await self._dht.handle_stream(stream)
+
+    async def _provide(self, digest: bytes) -> bool:
+        import trio
+
+        with trio.move_on_after(self.timeout):
+            return bool(await self._dht.provide(digest.hex()))
+        return False
+
+    async def _find_providers(self, digest: bytes, timeout: float) -> list[str]:
+        import trio
+
+        found: list[Any] = []
+        with trio.move_on_after(timeout):
+            found = await self._dht.find_providers(digest.hex())
+        out = []
+        for info in found:
+            pid = info.peer_id.to_base58()
+            if pid == self.peer_id:
+                continue
+            try:
+                eth_address_from_peer_id(pid)
+            except P2PError:
+                continue  # not a bsns node
+            with self._lock:
+                known = self._addr_book.setdefault(pid, [])
+                for a in info.addrs:
+                    base = str(a).split("/p2p/")[0]
+                    if base not in known:
+                        known.append(base)
+            out.append(pid)
+        return out
 
     # ------------------------------------------------------------------ gossip
     async def _subscribe(self, topic: str) -> None:
@@ -809,7 +888,7 @@ class P2PNode:
 
             try:
                 addr = eth_address_from_peer_id(ID(msg.from_id))
-                return bool(await trio.to_thread.run_sync(self._authorize_fn, addr, GOSSIP_PREFIX + topic))
+                return await self._is_authorized(addr, GOSSIP_PREFIX + topic)
             except Exception:
                 return False
         return validate

@@ -65,6 +65,10 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
                 value = digest
             elif cmd == "fetch":
                 value = node.fetch_blob(*args)
+            elif cmd == "announce":
+                value = node.announce_blob(args[0])
+            elif cmd == "providers":
+                value = node.find_providers(args[0])
             elif cmd == "bulk_port":
                 value = node._bulk.port
             elif cmd == "stats":

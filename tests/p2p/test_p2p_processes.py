@@ -199,6 +199,19 @@ def test_gossip_signed_announcements_reach_subscribers(net):
         a.call("publish", topic, b"x" * (65 * 1024))
 
 
+def test_kademlia_provider_records_find_who_serves_a_blob(net):
+    peers, _ = net
+    a, b, c = peers[A], peers[B], peers[C]
+    data = b"adapter weights of round 3"
+    h = a.call("serve", data)
+    assert a.call("announce", h) is True
+    providers = c.call("providers", h)
+    assert a.peer_id in providers
+    assert c.call("fetch", providers[0], h) == data
+    with pytest.raises(RemoteError, match="not served"):
+        b.call("announce", "0x" + "ef" * 32)
+
+
 def test_shutdown_leaves_no_open_sockets(net):
     peers, _ = net
     # every host has had inbound and outbound connections by now
