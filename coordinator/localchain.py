@@ -36,8 +36,17 @@ def state_dir() -> Path:
 
 
 def anvil_binary() -> Path:
+    """The anvil executable: ``$BSNS_ANVIL``, else the platform binary the npm package ships.
+
+    The platform binary is preferred over ``node_modules/.bin/anvil`` (a Node wrapper that spawns it):
+    one process per chain, and no orphaned child if the wrapper were killed hard.
+    """
     env = os.environ.get("BSNS_ANVIL")
-    path = Path(env) if env else REPO_ROOT / "node_modules" / ".bin" / "anvil"
+    if env:
+        path = Path(env)
+    else:
+        native = sorted((REPO_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+        path = native[0] if native else REPO_ROOT / "node_modules" / ".bin" / "anvil"
     if not path.exists():
         raise LocalChainError(f"anvil not found at {path}: run `npm ci` in {REPO_ROOT}")
     return path
@@ -179,9 +188,20 @@ def up(port: int = DEFAULT_PORT, host: str = "127.0.0.1", block_time: float | No
     return info, True
 
 
+def _signal(pid: int, sig: int) -> None:
+    """Signal the chain's process group (it leads one: start_new_session), else the process alone."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+            return
+    except (ProcessLookupError, PermissionError):
+        pass
+    os.kill(pid, sig)
+
+
 def _terminate(pid: int, proc: subprocess.Popen | None = None, timeout: float = 10.0) -> None:
     try:
-        os.kill(pid, signal.SIGTERM)  # SIGTERM lets anvil write its --state file
+        _signal(pid, signal.SIGTERM)  # SIGTERM lets anvil write its --state file
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -193,7 +213,7 @@ def _terminate(pid: int, proc: subprocess.Popen | None = None, timeout: float = 
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL)
     if proc is not None:
         proc.wait(timeout=5)
 
@@ -230,7 +250,8 @@ def throwaway_anvil(port: int | None = None, block_time: float | None = None, ac
     for _attempt in range(3):  # a free port can be taken between probing and binding
         p = port or free_port()
         proc = subprocess.Popen(_anvil_args(p, "127.0.0.1", None, block_time, accounts, list(extra_args or [])),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # its own group: stop() takes any child with it
         chain = LocalChain(f"http://127.0.0.1:{p}", f"ws://127.0.0.1:{p}", p, proc)
         try:
             _wait_ready(proc, chain.url, timeout, None)
