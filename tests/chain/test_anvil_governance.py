@@ -225,3 +225,13 @@ def test_keygen_then_register_with_the_keystore(net, tmp_path, monkeypatch):
     monkeypatch.setenv("BSNS_KEYSTORE_PASSWORD", "wrong")
     code, out = bsns("node", "info", "--keystore", str(ks))
     assert code == 1 and out.strip() == f"error: cannot unlock keystore {ks}: wrong password or corrupt file"
+
+
+def test_proposals_errors_are_one_line(net, tmp_path):
+    from coordinator.localchain import free_port
+
+    code, out = bsns("proposals", "--deployment", str(tmp_path / "missing.json"))
+    assert (code, out.strip()) == (1, f"error: no deployment at {tmp_path / 'missing.json'}: run `bsns deploy` first")
+    port = free_port()
+    code, out = bsns("proposals", "--rpc", f"http://127.0.0.1:{port}")
+    assert (code, out.strip()) == (1, f"error: cannot reach the chain at http://127.0.0.1:{port}: connection refused")
