@@ -99,3 +99,14 @@ def test_websocket_wakes_the_watcher(anvil_chain, w3, key, probe):
         stop.set()
         t.join(timeout=5)
     assert not t.is_alive()
+
+
+def test_concurrent_sends_from_threads_get_distinct_nonces(w3, probe):
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = TxSender(w3, dev_key(9, w3.eth.chain_id).private_key)
+    start = w3.eth.get_transaction_count(s.address)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: s.send(probe.functions.ping(n, b"\0" * 32)), range(1, 13)))
+    assert sorted(r.nonce for r in results) == list(range(start, start + 12))
+    assert all(r.receipt["status"] == 1 for r in results)
