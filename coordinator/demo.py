@@ -384,7 +384,7 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
 
         # fetch the published adapter from the peers serving it, verify against chain, evaluate
         out = workdir / "adapter"
-        fetched = fetch_adapter(cl.w3, cl.deployment, adapter_id, out)
+        fetched = fetch_adapter(cl.w3, cl.deployment, adapter_id, out, spec_dirs=[cl.procs[0].data_dir / "specs"])
         console.print(f"fetched adapter {adapter_id} from peers: {len(fetched['shards'])} shard files, every hash "
                       f"matches the chain; written to {out} ({fetched['format']} format)")
         console.print("evaluating on the held-back split (before / after) ...")

@@ -30,7 +30,23 @@ def _clients(w3, deployment):
             NodeRegistryClient(w3, d.address("NodeRegistry")), GovernanceClient(w3, d.address("FineTuneGovernance")))
 
 
-def fetch_adapter(w3, deployment, adapter_id: int, out: Path, timeout: float = 60.0) -> dict:
+def spec_text_of(gov, proposal_id: int, spec_dirs=()) -> str:
+    """The proposal's spec text: from the chain's ``ProposalSpec`` event, else from a local copy
+    (``bsns propose`` keeps one in .bsns/specs/) whose keccak-256 equals the on-chain spec hash."""
+    from node.job import keccak_hex
+
+    text = gov.spec_text(proposal_id)
+    if text is not None:
+        return text
+    h = gov.get_params(proposal_id).spec_hash
+    for folder in (*spec_dirs, Path(".bsns") / "specs"):
+        p = Path(folder) / f"{h}.toml"
+        if p.exists() and keccak_hex(p.read_bytes()) == h.lower():
+            return p.read_text()
+    raise FetchError(f"the spec of proposal {proposal_id} is not on chain and no local copy hashes to {h}")
+
+
+def fetch_adapter(w3, deployment, adapter_id: int, out: Path, timeout: float = 60.0, spec_dirs=()) -> dict:
     """Download adapter ``adapter_id``; returns {"record", "spec", "state", "shards", "manifest", "format"}."""
     import secrets
 
@@ -48,9 +64,7 @@ def fetch_adapter(w3, deployment, adapter_id: int, out: Path, timeout: float = 6
     if not rec.session_id:
         raise FetchError(f"adapter {adapter_id} names no session: no peers to fetch it from")
     info = sessions.get_session(rec.session_id)
-    spec_text = gov.spec_text(info.proposal_id)
-    if spec_text is None:
-        raise FetchError(f"the spec of proposal {info.proposal_id} is not on chain")
+    spec_text = spec_text_of(gov, info.proposal_id, spec_dirs)
     spec = JobSpec.from_text(spec_text, source=f"proposal {info.proposal_id}")
     members: dict[int, list] = {}
     for shard in range(info.num_shards):
