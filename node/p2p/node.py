@@ -306,19 +306,22 @@ class P2PNode:
     async def _main(self) -> None:
         import multiaddr
         import trio
-        from libp2p import create_yamux_muxer_option, new_host
+        from libp2p import new_host
         from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
         from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
         from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
         from libp2p.pubsub.pubsub import Pubsub
         from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
         from libp2p.security.noise.transport import Transport as Noise
+        from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+        from libp2p.stream_muxer.yamux.yamux import Yamux
         from libp2p.tools.anyio_service import background_trio_service
 
-        # Noise only and yamux only: the library's defaults also offer plaintext, secio and mplex.
+        # Noise only and yamux only: the library's defaults also offer plaintext, secio and TLS, and
+        # even its create_yamux_muxer_option() keeps mplex as a fallback.
         host = new_host(key_pair=self._keypair,
                         sec_opt={NOISE_ID: Noise(self._keypair, noise_privkey=new_x25519().private_key)},
-                        muxer_opt=create_yamux_muxer_option())
+                        muxer_opt={YAMUX_ID: Yamux})
         self._host = host
         self._stop_event = trio.Event()
         host.set_stream_handler(PIPELINE_PROTOCOL, self._guard(self._on_pipeline))
@@ -897,7 +900,11 @@ class P2PNode:
         from libp2p.peer.id import ID
 
         while True:
-            msg = await sub.get()
+            try:
+                msg = await sub.get()
+            except Exception as exc:  # an error here must not take the node's nursery down
+                log.warning("gossip subscription %s ended: %s", topic, exc)
+                return
             try:
                 sender = eth_address_from_peer_id(ID(msg.from_id))
             except P2PError:

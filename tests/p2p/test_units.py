@@ -205,3 +205,55 @@ def test_hash_parsing():
         parse_hash("0xabcd")
     with pytest.raises(P2PError, match="hex"):
         parse_hash("0xzz")
+
+
+def test_only_noise_and_yamux_are_spoken():
+    """A host that offers plaintext security, or mplex, cannot open a connection to a bsns node."""
+    import multiaddr
+    import trio
+    from libp2p import new_host
+    from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+    from libp2p.crypto.secp256k1 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    from node.p2p import P2PNode
+
+    node = P2PNode(DEV_KEYS[0], lambda a, p: True, timeout=5).start()
+    try:
+        def attempt(sec: str, muxer: str) -> bool:
+            async def main() -> bool:
+                kp = create_new_key_pair(DEV_KEYS[1])
+                if sec == "plaintext":
+                    sec_opt = {PLAINTEXT_PROTOCOL_ID: InsecureTransport(kp)}
+                else:
+                    from libp2p.crypto.x25519 import create_new_key_pair as x25519
+                    from libp2p.security.noise.transport import PROTOCOL_ID, Transport
+
+                    sec_opt = {PROTOCOL_ID: Transport(kp, noise_privkey=x25519().private_key)}
+                # one muxer only: the library's create_*_muxer_option() helpers add the other as fallback
+                mux = {MPLEX_PROTOCOL_ID: Mplex} if muxer == "mplex" else {YAMUX_PROTOCOL_ID: Yamux}
+                host = new_host(key_pair=kp, sec_opt=sec_opt, muxer_opt=mux)
+                async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+                    info = PeerInfo(ID.from_base58(node.peer_id), [multiaddr.Multiaddr(node.addrs[0].split("/p2p/")[0])])
+                    ok = False
+                    with trio.move_on_after(5):
+                        try:
+                            await host.connect(info)
+                            ok = True
+                        except Exception:
+                            ok = False
+                    for pid in list(host.get_network().connections):
+                        await host.disconnect(pid)
+                    await host.close()
+                    return ok
+            return trio.run(main)
+
+        assert attempt("noise", "yamux") is True
+        assert attempt("plaintext", "yamux") is False
+        assert attempt("noise", "mplex") is False
+    finally:
+        node.close()
