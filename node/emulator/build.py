@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
 from node.errors import BsnsError
@@ -46,7 +46,7 @@ class EmulatorManifest:
     retention: float
     rule: str
     distill_steps: int = 0
-    extra: dict = field(default_factory=dict)
+    keyed: bool = False  # layers in a ModuleDict keyed by global index (node.model shards): names never change
 
     @property
     def kept_layers(self) -> tuple[int, ...]:
@@ -54,8 +54,10 @@ class EmulatorManifest:
         return tuple(sorted(set(self.adapter_layers) | set(self.kept_middle)))
 
     def emulator_index(self, full_index: int) -> int:
+        """Where a kept layer sits in the emulator: its own index in a shard, its position in a ModuleList."""
         try:
-            return self.kept_layers.index(full_index)
+            pos = self.kept_layers.index(full_index)
+            return full_index if self.keyed else pos
         except ValueError:
             raise EmulatorError(f"layer {full_index} is not in the emulator (kept: {list(self.kept_layers)})") from None
 
@@ -93,7 +95,8 @@ class Emulator:
 
 
 def find_layers(model) -> tuple[str, Any]:
-    """(attribute path, ModuleList) of the model's transformer layers."""
+    """(attribute path, layers) of the model's transformer layers: an ``nn.ModuleList`` (Hugging Face models)
+    or the ``nn.ModuleDict`` keyed by global layer index of a ``node.model.ModelShard``."""
     import torch.nn as nn
 
     for path in LAYER_PATHS:
@@ -102,9 +105,26 @@ def find_layers(model) -> tuple[str, Any]:
             obj = getattr(obj, part, None)
             if obj is None:
                 break
-        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
+        if isinstance(obj, (nn.ModuleList, nn.ModuleDict)) and len(obj) > 0:
             return path, obj
     raise EmulatorError(f"cannot find the transformer layers of {type(model).__name__} (tried {', '.join(LAYER_PATHS)})")
+
+
+def layer_at(layers, index: int):
+    """Layer ``index`` as the model names it: a ModuleDict's key, a ModuleList's position."""
+    import torch.nn as nn
+
+    return layers[str(index)] if isinstance(layers, nn.ModuleDict) else layers[index]
+
+
+def select_layers(layers, keep: list[int]):
+    """A new ModuleList / ModuleDict holding only the layers at positions ``keep`` (keys preserved)."""
+    import torch.nn as nn
+
+    if isinstance(layers, nn.ModuleDict):
+        items = list(layers.items())
+        return nn.ModuleDict([items[i] for i in keep])
+    return nn.ModuleList([layers[i] for i in keep])
 
 
 def _set_layers(model, path: str, layers) -> None:
@@ -170,7 +190,7 @@ def block_influence(model, batches: Iterable[dict], layer_ids: Iterable[int]) ->
         return hook
 
     for i in wanted:
-        handles.append(layers[i].register_forward_hook(make_hook(i), with_kwargs=True))
+        handles.append(layer_at(layers, i).register_forward_hook(make_hook(i), with_kwargs=True))
     was_training = model.training
     model.eval()
     try:
@@ -193,8 +213,14 @@ def build_emulator(model, *, retention: float, k: int = 1, adapter_layers: Itera
     ``rule="importance"`` needs ``calibration`` batches (dicts of model inputs) to score the middle layers.
     The original model is left untouched unless ``copy_model=False``.
     """
+    import torch.nn as nn
+
     path, layers = find_layers(model)
     n = len(layers)
+    keyed = isinstance(layers, nn.ModuleDict)
+    if keyed and list(layers.keys()) != [str(i) for i in range(getattr(model, "n_layers", n))]:
+        raise EmulatorError("an emulator is built from a shard that holds all of the model's layers "
+                            f"(this one holds {list(layers.keys())})")
     adapters = adapter_layer_indices(n, k, adapter_layers)
     middle = tuple(i for i in range(adapters[0], adapters[-1] + 1) if i not in adapters)
     outside = tuple(i for i in range(n) if i not in adapters and i not in middle)
@@ -211,26 +237,26 @@ def build_emulator(model, *, retention: float, k: int = 1, adapter_layers: Itera
     else:
         raise EmulatorError(f"unknown layer-drop rule {rule!r} (uniform, importance)")
 
-    import torch.nn as nn
-
     emu = copy.deepcopy(model) if copy_model else model
     _, emu_layers = find_layers(emu)
     keep = sorted(set(adapters) | set(kept_middle))
-    new_layers = nn.ModuleList([emu_layers[i] for i in keep])
-    _set_layers(emu, path, new_layers)
-    cfg = getattr(emu, "config", None)
-    if cfg is not None:
-        for attr in ("num_hidden_layers", "n_layer", "num_layers"):
-            if hasattr(cfg, attr):
-                setattr(cfg, attr, len(keep))
+    _set_layers(emu, path, select_layers(emu_layers, keep))
+    if not keyed:  # a Hugging Face model counts its layers in its config; a shard keeps the full model's
+        cfg = getattr(emu, "config", None)
+        if cfg is not None:
+            for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+                if hasattr(cfg, attr):
+                    setattr(cfg, attr, len(keep))
     # Llama-style attention indexes its KV cache by layer_idx; renumber so a cache (if used) stays consistent.
-    for j, layer in enumerate(new_layers):
-        for mod in layer.modules():
-            if hasattr(mod, "layer_idx"):
-                mod.layer_idx = j
+    # (a shard's layers keep their global index, which its prefix cache is keyed by)
+    if not keyed:
+        for j, layer in enumerate(find_layers(emu)[1]):
+            for mod in layer.modules():
+                if hasattr(mod, "layer_idx"):
+                    mod.layer_idx = j
     manifest = EmulatorManifest(
         base_model=base_model, num_layers=n, layer_path=path, adapter_layers=adapters,
-        middle_layers=middle, kept_middle=kept_middle, retention=float(retention), rule=rule,
+        middle_layers=middle, kept_middle=kept_middle, retention=float(retention), rule=rule, keyed=keyed,
     )
     return Emulator(model=emu, manifest=manifest)
 

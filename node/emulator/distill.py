@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from node.emulator.build import Emulator, EmulatorError, emulator_hash, find_layers
 from dataclasses import replace
+
+from node.emulator.build import Emulator, EmulatorError, emulator_hash, find_layers, layer_at
 
 
 def _capture_input(model, layer_index: int, store: dict):
@@ -20,7 +21,7 @@ def _capture_input(model, layer_index: int, store: dict):
     def pre_hook(module, args, kwargs):
         store["h"] = args[0] if args else kwargs["hidden_states"]
 
-    return layers[layer_index].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return layer_at(layers, layer_index).register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
 def distill_emulator(emulator: Emulator, teacher, batches: Iterable[dict], *, steps: int, lr: float = 1e-4) -> list[float]:
@@ -48,7 +49,7 @@ def distill_emulator(emulator: Emulator, teacher, batches: Iterable[dict], *, st
         p.requires_grad_(False)
     params = []
     for j in kept_emu:
-        for p in s_layers[j].parameters():
+        for p in layer_at(s_layers, j).parameters():
             p.requires_grad_(True)
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from node.emulator.build import (Emulator, EmulatorError, EmulatorManifest, _set_layers,
-                                 canonical_weight_bytes, emulator_hash, find_layers)
+from node.emulator.build import (Emulator, EmulatorError, EmulatorManifest, _set_layers, canonical_weight_bytes,
+                                 emulator_hash, find_layers, select_layers)
 
 
 def save_emulator(emulator: Emulator, directory: str | Path) -> str:
@@ -24,7 +24,6 @@ def save_emulator(emulator: Emulator, directory: str | Path) -> str:
 
 def load_emulator(directory: str | Path, base_model, expected_hash: str | None = None) -> Emulator:
     """Rebuild an emulator from ``base_model`` (a freshly loaded full model, consumed) and the saved files."""
-    import torch.nn as nn
     from safetensors.torch import load_file
 
     d = Path(directory)
@@ -38,9 +37,9 @@ def load_emulator(directory: str | Path, base_model, expected_hash: str | None =
     if path != manifest.layer_path or len(layers) != manifest.num_layers:
         raise EmulatorError(f"emulator at {d} was built from a {manifest.num_layers}-layer model at {manifest.layer_path!r}, "
                             f"not this {len(layers)}-layer model at {path!r}")
-    _set_layers(base_model, path, nn.ModuleList([layers[i] for i in manifest.kept_layers]))
+    _set_layers(base_model, path, select_layers(layers, list(manifest.kept_layers)))
     cfg = getattr(base_model, "config", None)
-    if cfg is not None and hasattr(cfg, "num_hidden_layers"):
+    if not manifest.keyed and cfg is not None and hasattr(cfg, "num_hidden_layers"):
         cfg.num_hidden_layers = len(manifest.kept_layers)
     missing, unexpected = base_model.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:

@@ -194,3 +194,28 @@ def test_adapter_on_a_dropped_middle_layer_cannot_be_plugged():
     bad = {"bert.encoder.layer.1.attention.self.query.lora_A.default.weight": torch.zeros(4, 32)}
     with pytest.raises(EmulatorError, match="not an adapter layer"):
         emulator_to_full(bad, emu.manifest)
+
+
+def test_emulator_of_a_node_model_shard_keeps_global_names_and_takes_node_tuners_adapters():
+    from node.emulator import inject_adapters
+    from node.model import load_shard
+    from node.tuners import adapter_state_dict, load_adapter_state_dict
+
+    full = load_shard("minilm", 0, None, task="sequence-classification", num_labels=2, device="cpu")
+    emu = build_emulator(full, retention=0.5)
+    assert emu.manifest.keyed and list(emu.model.layers.keys()) == ["0", "2", "4", "5"]
+    params = {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}
+    emu_model = inject_adapters(emu.model, emu.manifest.adapter_layers, "lora", params)
+    assert list(emu_model.layers.keys()) == ["0", "2", "4", "5"]  # the middle is back, in order, frozen
+    assert not any(p.requires_grad for p in emu_model.layers["2"].parameters())
+    state = adapter_state_dict(emu_model)
+    assert {k.split(".")[1] for k in state if k.startswith("layers.")} == {"0", "5"}
+    with torch.no_grad():
+        for t in state.values():
+            t.add_(0.01)
+    target = inject_adapters(full, (0, 5), "lora", params)
+    load_adapter_state_dict(target, emulator_to_full(state, emu.manifest))  # strict: same names, same shapes
+    assert torch.equal(adapter_state_dict(target)["layers.5.attention.self.query.lora_B.default.weight"],
+                       state["layers.5.attention.self.query.lora_B.default.weight"])
+    with pytest.raises(EmulatorError, match="cannot be trained on an emulator"):
+        inject_adapters(emu.model, (0, 5), "prefix")
