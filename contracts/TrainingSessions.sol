@@ -304,6 +304,7 @@ contract TrainingSessions is Ownable {
             if (current >= _field(w, S_ROUNDS)) revert ShardDone(shard);
             revert WrongRound(shard, current, round);
         }
+        if (current >= _field(w, S_ROUNDS)) revert ShardDone(shard);
 
         _commit[ck] = aggregateHash;
         emit Committed(sessionId, msg.sender, round, shard, aggregateHash, localUpdateHash);
