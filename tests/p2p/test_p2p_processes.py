@@ -13,7 +13,7 @@ import torch
 
 from tests.p2p.peers import CorruptingProxy, Peer, RemoteError, address
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # ~45 s: six node processes
 
 A, B, C, D, V1, V2 = 0, 1, 2, 3, 4, 5
 REGISTERED = [address(i) for i in (A, B, C, V1, V2)]
