@@ -24,6 +24,8 @@ def peft_lora_config(shard, cfg: LoraConfig):
 
 
 def _check_targets(shard, targets) -> None:
+    if isinstance(targets, str):
+        return  # a regular expression (our defaults); PEFT reports it if nothing matches
     names = [n for n, _ in shard.layers.named_modules()]
     for t in targets:
         if not any(n == t or n.endswith("." + t) for n in names):
