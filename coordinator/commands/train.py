@@ -90,8 +90,6 @@ def compare(
     table: Optional[Path] = typer.Option(None, "--table", help="also write the markdown table to this file"),
 ) -> None:
     """Train each method for the same steps on the same data and seed; print a markdown table."""
-    import platform
-
     from node.errors import BsnsError
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -105,11 +103,18 @@ def compare(
         typer.echo(f"{name}: {r.trainable_percent:.2f}% trainable, {_metric_line(r)}, "
                    f"{r.train_seconds:.0f} s", err=True)
         results.append(r)
+        if table is not None:  # rewritten after every method, so a long run leaves its rows as it goes
+            table.write_text(results_table(results) + _footer(results, steps) + "\n", encoding="utf-8")
+    typer.echo(results_table(results) + _footer(results, steps))
+
+
+def _footer(results: list, steps: int) -> str:
+    """The run's conditions: steps, batch, device and machine."""
     import os
+    import platform
 
     import torch
 
-    text = results_table(results)
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -118,12 +123,11 @@ def compare(
                 break
     except OSError:
         pass
-    dev = results[0].device if results else device
-    gpu = torch.cuda.get_device_name(0) if dev == "cuda" else f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    footer = f"\n\n{steps} steps × batch {results[0].batch_size if results else '?'}, device {dev} ({gpu}), torch {torch.__version__}"
-    typer.echo(text + footer)
-    if table is not None:
-        table.write_text(text + footer + "\n", encoding="utf-8")
+    dev = results[0].device if results else "?"
+    where = (torch.cuda.get_device_name(0) if dev == "cuda"
+             else f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
+    batch = results[0].batch_size if results else "?"
+    return f"\n\n{steps} steps × batch {batch}, device {dev} ({where}), torch {torch.__version__}"
 
 
 def register(app: typer.Typer) -> None:

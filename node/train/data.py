@@ -13,7 +13,6 @@ on any machine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -102,27 +101,54 @@ def split_indices(n: int, val_size: int, seed: int = SPLIT_SEED) -> tuple[list[i
     return sorted(perm[val_size:]), sorted(perm[:val_size])
 
 
-@dataclass
 class TokenizedSet:
     """A tokenised data set: per-example token id lists (unpadded) and integer targets.
 
     For classification ``targets[i]`` is the label; for causal LM it is unused (the labels are the
-    inputs shifted), and every example has the same length (one block).
+    inputs shifted), and every example has the same length (one block). Built either from token ids,
+    or from texts and an ``encoder`` (texts -> id lists) that runs only on the examples a batch asks
+    for, so a short run never tokenises the whole data set.
     """
 
-    input_ids: list[list[int]]
-    targets: list[int]
-    pad_token_id: int
-    task: str  # "sequence-classification" | "causal-lm"
+    def __init__(self, input_ids: list[list[int]] | None, targets: list[int], pad_token_id: int, task: str,
+                 *, texts: list[str] | None = None, encoder=None):
+        if input_ids is None and (texts is None or encoder is None):
+            raise ValueError("a TokenizedSet needs input_ids, or texts and an encoder")
+        n = len(input_ids) if input_ids is not None else len(texts)
+        if len(targets) != n:
+            raise ValueError(f"{n} examples but {len(targets)} targets")
+        self._ids: list[list[int] | None] = list(input_ids) if input_ids is not None else [None] * n
+        self._texts = texts
+        self._encoder = encoder
+        self.targets = targets
+        self.pad_token_id = pad_token_id
+        self.task = task  # "sequence-classification" | "causal-lm"
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self._ids)
+
+    def _ensure(self, indices) -> None:
+        todo = sorted({i for i in indices if self._ids[i] is None})
+        if todo:
+            for i, ids in zip(todo, self._encoder([self._texts[i] for i in todo])):
+                self._ids[i] = list(ids)
+
+    def ids(self, i: int) -> list[int]:
+        self._ensure([i])
+        return self._ids[i]
+
+    @property
+    def input_ids(self) -> list[list[int]]:
+        """Every example's ids (tokenises whatever has not been yet)."""
+        self._ensure(range(len(self)))
+        return self._ids
 
     def collate(self, indices: list[int]) -> dict:
         """A padded batch (right padding to the longest example in the batch) as torch tensors."""
         import torch
 
-        rows = [self.input_ids[i] for i in indices]
+        self._ensure(indices)
+        rows = [self._ids[i] for i in indices]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -140,8 +166,13 @@ class TokenizedSet:
         return batch
 
     def subset(self, indices: list[int]) -> "TokenizedSet":
-        return TokenizedSet([self.input_ids[i] for i in indices], [self.targets[i] for i in indices],
-                            self.pad_token_id, self.task)
+        out = TokenizedSet([self._ids[i] for i in indices] if self._texts is None else None,
+                           [self.targets[i] for i in indices], self.pad_token_id, self.task,
+                           texts=[self._texts[i] for i in indices] if self._texts is not None else None,
+                           encoder=self._encoder)
+        if self._texts is not None:
+            out._ids = [self._ids[i] for i in indices]  # keep what is already tokenised
+        return out
 
 
 def load_tokenizer(model_id_or_path: str):
@@ -167,10 +198,12 @@ def sst2_sets(tokenizer, max_length: int, path: str | Path = SST2_PATH, val_size
     if train_limit is not None:
         train_idx = train_idx[:train_limit]
 
+    def encoder(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
     def encode(idx: list[int]) -> TokenizedSet:
-        enc = tokenizer([sentences[i] for i in idx], truncation=True, max_length=max_length)
-        return TokenizedSet(enc["input_ids"], [labels[i] for i in idx], tokenizer.pad_token_id,
-                            "sequence-classification")
+        return TokenizedSet(None, [labels[i] for i in idx], tokenizer.pad_token_id, "sequence-classification",
+                            texts=[sentences[i] for i in idx], encoder=encoder)
 
     return encode(train_idx), encode(val_idx)
 

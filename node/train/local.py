@@ -99,6 +99,27 @@ def build_data(spec, train_limit: int | None = None) -> TrainData:
     return TrainData(tok, train, val, spec.task.kind)
 
 
+def check_spec(spec) -> None:
+    """Fail fast on what can be checked without reading data or weights: method config, paths, model."""
+    if spec.method.name != "full":
+        from node.tuners import get_method
+
+        method = get_method(spec.method.name)
+        try:
+            method.config_class(**spec.method.config)
+        except BsnsError as exc:
+            raise TrainError(f"method.config: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise TrainError(f"method.config: {str(exc).splitlines()[0]}") from None
+    D.resolve_data_path(spec.data.path)
+    from node.model import model_layer_count
+
+    n = model_layer_count(resolve_model_path(spec.model.id))
+    if spec.shards.layers[-1][1] != n:
+        raise TrainError(f"shards.layers ends at layer {spec.shards.layers[-1][1]}, "
+                         f"but model {spec.model.id!r} has {n} layers")
+
+
 def layer_seed(seed: int, layer: int) -> int:
     """The torch seed for initialising one layer's adapter (and the head, as layer -1)."""
     from eth_utils import keccak
@@ -363,6 +384,7 @@ class LocalTrainer:
         self.steps = steps if steps is not None else spec.training.rounds * spec.training.sync_interval
         if self.steps < 1:
             raise TrainError(f"steps must be at least 1, got {self.steps}")
+        check_spec(spec)  # cheap checks first: a bad spec fails before any data or weights are read
         self.data = build_data(spec, train_limit=train_limit)
         self.model = build_model(spec, 0, None, self.device)
         self.optimizer = make_optimizer(self.model, spec.training.learning_rate)

@@ -54,3 +54,19 @@ def test_file_hash_is_keccak_of_bytes(tmp_path):
     f = tmp_path / "x.txt"
     f.write_bytes(b"hello")
     assert data.file_hash(f) == "0x" + keccak(b"hello").hex()
+
+
+def test_sst2_tokenises_lazily_and_like_the_tokenizer():
+    from node.train.local import resolve_model_path
+
+    tok = data.load_tokenizer(str(resolve_model_path("minilm")))
+    train, val = data.sst2_sets(tok, max_length=16, val_size=50)
+    sentences, labels = data.read_sst2()
+    _, val_idx = data.split_indices(len(sentences), 50)
+    assert len(val) == 50 and val.targets == [labels[i] for i in val_idx]
+    assert sum(x is not None for x in train._ids) == 0  # nothing tokenised before a batch asks
+    batch = val.collate([3, 0])
+    want = tok([sentences[val_idx[3]], sentences[val_idx[0]]], truncation=True, max_length=16, padding=True)
+    assert batch["input_ids"].tolist() == want["input_ids"]
+    assert batch["attention_mask"].tolist() == want["attention_mask"]
+    assert val.subset([0, 3]).collate([1, 0])["input_ids"].tolist() == want["input_ids"]
