@@ -19,8 +19,8 @@ keys, two-space indent, trailing newline, byte-identical across runs)::
       "deployedBytecode": "0x...",      # runtime code
       "evmVersion": "cancun",
       "source": "contracts/NodeRegistry.sol",
-      "sourceHash": "0x..."             # keccak-256 of the standard-JSON input (all sources + settings)
-    }
+      "sourceHash": "0x..."             # keccak-256 of the standard-JSON input (project sources +
+    }                                   #   settings; OpenZeppelin comes through the import callback)
 
 Abstract contracts, interfaces and libraries without code get no artifact; sources under
 ``node_modules`` (OpenZeppelin) are compiled but produce no artifact either.
@@ -41,6 +41,9 @@ SHIM = ROOT / "scripts" / "solc_shim.js"
 
 EVM_VERSION = "cancun"  # supported by anvil, Hardhat 2's node and eth-tester 0.14 (py-evm Prague)
 OPTIMIZER_RUNS = 200
+# via-IR: the IR optimizer packs struct reads/writes and keeps castVote and commit under 60,000 gas
+# (the legacy pipeline costs ~1,700 gas more per commit); compiling takes ~20 s of CPU instead of ~6 s.
+VIA_IR = True
 
 
 class CompileError(BsnsError):
@@ -62,7 +65,7 @@ def standard_input() -> dict:
         "sources": sources,
         "settings": {
             "optimizer": {"enabled": True, "runs": OPTIMIZER_RUNS},
-            "viaIR": True,
+            "viaIR": VIA_IR,
             "evmVersion": EVM_VERSION,
             "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
         },
@@ -73,6 +76,12 @@ def _keccak_hex(data: bytes) -> str:
     from eth_utils import keccak
 
     return "0x" + keccak(data).hex()
+
+
+def source_hash(std_in: dict | None = None) -> str:
+    """keccak-256 of the canonical standard-JSON input: changes whenever a source or a setting does."""
+    std_in = standard_input() if std_in is None else std_in
+    return _keccak_hex(json.dumps(std_in, sort_keys=True, separators=(",", ":")).encode())
 
 
 def compile_contracts() -> dict[str, str]:
@@ -95,7 +104,7 @@ def compile_contracts() -> dict[str, str]:
     except (FileNotFoundError, PermissionError) as exc:
         raise CompileError(f"cannot run the compiler shim {SHIM} (is node on PATH?): {exc}") from exc
 
-    source_hash = _keccak_hex(json.dumps(std_in, sort_keys=True, separators=(",", ":")).encode())
+    input_hash = source_hash(std_in)
     artifacts: dict[str, str] = {}
     for source, contracts in sorted(out.get("contracts", {}).items()):
         if not source.startswith("contracts/"):
@@ -114,7 +123,7 @@ def compile_contracts() -> dict[str, str]:
                 "compiler": version,
                 "evmVersion": EVM_VERSION,
                 "source": source,
-                "sourceHash": source_hash,
+                "sourceHash": input_hash,
             }
             artifacts[f"{name}.json"] = json.dumps(artifact, sort_keys=True, indent=2) + "\n"
     if not artifacts:
