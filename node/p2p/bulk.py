@@ -169,7 +169,8 @@ class BulkListener:
     """Accepts side sockets and hands each to the pending transfer whose token it presents."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token_timeout: float = 30.0) -> None:
-        self._srv = socket.create_server((host, port), backlog=64)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._srv = socket.create_server((host, port), family=family, backlog=64)
         self._srv.settimeout(0.2)
         self.host = host
         self.port = self._srv.getsockname()[1]

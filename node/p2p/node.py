@@ -172,10 +172,9 @@ class P2PNode:
                 raise P2PError(f"not a multiaddr: {a!r}") from None
             clean.append(base)
         with self._lock:
-            known = self._addr_book.setdefault(peer_id, [])
-            for a in clean:
-                if a not in known:
-                    known.append(a)
+            # the newest addresses (e.g. re-registered after a restart) are tried first
+            old = [a for a in self._addr_book.get(peer_id, []) if a not in clean]
+            self._addr_book[peer_id] = clean + old
 
     def connect(self, peer_id: str, addrs: list[str] | str) -> None:
         """Remember a peer's addresses and dial it now (raises ``PeerUnavailable`` if none answers)."""
@@ -433,7 +432,14 @@ class P2PNode:
         if not addrs:
             raise PeerUnavailable(f"no known address for peer {peer_id}")
         errors = []
+        network = self._host.get_network()
         for a in addrs:  # one at a time: the library would only try the first
+            # forget what the library remembers about this peer: stale addresses and its
+            # "recently failed" block would otherwise keep it from dialling the address we give
+            with _suppress():
+                self._host.get_peerstore().clear_addrs(pid)
+            with _suppress():
+                network.unblock_peer(pid)
             with trio.move_on_after(timeout) as cs:
                 try:
                     await self._host.connect(PeerInfo(pid, [multiaddr.Multiaddr(a)]))
@@ -462,7 +468,10 @@ class P2PNode:
         import trio
 
         with trio.move_on_after(timeout) as cs:
-            await stream.write(bytes(data) if isinstance(data, memoryview) else data)
+            try:
+                await stream.write(bytes(data) if isinstance(data, memoryview) else data)
+            except Exception as exc:  # reset/closed stream or dead connection: libp2p raises several kinds
+                raise PeerUnavailable(f"write failed: {type(exc).__name__}: {exc}") from None
         if cs.cancelled_caught:
             await self._drop_peer(stream.muxed_conn.peer_id)
             raise PeerUnavailable("write timed out; disconnected the peer (it is redialled on next use)")
@@ -484,6 +493,10 @@ class P2PNode:
                 if eof_ok and not out:
                     return b""
                 raise PeerUnavailable("peer closed the stream mid-message") from None
+            except P2PError:
+                raise
+            except Exception as exc:
+                raise PeerUnavailable(f"read failed: {type(exc).__name__}: {exc}") from None
         if cs.cancelled_caught:
             raise PeerUnavailable(f"peer sent nothing for {timeout:g}s")
         return bytes(out)
@@ -505,6 +518,10 @@ class P2PNode:
                     got += len(chunk)
             except (StreamEOF, StreamReset):
                 raise PeerUnavailable("peer closed the stream mid-payload") from None
+            except P2PError:
+                raise
+            except Exception as exc:
+                raise PeerUnavailable(f"read failed: {type(exc).__name__}: {exc}") from None
         if cs.cancelled_caught:
             raise PeerUnavailable(f"payload stalled for {timeout:g}s")
 
@@ -525,19 +542,20 @@ class P2PNode:
         return wire.Header.decode(fixed + tail, self.max_frame)
 
     async def _open(self, peer_id: str, protocol: str, timeout: float) -> Any:
+        """A new stream to the peer; a connection that turns out dead is dropped and redialled once."""
         import trio
 
-        pid = await self._ensure_connected(peer_id, timeout)
-        with trio.move_on_after(timeout) as cs:
-            try:
-                return await self._host.new_stream(pid, [protocol])
-            except Exception as exc:
-                err = exc
-        if cs.cancelled_caught:
-            await self._drop_peer(pid)
-            raise PeerUnavailable(f"opening {protocol} to {peer_id} timed out")
-        # the connection may be dead (peer restarted): drop it so the next call redials
-        await self._drop_peer(pid)
+        err: Exception | None = None
+        for attempt in range(2):
+            pid = await self._ensure_connected(peer_id, timeout)
+            with trio.move_on_after(timeout) as cs:
+                try:
+                    return await self._host.new_stream(pid, [protocol])
+                except Exception as exc:
+                    err = exc
+            await self._drop_peer(pid)   # dead or wedged connection (e.g. the peer restarted)
+            if cs.cancelled_caught:
+                raise PeerUnavailable(f"opening {protocol} to {peer_id} timed out; disconnected")
         raise PeerUnavailable(f"cannot open {protocol} to {peer_id}: {err}")
 
     async def _exchange(self, peer_id: str, protocol: str, timeout: float,
@@ -984,8 +1002,9 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 def _ip_of(maddr: str) -> str:
+    """The IP to bind the bulk listener to: the libp2p listen IP, or every interface for a DNS name."""
     parts = maddr.split("/")
-    return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else "127.0.0.1"
+    return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else "0.0.0.0"
 
 
 __all__ = ["P2PNode", "PIPELINE_PROTOCOL", "ADAPTER_PROTOCOL", "session_topic", "IntegrityError"]

@@ -48,6 +48,8 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
         try:
             if cmd == "connect":
                 value = node.connect(*args)
+            elif cmd == "add_peer":
+                value = node.add_peer(*args)
             elif cmd == "send":
                 pid, tags, tensor = args
                 value = node.send_tensor(pid, Tags(*tags), tensor)

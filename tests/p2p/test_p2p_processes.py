@@ -178,6 +178,24 @@ def test_peer_killed_mid_transfer_leaves_receiver_serving(net, path, victim, siz
         v.stop()
 
 
+def test_restarted_peer_is_redialled_at_its_new_address(net):
+    peers, _ = net
+    a = peers[A]
+    v = Peer(V1).wait_ready()
+    try:
+        a.call("connect", v.peer_id, v.addrs)
+        assert a.call("send", v.peer_id, (20, 0, 0, 0, "fwd"), tensor(16, 15)) is True
+        v.stop()                                  # killed: A still holds the dead connection and streams
+        v = Peer(V1).wait_ready()                 # same key, new port (as the registry would announce)
+        a.call("add_peer", v.peer_id, v.addrs)
+        x = tensor(2**19, 16)                     # 2 MB: also redials the bulk channel
+        assert a.call("send", v.peer_id, (20, 0, 0, 0, "fwd"), x) is True
+        got, sender = v.call("recv", (20, 0, 0, 0, "fwd"), 10)
+        assert sender == a.address and torch.equal(got, x)
+    finally:
+        v.stop()
+
+
 def test_gossip_signed_announcements_reach_subscribers(net):
     peers, _ = net
     a, b, c = peers[A], peers[B], peers[C]
