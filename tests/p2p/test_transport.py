@@ -1,0 +1,59 @@
+"""PipelineTransport (the shard trainer's Transport) over two real P2PNodes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from node.p2p import P2PError, P2PNode, PipelineTransport, RecvTimeout, peer_id_from_private_key
+from tests.p2p.peers import DEV_KEYS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    allow = lambda addr, proto: True  # noqa: E731
+    a = P2PNode(DEV_KEYS[0], allow, timeout=10).start()
+    b = P2PNode(DEV_KEYS[1], allow, timeout=10).start()
+    a.connect(b.peer_id, b.addrs)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_forward_and_backward_messages_between_stages(pair):
+    a, b = pair
+    stage0 = PipelineTransport(a, session=3, rnd=1, stage_peers={1: b.peer_id})
+    stage1 = PipelineTransport(b, session=3, rnd=1, stage_peers={0: a.peer_id})
+    hidden = torch.randn(4, 16, 384)
+    mask = torch.ones(4, 16, dtype=torch.int64)
+    labels = torch.tensor([0, 1, 1, 0])
+    assert stage0.send(1, (0, 0, "fwd"), {"hidden": hidden, "attention_mask": mask, "labels": labels})
+    msg = stage1.recv(0, (0, 0, "fwd"), 10)
+    assert torch.equal(msg["hidden"], hidden) and torch.equal(msg["attention_mask"], mask)
+    assert torch.equal(msg["labels"], labels)
+    grad = torch.randn(4, 16, 384)
+    # the backward message is sent from another thread while stage 0 waits, as in the trainer
+    t = threading.Thread(target=stage1.send, args=(0, (0, 0, "bwd"), {"grad": grad, "loss": torch.tensor(0.7)}))
+    t.start()
+    back = stage0.recv(1, (0, 0, "bwd"), 10)
+    t.join()
+    assert torch.equal(back["grad"], grad) and float(back["loss"]) == pytest.approx(0.7)
+    assert a.bytes_moved()[0] >= hidden.numel() * 4 and b.bytes_moved()[1] >= hidden.numel() * 4
+    with pytest.raises(RecvTimeout):
+        stage1.recv(0, (1, 0, "fwd"), 0.2)
+
+
+def test_message_from_the_wrong_peer_is_an_error(pair):
+    a, b = pair
+    sender = PipelineTransport(a, session=4, rnd=0, stage_peers={1: b.peer_id})
+    # b expects stage 0 to be another node (e.g. the registry assigned someone else)
+    receiver = PipelineTransport(b, session=4, rnd=0, stage_peers={0: peer_id_from_private_key(DEV_KEYS[2])})
+    assert sender.send(1, (0, 0, "fwd"), {"hidden": torch.zeros(2)})
+    with pytest.raises(P2PError, match="not stage 0"):
+        receiver.recv(0, (0, 0, "fwd"), 10)
+    with pytest.raises(P2PError, match="no peer known for stage 5"):
+        sender.send(5, (0, 0, "fwd"), {"hidden": torch.zeros(2)})
