@@ -17,6 +17,13 @@ train_app = typer.Typer(help="Train on this machine: the single-process referenc
 DEFAULT_COMPARE = ("full", "houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt")
 
 
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _run(spec_path: Path, steps: Optional[int], device: str, out: Optional[Path], progress: bool,
          train_limit: Optional[int] = None):
     from rich.console import Console
@@ -58,8 +65,10 @@ def local(
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto (CUDA when present)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write adapter.safetensors + result.json here"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)"),
 ) -> None:
     """Train the whole model in this process with the spec's method and seed; report validation metrics."""
+    _set_threads(threads)
     result = _run(spec, steps, device, out, progress)
     typer.echo(f"{result.method}: {result.steps} steps in {result.train_seconds:.1f} s, "
                f"final train loss {result.final_train_loss:.4f}, {_metric_line(result)}")
@@ -88,8 +97,10 @@ def compare(
     specs_dir: Path = typer.Option(Path("specs"), "--specs-dir"),
     out: Optional[Path] = typer.Option(None, "--out", help="write each method's adapter and result under here"),
     table: Optional[Path] = typer.Option(None, "--table", help="also write the markdown table to this file"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)"),
 ) -> None:
     """Train each method for the same steps on the same data and seed; print a markdown table."""
+    _set_threads(threads)
     from node.errors import BsnsError
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
