@@ -29,7 +29,14 @@ class Inbox:
         self._admitted: set[Tags] = set()
         self._ready: dict[Tags, tuple[Any, str]] = {}
         self._max = max_buffered
+        self._closed = False
         self.dropped = 0
+
+    def close(self) -> None:
+        """Wake every waiting ``take``: the node is shutting down."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def _stale(self, tags: Tags) -> bool:
         mark = self._watermark.get((tags.session, tags.direction))
@@ -83,6 +90,8 @@ class Inbox:
         deadline = time.monotonic() + timeout
         with self._cond:
             while tags not in self._ready:
+                if self._closed:
+                    raise P2PError("p2p node closed")
                 if self._stale(tags):
                     raise P2PError(f"{tags} is older than the step being trained")
                 left = deadline - time.monotonic()

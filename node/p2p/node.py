@@ -139,6 +139,7 @@ class P2PNode:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.inbox.close()
         if getattr(self, "_bulk", None) is not None:
             self._bulk.close()   # unblocks handler threads stuck on bulk sockets
         with self._lock:
