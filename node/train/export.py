@@ -33,7 +33,7 @@ def build_adapted_model(spec, state: Mapping, device: str = "cpu"):
 
     from node.train import local as L
 
-    shard = L._load(spec, 0, None, device, torch.float32)
+    shard = L.load_base(spec, 0, None, device, torch.float32)
     L.inject_method(shard, spec)
     try:
         L.load_trainable_state(shard, spec, dict(state))

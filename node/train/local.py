@@ -127,7 +127,8 @@ def layer_seed(seed: int, layer: int) -> int:
     return int.from_bytes(keccak(f"bsns-init-v1|{int(seed)}|{int(layer)}".encode())[:8], "big") >> 1
 
 
-def _load(spec, start: int, end: int | None, device: str, dtype):
+def load_base(spec, start: int, end: int | None, device: str, dtype):
+    """Layers [start, end) of the spec's model, no method injected (load errors as one-line BsnsErrors)."""
     from node.model import load_shard
 
     try:
@@ -193,7 +194,7 @@ def init_adapter_state(spec, start: int, end: int, seed: int, dtype=None) -> dic
     for i in range(start, end):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(layer_seed(seed, i))
-            one = _load(spec, i, i + 1, "cpu", dtype)
+            one = load_base(spec, i, i + 1, "cpu", dtype)
             inject_method(one, spec)
             part = trainable_state(one, spec)
         for k, v in part.items():
@@ -219,7 +220,7 @@ def build_model(spec, start: int = 0, end: int | None = None, device: str = "cpu
     init = init_adapter_state(spec, start, end, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(layer_seed(seed, -1))
-        shard = _load(spec, start, end, "cpu", torch.float32)
+        shard = load_base(spec, start, end, "cpu", torch.float32)
         inject_method(shard, spec)
     load_trainable_state(shard, spec, init)
     shard.to(device)

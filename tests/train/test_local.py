@@ -135,3 +135,17 @@ def test_cli_prints_error_line_and_exits_1(tmp_path):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and res.stderr.startswith("error: ")
     assert "training.rounds" in res.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_local_on_cuda_with_bf16_autocast(tmp_path):
+    from node.job import JobSpec
+    from node.train.adapter_state import file_adapter_hash
+    from node.train.local import LocalTrainer
+
+    trainer = LocalTrainer(JobSpec.from_text(_spec_text(method="lora", config="{ r = 4 }")), device="cuda")
+    assert next(trainer.model.parameters()).is_cuda
+    result = trainer.save(tmp_path, trainer.run())
+    assert result.device == "cuda" and 0.0 <= result.metrics["accuracy"] <= 1.0
+    assert file_adapter_hash(tmp_path / "adapter.safetensors") == result.adapter_hash
