@@ -16,8 +16,9 @@ matches and forgets it: single use, expiring), then bytes travel as fixed-size A
 with the record counter as nonce and the token as associated data. Hence: confidentiality and
 integrity as strong as Noise (a fresh key per transfer, so nonces never repeat under one key);
 reordering, replay, or truncation of records is detected (counter nonces, exact length known from
-the header sent over libp2p); a stranger who connects to the port learns nothing and can inject
-nothing without the key. The side socket is never trusted for who the peer is: identity comes only
+the header sent over libp2p); the receiver's acknowledgement is itself a sealed record (a nonce no data
+record uses), so "delivered" cannot be forged either; a stranger who connects to the port learns
+nothing and can inject nothing without the key. The side socket is never trusted for who the peer is: identity comes only
 from the libp2p stream that carried the token and key.
 
 Written by hand because no library offers "authenticated bulk socket keyed from a libp2p stream";
@@ -142,6 +143,28 @@ def recv_records(sock: socket.socket, key: bytes, token: bytes, out: memoryview,
     finally:
         if pump is not None:
             pump.finish()
+
+
+_ACK_COUNTER = (1 << 64) - 1   # never a data record's counter: the ack's nonce is unique under the key
+
+
+def send_ack(sock: socket.socket, key: bytes, token: bytes) -> None:
+    """The receiver's sealed "all records received and accepted" (an empty AES-GCM record)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    sock.sendall(AESGCM(key).encrypt(_nonce(_ACK_COUNTER), b"", token + b"ack"))
+
+
+def recv_ack(sock: socket.socket, key: bytes, token: bytes) -> None:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    tag = bytearray(TAG)
+    _recv_exactly(sock, memoryview(tag))
+    try:
+        AESGCM(key).decrypt(_nonce(_ACK_COUNTER), bytes(tag), token + b"ack")
+    except InvalidTag:
+        raise IntegrityError("bulk transfer acknowledgement failed authentication") from None
 
 
 def dial(host: str, port: int, token: bytes, timeout: float) -> socket.socket:

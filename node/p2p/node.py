@@ -639,9 +639,10 @@ class P2PNode:
             if status == wire.ST_ERROR:
                 raise P2PError(f"peer {peer_id} rejected the tensor: {body.decode(errors='replace')}")
             await self._send_payload(stream, status, body, view, peer_id, timeout)
-            status, body = await self._read_reply(stream, timeout)
-            if status != wire.ST_DONE:
-                raise P2PError(f"peer {peer_id} rejected the tensor: {body.decode(errors='replace')}")
+            if status == wire.ST_INLINE:  # a bulk transfer was acknowledged on its own socket
+                status, body = await self._read_reply(stream, timeout)
+                if status != wire.ST_DONE:
+                    raise P2PError(f"peer {peer_id} rejected the tensor: {body.decode(errors='replace')}")
             self.bytes_sent += len(view)
             return True
 
@@ -664,6 +665,7 @@ class P2PNode:
                 try:
                     sock.settimeout(timeout)
                     _send_guarded(sock, key, token, view)
+                    _ack_guarded(sock, key, token)   # the receiver holds the tensor once this returns
                 finally:
                     self._close_out(sock)
 
@@ -711,19 +713,25 @@ class P2PNode:
         try:
             buf, view = wire.empty_payload(header.payload_len)
             hasher = keccak_hasher() if header.hash is not None else None
-            await self._receive_payload(stream, view, timeout, hasher)
-            if hasher is not None and hasher.digest() != header.hash:
-                raise HashMismatch(f"tensor {header.tags} from {sender} does not match its declared keccak-256")
-            value = wire.payload_to_tensor_set(buf, header) if header.meta else wire.payload_to_tensor(buf, header)
-            self.inbox.deliver(header.tags, value, sender)
-            self.bytes_received += header.payload_len
-            delivered = True
+
+            def accept() -> None:
+                """Check and deliver the received payload (runs on the bulk thread for bulk transfers)."""
+                nonlocal delivered
+                if hasher is not None and hasher.digest() != header.hash:
+                    raise HashMismatch(f"tensor {header.tags} from {sender} does not match its declared keccak-256")
+                value = wire.payload_to_tensor_set(buf, header) if header.meta else wire.payload_to_tensor(buf, header)
+                self.inbox.deliver(header.tags, value, sender)
+                self.bytes_received += header.payload_len
+                delivered = True
+
+            acked = await self._receive_payload(stream, view, timeout, hasher, accept)
         except P2PError as exc:
             return await self._fail(stream, sender, exc)
         finally:
             if not delivered:
                 self.inbox.abort(header.tags)
-        await self._write(stream, wire.encode_reply(wire.ST_DONE), timeout)
+        if not acked:
+            await self._write(stream, wire.encode_reply(wire.ST_DONE), timeout)
         return True
 
     async def _fail(self, stream: Any, peer: str, exc: Exception) -> bool:
@@ -733,24 +741,30 @@ class P2PNode:
             await self._write(stream, wire.encode_reply(wire.ST_ERROR, str(exc).encode()), 2)
         return False
 
-    async def _receive_payload(self, stream: Any, view: memoryview, timeout: float, hasher: Any) -> None:
+    async def _receive_payload(self, stream: Any, view: memoryview, timeout: float, hasher: Any,
+                               accept: Callable[[], None]) -> bool:
+        """Receive into ``view`` and run ``accept``; True when the sender was acknowledged on the bulk socket."""
         import trio
 
         if len(view) >= self.bulk_threshold:
             token, key, pending = await self._offer_bulk(stream, timeout)
 
-            def pull() -> None:  # one thread hop for both the wait and the transfer
+            def pull() -> None:  # one thread hop for the wait, the transfer, the check and the ack
                 sock = self._bulk.take(token, pending, timeout)
                 try:
                     sock.settimeout(timeout)
                     _recv_guarded(sock, key, token, view, hasher)
+                    accept()
+                    bulk.send_ack(sock, key, token)
                 finally:
                     self._bulk.release(sock)
 
             await trio.to_thread.run_sync(pull, abandon_on_cancel=True)
-        else:
-            await self._write(stream, wire.encode_reply(wire.ST_INLINE), timeout)
-            await self._read_into(stream, view, timeout, hasher)
+            return True
+        await self._write(stream, wire.encode_reply(wire.ST_INLINE), timeout)
+        await self._read_into(stream, view, timeout, hasher)
+        accept()
+        return False
 
     # ------------------------------------------------------------------ /bsns/adapter/1
     async def _fetch_blob(self, peer_id: str, digest: bytes, timeout: float) -> bytes:
@@ -954,6 +968,15 @@ def _recv_guarded(sock: socket.socket, key: bytes, token: bytes, view: memoryvie
         raise PeerUnavailable("bulk channel stalled") from None
     except OSError as exc:
         raise PeerUnavailable(f"bulk channel broke: {exc}") from None
+
+
+def _ack_guarded(sock: socket.socket, key: bytes, token: bytes) -> None:
+    try:
+        bulk.recv_ack(sock, key, token)
+    except (socket.timeout, TimeoutError):
+        raise PeerUnavailable("peer did not acknowledge the bulk transfer") from None
+    except OSError as exc:
+        raise PeerUnavailable(f"bulk channel broke before the acknowledgement: {exc}") from None
 
 
 def _send_guarded(sock: socket.socket, key: bytes, token: bytes, view: memoryview) -> None:
