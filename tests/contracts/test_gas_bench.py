@@ -1,0 +1,30 @@
+"""`bsns bench gas` runs end to end on eth-tester and reports every call for both sizes and the OZ baseline.
+(Gas goals are reported by the bench, not asserted here.)"""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+CALLS = {"register", "propose", "castVote", "execute", "join", "start", "commit (first of round)",
+         "commit (agrees, not final)", "commit (finalizes round)", "finalizeAfterTimeout", "reportFaulty", "publish"}
+
+
+def test_bench_reports_every_call_for_both_sizes_and_the_baseline(capsys):
+    from coordinator.bench import gas
+
+    chain, small, large, oz = gas.run(None, sizes=(4, 8), baseline=True)
+    assert set(small.gas) == CALLS and set(large.gas) == CALLS
+    assert all(v > 21_000 for v in small.gas.values())
+    assert set(oz) == {"first vote on a proposal", "a later vote"} and oz["first vote on a proposal"] > 21_000
+    gas.render(small, large, oz, "eth-tester")
+    out = capsys.readouterr().out
+    assert "4 nodes" in out and "8 nodes" in out and "OpenZeppelin Governor castVote" in out
+    assert f"{small.gas['castVote']:,}" in out
+
+
+def test_bench_cli_refuses_an_unreachable_chain():
+    from coordinator.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "gas", "--rpc", "http://127.0.0.1:1", "--no-baseline"])
+    assert r.exit_code != 0
+    assert "cannot reach the chain at http://127.0.0.1:1" in str(r.exception) + r.output
