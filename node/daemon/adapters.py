@@ -37,6 +37,8 @@ class ChainAdapter:
         self._lock = threading.Lock()
         self.tx_count = 0
         self.gas_used = 0
+        self._last_finalize_try: dict[tuple, int] = {}
+        self._last_finalize_error: dict[tuple, str] = {}
 
     def _count(self, result) -> None:
         self.tx_count += 1
@@ -64,13 +66,16 @@ class ChainAdapter:
         return st.commits - mine > 0
 
     def commit(self, session, rnd, shard, aggregate_hash, local_hash):
-        from node.chain.errors import ContractRevert
+        from node.chain.errors import ContractRevert, translate
 
+        fn = self.sessions._fn("commit", session, rnd, shard, bytes.fromhex(aggregate_hash[2:]),
+                               bytes.fromhex(local_hash[2:]))
         try:
-            res = self.sessions.sender.send(
-                self.sessions._fn("commit", session, rnd, shard, bytes.fromhex(aggregate_hash[2:]),
-                                  bytes.fromhex(local_hash[2:])),
-                purpose=f"commit s{session} r{rnd} k{shard}", contract="TrainingSessions")
+            # the commit that finalizes a round costs more than one that does not, and which one ours
+            # is depends on the order the block includes them: give it room for the finalizing path
+            est = fn.estimate_gas({"from": self.address}, block_identifier="pending")
+            res = self.sessions.sender.send(fn, purpose=f"commit s{session} r{rnd} k{shard}",
+                                            contract="TrainingSessions", gas=max(2 * est, 250_000))
             self._count(res)
         except ContractRevert as exc:
             # the round closed (finalized without us) or we already committed: nothing to do
@@ -84,21 +89,35 @@ class ChainAdapter:
                 log.info("commit reverted: round %s of shard %s was finalized first", rnd, shard)
                 return
             raise
+        except Exception as exc:  # the estimate's revert arrives as a raw web3 error
+            err = translate(exc, "TrainingSessions")
+            if isinstance(err, ContractRevert) and err.name in ("AlreadyCommitted", "RoundClosed", "WrongRound",
+                                                                 "ShardDone"):
+                log.info("commit skipped: %s", err)
+                return
+            if err is exc:
+                raise
+            raise err from None
 
     def try_finalize_after_timeout(self, session, rnd, shard):
         from node.chain.errors import ContractRevert
 
+        head = self.sessions.w3.eth.block_number
+        if self._last_finalize_try.get((session, rnd, shard)) == head:
+            return False  # at most one try per block
+        self._last_finalize_try[(session, rnd, shard)] = head
         st = self.sessions.get_shard(session, shard)
         if st.round != rnd or st.commits == 0:
             return False
-        head = self.sessions.w3.eth.block_number
         if head + 1 <= st.first_commit_block + self.sessions.commit_timeout_blocks():
             return False
         try:
             self._count(self.sessions.finalize_after_timeout(session, rnd, shard))
             return True
         except ContractRevert as exc:  # another replica was first, or no quorum among the commits
-            log.info("finalizeAfterTimeout skipped: %s", exc)
+            if self._last_finalize_error.get((session, rnd, shard)) != exc.name:
+                log.info("finalizeAfterTimeout refused: %s", exc)
+                self._last_finalize_error[(session, rnd, shard)] = exc.name
             return False
 
     def members(self, session):
@@ -161,7 +180,7 @@ class NetAdapter:
     def __init__(self, node, members_of) -> None:
         self.node = node
         self.members_of = members_of          # session -> list[Member] (the chain's view)
-        self._board: dict[tuple[int, int, int], dict[int, Announcement]] = {}
+        self._board: dict[tuple[int, int, int, str], dict[int, Announcement]] = {}
         self._subscribed: set[int] = set()
         self._lock = threading.Lock()
         self._attempts: dict[tuple[int, int], int] = {}
@@ -231,11 +250,7 @@ class NetAdapter:
 
     def _remember(self, ann: Announcement) -> None:
         with self._lock:
-            board = self._board.setdefault((ann.session, ann.round, ann.shard), {})
-            old = board.get(ann.replica)
-            if old is not None and old.extra and not ann.extra:
-                ann = Announcement(**{**ann.__dict__, "extra": old.extra})
-            board[ann.replica] = ann
+            self._board.setdefault((ann.session, ann.round, ann.shard, ann.kind), {})[ann.replica] = ann
 
     def announce(self, ann):
         from node.p2p import session_topic
@@ -250,6 +265,6 @@ class NetAdapter:
         except Exception as exc:  # noqa: BLE001 - gossip is best effort; the announcement is repeated
             log.info("announce failed: %s", exc)
 
-    def announcements(self, session, rnd, shard):
+    def announcements(self, session, rnd, shard, kind="update"):
         with self._lock:
-            return list(self._board.get((session, rnd, shard), {}).values())
+            return list(self._board.get((session, rnd, shard, kind), {}).values())

@@ -94,6 +94,7 @@ class Daemon:
         self.p2p = None
         self.watcher = None
         self._active_cache: dict[str, tuple[float, bool]] = {}
+        self._runners: dict = {}
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -389,9 +390,12 @@ class Daemon:
         self.net.join_topic(sid)
         self.net.ensure_connected(self.chain_port.members(sid))
         t = self.cfg.timing
-        runner = SessionRunner(sid, spec, me, replicas, self.chain_port, self.net, self.store,
-                               device=self.cfg.device(), pipeline_timeout=t.pipeline_timeout_s,
-                               sync_timeout=t.sync_timeout_s, stop=self.stop, train_limit=self.train_limit)
+        runner = self._runners.get(sid)
+        if runner is None:  # kept across ticks: an error in one round does not reload the model
+            runner = SessionRunner(sid, spec, me, replicas, self.chain_port, self.net, self.store,
+                                   device=self.cfg.device(), pipeline_timeout=t.pipeline_timeout_s,
+                                   sync_timeout=t.sync_timeout_s, stop=self.stop, train_limit=self.train_limit)
+            self._runners[sid] = runner
         try:
             runner.run()
         except Stopped:

@@ -41,6 +41,11 @@ class Announcement:
     peer: str
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """``update`` (a local update is served) or ``set`` (the updates this replica aggregates)."""
+        return self.extra.get("kind", "update")
+
 
 class ChainPort(Protocol):
     def current_round(self, session: int, shard: int) -> int: ...
@@ -71,7 +76,8 @@ class NetPort(Protocol):
 
     def announce(self, ann: Announcement) -> None: ...
 
-    def announcements(self, session: int, rnd: int, shard: int) -> list[Announcement]: ...
+    def announcements(self, session: int, rnd: int, shard: int, kind: str = "update") -> list[Announcement]:
+        """The latest announcement of each replica of that kind for (session, round, shard)."""
 
     def fetch(self, peer: str, h: str, timeout: float) -> bytes:
         """Bytes whose keccak-256 is ``h`` from ``peer`` (verified), or raise."""

@@ -7,10 +7,12 @@ final (local checkpoint, or the final aggregate fetched by hash from a replica),
 
 1. serve the local adapter (content-addressed) and announce (round, shard, replica, hash, samples);
 2. collect the other replicas' announcements until all arrived or ``sync_timeout_s`` passed (a
-   replica that is down is left out), fetch their adapters by hash (verified), aggregate them in
-   replica order with the proposal's rule, weighted by the samples each announced;
-3. commit (aggregate hash, local hash) unless this node already did (no duplicate transaction after a
-   restart) or arrived after the others committed (a late aggregate could only split the vote);
+   replica that is down is left out), fetch their adapters by hash (verified);
+3. agree on the set: announce which updates it holds, keep only those every replica in its set also
+   holds (intersection; replicas that saw different sets converge instead of splitting the vote:
+   with two replicas a split could never be finalized), aggregate them in replica order with the
+   proposal's rule weighted by the samples each announced, and commit (aggregate hash, local hash)
+   unless this node already did (no duplicate transaction after a restart);
 4. wait until the round is final on chain, calling ``finalizeAfterTimeout`` once the deadline passed;
    adopt the final aggregate (fetching it if it is not ours) and checkpoint it *before* moving on.
 
@@ -39,6 +41,24 @@ class SessionError(BsnsError):
 
 class Stopped(Exception):
     """The daemon is shutting down."""
+
+
+class _Pulse:
+    """Repeats the latest announcements every few seconds, for replicas that (re)subscribed late."""
+
+    def __init__(self, net: NetPort, period: float) -> None:
+        self.net, self.period = net, period
+        self.msgs: dict[str, Announcement] = {}
+        self.last = time.monotonic()
+
+    def every(self, ann: Announcement) -> None:
+        self.msgs[ann.kind] = ann
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last >= self.period:
+            for ann in self.msgs.values():
+                self.net.announce(ann)
+            self.last = time.monotonic()
 
 
 class SessionRunner:
@@ -264,70 +284,83 @@ class SessionRunner:
         samples = self.samples or self._replica_samples(self.me.replica)
         mine = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, samples, self._my_peer())
         self.net.announce(mine)
-        late = self.chain.others_committed(self.sid, rnd, self.stage)
+        pulse = _Pulse(self.net, 3.0)
+        pulse.every(mine)
+
+        # 1. the replicas' local updates: all of them, or those announced before the timeout
         deadline = time.monotonic() + self.sync_timeout
-        last_announce = time.monotonic()
-        anns: dict[int, Announcement] = {}
-        while not late:
-            anns = {a.replica: a for a in self.net.announcements(self.sid, rnd, self.stage)
-                    if a.replica < self.replicas}
-            anns[self.me.replica] = mine
-            if len(anns) >= self.replicas or time.monotonic() > deadline:
-                break
+        updates: dict[int, Announcement] = {self.me.replica: mine}
+        while len(updates) < self.replicas and time.monotonic() < deadline:
             if self.chain.final_hash(self.sid, rnd, self.stage) is not None:
-                late = True
                 break
-            if time.monotonic() - last_announce > 2.0:
-                self.net.announce(mine)  # for replicas that (re)subscribed after the first one
-                last_announce = time.monotonic()
+            for a in self.net.announcements(self.sid, rnd, self.stage):
+                if a.replica < self.replicas and a.kind == "update":
+                    updates[a.replica] = a
+            pulse.tick()
             self._sleep(self.poll)
+        blobs: dict[int, bytes] = {self.me.replica: local}
+        for rep in sorted(updates):
+            if rep in blobs:
+                continue
+            try:
+                blobs[rep] = self._fetch_update(updates[rep])
+            except Exception as exc:  # noqa: BLE001 - a replica we cannot fetch from is left out
+                self._emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
+        chosen = {rep: updates[rep].hash for rep in blobs}
 
-        h_agg = None
-        if not late:
-            states, weights, used = [], [], []
-            for rep in sorted(anns):
-                a = anns[rep]
-                try:
-                    data = local if rep == self.me.replica else self._fetch_update(a)
-                except Exception as exc:  # noqa: BLE001 - a replica we cannot fetch from is left out
-                    self._emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
-                    continue
-                states.append(state_from_bytes(data))
-                weights.append(a.samples)
-                used.append(rep)
-            t = self.spec.training
-            agg = aggregate(t.aggregation, states, weights, trim=t.trim_fraction)
-            agg_bytes = canonical_bytes(agg)
-            h_agg = self.net.serve(agg_bytes)
-            self.store.put_blob(agg_bytes)
-            self.store.upsert_round(self.sid, self.stage, rnd, aggregate_hash=h_agg, peers_used=len(used),
+        # 2. agree on the set: each node announces what it holds and keeps only what everyone it
+        # holds also holds (the intersection), so replicas that saw different sets converge on the
+        # same aggregate instead of splitting the vote
+        h_agg = agg_bytes = None
+        if self.chain.final_hash(self.sid, rnd, self.stage) is None:
+            for _ in range(self.replicas + 1):
+                agg_bytes, h_agg = self._aggregate(chosen, blobs, updates)
+                msg = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, samples, self._my_peer(),
+                                   {"kind": "set", "set": {str(k): v for k, v in sorted(chosen.items())},
+                                    "aggregate": h_agg})
+                self.net.announce(msg)
+                pulse.every(msg)
+                deadline = time.monotonic() + self.sync_timeout
+                others: dict[int, dict] = {}
+                while time.monotonic() < deadline:
+                    for a in self.net.announcements(self.sid, rnd, self.stage, kind="set"):
+                        if a.replica in chosen and a.replica != self.me.replica:
+                            others[a.replica] = {int(k): v for k, v in a.extra.get("set", {}).items()}
+                    if all(r in others for r in chosen if r != self.me.replica):
+                        break
+                    if self.chain.final_hash(self.sid, rnd, self.stage) is not None:
+                        break
+                    pulse.tick()
+                    self._sleep(self.poll)
+                narrowed = {r: h for r, h in chosen.items() if all(o.get(r) == h for o in others.values())}
+                if narrowed == chosen or not narrowed:
+                    break
+                chosen = narrowed
+            self.store.upsert_round(self.sid, self.stage, rnd, aggregate_hash=h_agg, peers_used=len(chosen),
                                     samples=samples)
-            if self.chain.others_committed(self.sid, rnd, self.stage) and len(used) < len(anns):
-                late = True
-            if not late and not self.chain.committed(self.sid, rnd, self.stage):
+            if self.chain.final_hash(self.sid, rnd, self.stage) is None and \
+                    not self.chain.committed(self.sid, rnd, self.stage):
                 self.chain.commit(self.sid, rnd, self.stage, h_agg, h_local)
-                self._emit("committed", round=rnd, aggregate=h_agg, local=h_local, replicas_used=used)
+                self._emit("committed", round=rnd, aggregate=h_agg, local=h_local, replicas_used=sorted(chosen))
             self.store.upsert_round(self.sid, self.stage, rnd, status="committed")
-            self.net.announce(Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, samples,
-                                           self._my_peer(), {"aggregate": h_agg}))
 
+        # 3. the round is final on chain (directly, or after the commit deadline)
         final = None
-        last_announce = time.monotonic()
         while final is None:
             final = self.chain.final_hash(self.sid, rnd, self.stage)
             if final is not None:
                 break
             self.chain.try_finalize_after_timeout(self.sid, rnd, self.stage)
-            if time.monotonic() - last_announce > 2.0:
-                self.net.announce(mine)
-                last_announce = time.monotonic()
+            pulse.tick()
             self._sleep(self.poll)
         if final == h_agg:
-            data = self.store.get_blob(h_agg)
+            data = agg_bytes
         else:
-            hints = [a.peer for a in self.net.announcements(self.sid, rnd, self.stage)
+            hints = [a.peer for a in self.net.announcements(self.sid, rnd, self.stage, kind="set")
                      if a.extra.get("aggregate") == final]
             data = self._get(final, hints)
+        self.store.put_blob(data)
+        self.net.serve(data)
         self._load_bytes(data)
         self.store.save_checkpoint(self.sid, rnd, data, self.optimizer.state_dict(), (rnd + 1) * self.interval)
         sent1, recv1 = self.net.bytes_moved()
@@ -337,11 +370,32 @@ class SessionRunner:
         self._emit("round_final", round=rnd, final=final, agreed=final == h_agg,
                    sync_seconds=round(time.perf_counter() - t_sync, 3))
 
+    def _aggregate(self, chosen: dict[int, str], blobs: dict[int, bytes],
+                   updates: dict[int, Announcement]) -> tuple[bytes, str]:
+        from node.train.adapter_state import bytes_hash, canonical_bytes, state_from_bytes
+        from node.train.aggregate import aggregate
+
+        reps = sorted(chosen)  # replica order: every node aggregates in the same order
+        t = self.spec.training
+        agg = aggregate(t.aggregation, [state_from_bytes(blobs[r]) for r in reps], [updates[r].samples for r in reps],
+                        trim=t.trim_fraction)
+        data = canonical_bytes(agg)
+        self.net.serve(data)
+        return data, bytes_hash(data)
+
     def _fetch_update(self, a: Announcement) -> bytes:
         data = self.store.get_blob(a.hash)
-        if data is None:
-            data = self.net.fetch(a.peer, a.hash, timeout=30.0)
-            self.store.put_blob(data)
+        if data is not None:
+            return data
+        for attempt in range(3):
+            try:
+                data = self.net.fetch(a.peer, a.hash, timeout=30.0)
+                break
+            except Exception:  # noqa: BLE001 - a reset stream after a peer restart: redial and retry
+                if attempt == 2:
+                    raise
+                self._sleep(1.0)
+        self.store.put_blob(data)
         return data
 
     def _my_peer(self) -> str:

@@ -91,6 +91,7 @@ class FakeNet:
         self.hubs = {}
         self.lock = threading.Lock()
         self.down = set()
+        self.blocked = set()               # (fetcher, owner): fetches that fail, as after a reset stream
         self.sent = defaultdict(int)
 
     def port(self, peer):
@@ -116,12 +117,16 @@ class _NetView:
         with self.n.lock:
             self.n.board.append(ann)
 
-    def announcements(self, session, rnd, shard):
+    def announcements(self, session, rnd, shard, kind="update"):
         with self.n.lock:
-            return [a for a in self.n.board if (a.session, a.round, a.shard) == (session, rnd, shard)]
+            latest = {}
+            for a in self.n.board:
+                if (a.session, a.round, a.shard, a.kind) == (session, rnd, shard, kind):
+                    latest[a.replica] = a
+            return list(latest.values())
 
     def fetch(self, peer, h, timeout):
-        if peer in self.n.down or h not in self.n.blobs[peer]:
+        if peer in self.n.down or (self.peer, peer) in self.n.blocked or h not in self.n.blobs[peer]:
             raise OSError(f"{peer} does not serve {h}")
         data = self.n.blobs[peer][h]
         self.n.sent[peer] += len(data)

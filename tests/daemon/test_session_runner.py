@@ -114,3 +114,19 @@ def test_replica_down_is_left_out_after_timeout(tmp_path):
     assert any(t[1] == "finalizeAfterTimeout" for t in chain.txs)
     st = StateStore(tmp_path / "peer00")
     assert [r["peers_used"] for r in st.rounds(1)] == [1, 1]
+
+
+def test_replicas_that_saw_different_updates_converge_on_one_aggregate(tmp_path):
+    """peer10 cannot fetch peer11's update: without agreement the two shard-1 replicas would commit
+    different aggregates, and with two replicas such a split can never be finalized."""
+    spec = JobSpec.from_text(SPEC.replace("AGG", "fedavg"))
+    members = _members()
+    chain, net = FakeChain(members, 2, 2, deadline_s=60.0), FakeNet()
+    net.blocked.add(("peer10", "peer11"))
+    _run(tmp_path, members, chain, net, spec, sync_timeout=3.0)
+    assert chain.round == {0: 2, 1: 2}
+    for rnd in range(2):
+        assert len(set(chain.commits[(rnd, 1)].values())) == 1     # both committed the same hash
+    assert not any(t[1] == "finalizeAfterTimeout" for t in chain.txs)  # final by the commits themselves
+    st = StateStore(tmp_path / "peer11")
+    assert [r["peers_used"] for r in st.rounds(1)] == [1, 1]         # both kept only peer10's update
