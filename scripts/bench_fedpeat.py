@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=48)
     ap.add_argument("--skip-offsite", action="store_true")
     ap.add_argument("--skip-controller", action="store_true", help="only the offsite table")
+    ap.add_argument("--fit-from", default=None, help="reuse the real fit runs of an earlier fit.json (refit, no rerun)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
@@ -61,7 +62,18 @@ def main() -> None:
         log("done")
         return
     base = RunConfig(devices=a.devices, rounds=a.rounds, local_steps=a.local_steps, seed=a.seed)
-    loss_model, runs = fit_loss_model(work, base, log=log)
+    if a.fit_from:
+        import json
+
+        from coordinator.fedpeat.env import LossModel
+
+        runs = {float(r): h for r, h in json.loads(Path(a.fit_from).read_text())["runs"].items()}
+        loss_model = LossModel.fit({r: [x["loss"] for x in h] for r, h in runs.items()})
+        log(f"refitted from the real runs in {a.fit_from}")
+    else:
+        loss_model, runs = fit_loss_model(work, base, log=log)
+    log("fitted " + ", ".join(f"r={r}: a={x:.3f} L*={p:.4f}" for r, x, p in
+                              zip(loss_model.retentions, loss_model.rate, loss_model.plateau)))
     save_json({"loss_model": loss_model.to_dict(), "runs": runs}, out / "fit.json")
     profile = device_profile(work, base)
     from coordinator.fedpeat.runner import partitions

@@ -9,7 +9,8 @@ exchanges beyond a per-device allowance.
 What is measured and what is assumed:
 - ``LossModel`` is FITTED from real runs of this project (``coordinator.fedpeat.runner`` at a fixed retention
   with all devices): per retention r, the one-round map ``L' = L - a(r)·(L - L*(r))`` by least squares on
-  consecutive (L_t, L_t+1) pairs of the real validation loss; between measured retentions a and L* are
+  consecutive (L_t, L_t+1) pairs of the real validation loss (constrained to 0 < a <= 1, 0 <= L* <= the
+  lowest loss seen); between measured retentions a and L* are
   interpolated linearly. A round where devices take part with different retentions moves the loss by the
   data-weighted sum of their terms (an assumption: a partial round counts pro rata).
 - memory needs and bytes per retention are the real measurements of ``Workload`` (weights, optimizer state,
@@ -32,6 +33,39 @@ from coordinator.fedpeat.workload import FedPEATError
 OBS_HIGH = 20.0  # a deep-fade-free gain or a huge capacity ratio carries no more information beyond this
 
 
+def _fit_curve(L: np.ndarray) -> tuple[float, float]:
+    """Least-squares (a, L*) of ``L[t+1] = L[t] - a (L[t] - L*)`` with 0 < a <= 1 and 0 <= L* <= min(L).
+
+    The unconstrained solution (a linear regression of L[t+1] on L[t]) is taken when it is admissible; a
+    curve that is not geometric (e.g. slow then fast, as a new head warms up) gets the best admissible fit:
+    a grid over L*, the optimal a for each in closed form, refined by alternating the two closed forms.
+    """
+    x, y = L[:-1], L[1:]
+    drop = x - y
+    A = np.stack([x, np.ones_like(x)], axis=1)
+    (alpha, beta), *_ = np.linalg.lstsq(A, y, rcond=None)
+    a = 1.0 - alpha
+    if 0.0 < a <= 1.0:
+        plateau = beta / a
+        if 0.0 <= plateau <= L.min():
+            return float(a), float(plateau)
+
+    def best_a(p):
+        d = x - p
+        return float(np.clip((drop @ d) / max(d @ d, 1e-12), 1e-3, 1.0))
+
+    def sse(a, p):
+        return float(((drop - a * (x - p)) ** 2).sum())
+
+    hi = float(L.min())
+    cands = [(sse(best_a(p), p), best_a(p), p) for p in np.linspace(0.0, hi, 200)]
+    _, a, p = min(cands)
+    for _ in range(50):
+        p = float(np.clip(np.mean(x - drop / a), 0.0, hi))
+        a = best_a(p)
+    return a, p
+
+
 @dataclass
 class LossModel:
     """Per-retention convergence rate ``a`` and plateau ``L*`` fitted from real loss curves."""
@@ -52,13 +86,7 @@ class LossModel:
             L = np.asarray(curves[r], dtype=float)
             if len(L) < 3:
                 raise FedPEATError(f"loss curve at retention {r} has {len(L)} points; at least 3 are needed")
-            x, y = L[:-1], L[1:]
-            A = np.stack([x, np.ones_like(x)], axis=1)
-            (alpha, beta), *_ = np.linalg.lstsq(A, y, rcond=None)
-            a = float(np.clip(1.0 - alpha, 0.02, 1.0))
-            plateau = float(beta / (1.0 - alpha)) if abs(1.0 - alpha) > 1e-6 else float(L.min())
-            # a noisy short curve can put the fixed point outside what was seen: keep it where the data is
-            plateau = float(np.clip(plateau, 0.0, L.max()))
+            a, plateau = _fit_curve(L)
             rs.append(float(r))
             rates.append(a)
             plateaus.append(plateau)

@@ -45,6 +45,13 @@ def test_loss_model_fit_recovers_rate_and_plateau_from_curves():
         LossModel.fit({0.5: [0.7, 0.6]})
 
 
+def test_loss_model_fit_stays_admissible_on_a_curve_that_is_not_geometric():
+    # slow then fast, as when a new task head warms up: no (a, L*) reproduces it, the fit must stay sane
+    lm = LossModel.fit({0.5: [0.694, 0.688, 0.681, 0.681, 0.676, 0.659, 0.613]})
+    assert 0.0 < lm.rate[0] <= 1.0 and 0.0 <= lm.plateau[0] <= 0.613
+    assert lm.step(0.694, [0.5], [1.0]) < 0.694  # training still lowers the modelled loss
+
+
 def test_guard_never_hands_out_an_emulator_that_does_not_fit():
     rng = np.random.default_rng(0)
     for _ in range(500):
