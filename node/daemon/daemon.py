@@ -315,7 +315,7 @@ class Daemon:
                 self.chain_port._count(res)
                 _ev("executed", proposal=pid, session=sid)
             except BsnsError as exc:  # another node executed it first (refused, or mined after theirs)
-                if self.gov.state(pid) != ProposalState.EXECUTED:
+                if getattr(exc, "name", "") != "NotSucceeded" and self.gov.state(pid) != ProposalState.EXECUTED:
                     raise
                 log.debug("execute %s: %s", pid, exc)
 
@@ -360,8 +360,9 @@ class Daemon:
                     res = self.sessions.start(sid)
                     self.chain_port._count(res)
                     _ev("session_start_sent", session=sid)
-                except BsnsError:
-                    if self.sessions.get_session(sid).state == SessionState.JOINING:
+                except BsnsError as exc:
+                    if getattr(exc, "name", "") != "WrongSessionState" and \
+                            self.sessions.get_session(sid).state == SessionState.JOINING:
                         raise
                     # another member started it first
             return
