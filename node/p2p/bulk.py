@@ -18,8 +18,8 @@ integrity as strong as Noise (a fresh key per transfer, so nonces never repeat u
 reordering, replay, or truncation of records is detected (counter nonces, exact length known from
 the header sent over libp2p); the receiver's acknowledgement is itself a sealed record (a nonce no data
 record uses), so "delivered" cannot be forged either; a stranger who connects to the port learns
-nothing and can inject nothing without the key. The side socket is never trusted for who the peer is: identity comes only
-from the libp2p stream that carried the token and key.
+nothing and can inject nothing without the key. The side socket is never trusted for who the peer
+is: identity comes only from the libp2p stream that carried the token and key.
 
 Written by hand because no library offers "authenticated bulk socket keyed from a libp2p stream";
 the cipher is ``cryptography``'s AES-GCM (OpenSSL, AES-NI).
@@ -188,20 +188,45 @@ class _Pending:
         self.ready = threading.Event()
 
 
-class BulkListener:
-    """Accepts side sockets and hands each to the pending transfer whose token it presents."""
+class _Parked:
+    """A socket waiting to present a token: new, or kept open after a clean transfer for the next one."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token_timeout: float = 30.0) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.token = bytearray()
+
+
+class BulkListener:
+    """Hands each side socket to the pending transfer whose one-time token it presents.
+
+    One selector thread accepts connections and reads tokens from every parked socket (no thread per
+    connection). A socket whose transfer ended cleanly is parked again, so a dialler that keeps it
+    can present the next transfer's token without a new TCP connection; an idle parked socket is
+    closed after ``idle_timeout``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token_timeout: float = 30.0,
+                 idle_timeout: float = 120.0) -> None:
+        import selectors
+
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._srv = socket.create_server((host, port), family=family, backlog=64)
-        self._srv.settimeout(0.2)
+        self._srv.setblocking(False)
         self.host = host
         self.port = self._srv.getsockname()[1]
         self._token_timeout = token_timeout
+        self._idle_timeout = idle_timeout
         self._pending: dict[bytes, _Pending] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._live: set[socket.socket] = set()
+        self._to_park: list[socket.socket] = []
+        self._waker_r, self._waker_w = socket.socketpair()
+        self._waker_r.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._srv, selectors.EVENT_READ, "accept")
+        self._sel.register(self._waker_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._loop, name=f"bsns-bulk-{self.port}", daemon=True)
         self._thread.start()
 
@@ -221,71 +246,188 @@ class BulkListener:
             with self._lock:
                 self._pending.pop(token, None)
 
-    def track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._live.add(sock)
-
-    def release(self, sock: socket.socket) -> None:
+    def release(self, sock: socket.socket, reusable: bool = False) -> None:
+        """A transfer on ``sock`` ended: park it for the next token if it ended cleanly, else close it."""
         with self._lock:
             self._live.discard(sock)
-        try:
-            sock.close()
-        except OSError:
-            pass
+            if reusable and not self._closed.is_set():
+                self._to_park.append(sock)
+                sock = None
+        if sock is None:
+            try:
+                self._waker_w.send(b"x")
+            except OSError:
+                pass
+            return
+        _close(sock)
 
     def _loop(self) -> None:
+        import selectors
+
+        parked: dict[socket.socket, _Parked] = {}
         while not self._closed.is_set():
             try:
-                conn, _ = self._srv.accept()
-            except socket.timeout:
-                self._expire()
-                continue
+                events = self._sel.select(timeout=0.5)
             except OSError:
                 break
-            threading.Thread(target=self._admit, args=(conn,), daemon=True).start()
+            now = time.monotonic()
+            for key, _ in events:
+                if key.data == "accept":
+                    try:
+                        conn, _ = self._srv.accept()
+                    except OSError:
+                        continue
+                    conn.setblocking(False)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    parked[conn] = _Parked(conn, now + self._token_timeout)
+                    self._sel.register(conn, selectors.EVENT_READ, "token")
+                elif key.data == "wake":
+                    try:
+                        self._waker_r.recv(4096)
+                    except OSError:
+                        pass
+                    with self._lock:
+                        socks, self._to_park = self._to_park, []
+                    for sock in socks:
+                        sock.setblocking(False)
+                        parked[sock] = _Parked(sock, now + self._idle_timeout)
+                        self._sel.register(sock, selectors.EVENT_READ, "token")
+                else:
+                    self._read_token(parked, key.fileobj)
+            for sock in [s for s, p in parked.items() if p.deadline < now]:
+                self._drop(parked, sock)
+            with self._lock:
+                for token in [t for t, p in self._pending.items() if p.deadline < now]:
+                    self._pending.pop(token).ready.set()
+        for sock in list(parked):
+            self._drop(parked, sock)
 
-    def _admit(self, conn: socket.socket) -> None:
-        """Read the token (bounded wait) and hand the socket over, or drop it."""
+    def _read_token(self, parked: dict, sock: socket.socket) -> None:
+        entry = parked[sock]
         try:
-            conn.settimeout(self._token_timeout)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            token = bytearray(TOKEN_LEN)
-            _recv_exactly(conn, memoryview(token))
-        except Exception:
-            conn.close()
+            chunk = sock.recv(TOKEN_LEN - len(entry.token))
+        except (BlockingIOError, InterruptedError):
             return
+        except OSError:
+            chunk = b""
+        if not chunk:  # the dialler hung up (or dropped an idle pooled socket)
+            self._drop(parked, sock)
+            return
+        entry.token += chunk
+        if len(entry.token) < TOKEN_LEN:
+            return
+        self._sel.unregister(sock)
+        del parked[sock]
         with self._lock:
-            pending = self._pending.pop(bytes(token), None)
+            pending = self._pending.pop(bytes(entry.token), None)
             if pending is not None and not self._closed.is_set():
-                pending.sock = conn
-                self._live.add(conn)
+                sock.setblocking(True)
+                pending.sock = sock
+                self._live.add(sock)
         if pending is None:
             log.info("bulk channel: dropped a connection with an unknown token")
-            conn.close()
+            _close(sock)
             return
         pending.ready.set()
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for token in [t for t, p in self._pending.items() if p.deadline < now]:
-                self._pending.pop(token).ready.set()
+    def _drop(self, parked: dict, sock: socket.socket) -> None:
+        parked.pop(sock, None)
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        _close(sock)
 
     def close(self) -> None:
         self._closed.set()
         try:
-            self._srv.close()
+            self._waker_w.send(b"x")
         except OSError:
             pass
         self._thread.join(timeout=5)
+        for s in (self._srv, self._waker_r, self._waker_w):
+            _close(s)
+        self._sel.close()
         with self._lock:
             live, self._live = list(self._live), set()
             pending, self._pending = list(self._pending.values()), {}
+            to_park, self._to_park = self._to_park, []
         for p in pending:
             p.ready.set()
-        for s in live:
+        for s in live + to_park:
+            _close(s)
+
+
+class DialPool:
+    """The dialling side's idle bulk sockets, per (host, port), kept after clean transfers."""
+
+    def __init__(self, max_idle: int = 2, idle_timeout: float = 60.0) -> None:
+        self._idle: dict[tuple[str, int], list[tuple[socket.socket, float]]] = {}
+        self._all: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._max = max_idle
+        self._idle_timeout = idle_timeout
+
+    def checkout(self, host: str, port: int, token: bytes, timeout: float, fresh: bool = False
+                 ) -> tuple[socket.socket, bool]:
+        """A socket that has presented ``token``: a kept one if any (reused=True), else a new one."""
+        now = time.monotonic()
+        sock = None
+        with self._lock:
+            if self._closed:
+                raise PeerUnavailable("p2p node stopped")
+            idle = self._idle.get((host, port), [])
+            while idle and not fresh:
+                cand, since = idle.pop()
+                if now - since < self._idle_timeout:
+                    sock = cand
+                    break
+                self._all.discard(cand)
+                _close(cand)
+        if sock is not None:
             try:
-                s.shutdown(socket.SHUT_RDWR)
+                sock.settimeout(timeout)
+                sock.sendall(token)
+                return sock, True
             except OSError:
-                pass
-            s.close()
+                self.discard(sock)
+        sock = dial(host, port, token, timeout)
+        with self._lock:
+            if self._closed:
+                _close(sock)
+                raise PeerUnavailable("p2p node stopped")
+            self._all.add(sock)
+        return sock, False
+
+    def checkin(self, host: str, port: int, sock: socket.socket) -> None:
+        with self._lock:
+            idle = self._idle.setdefault((host, port), [])
+            if not self._closed and len(idle) < self._max:
+                idle.append((sock, time.monotonic()))
+                return
+            self._all.discard(sock)
+        _close(sock)
+
+    def discard(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._all.discard(sock)
+        _close(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            socks, self._all, self._idle = list(self._all), set(), {}
+        for s in socks:
+            _close(s)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -95,7 +95,7 @@ class P2PNode:
         self._subs: dict[str, list[Callable[[str, bytes], None]]] = {}
         self._sent: dict[str, deque] = {}
         self._callbacks: queue.Queue = queue.Queue()
-        self._out_socks: set[socket.socket] = set()
+        self._dialpool = bulk.DialPool()
         self._pool: dict[tuple[str, str], list[Any]] = {}
         self._auth_cache: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
@@ -142,10 +142,7 @@ class P2PNode:
         self.inbox.close()
         if getattr(self, "_bulk", None) is not None:
             self._bulk.close()   # unblocks handler threads stuck on bulk sockets
-        with self._lock:
-            socks, self._out_socks = list(self._out_socks), set()
-        for s in socks:
-            _shutdown(s)
+        self._dialpool.close()
         if self._thread is not None and self._thread.is_alive() and self._ready.is_set():
             try:
                 self._trio_from_thread_run_sync(self._stop_event.set)
@@ -611,19 +608,29 @@ class P2PNode:
         await self._write(stream, wire.encode_reply(wire.ST_BULK, bulk.encode_offer(port, token, key)), timeout)
         return token, key, pending
 
-    def _dial_bulk(self, host: str, port: int, token: bytes, timeout: float) -> socket.socket:
-        sock = bulk.dial(host, port, token, timeout)
-        with self._lock:
-            if self._stopped.is_set():
-                sock.close()
-                raise P2PError("p2p node stopped")
-            self._out_socks.add(sock)
-        return sock
+    def _with_bulk_socket(self, ip: str, port: int, token: bytes, timeout: float,
+                          transfer: Callable[[socket.socket], Any]) -> Any:
+        """Run ``transfer`` on a side socket that presented ``token``, kept for reuse if it succeeds.
 
-    def _close_out(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._out_socks.discard(sock)
-        sock.close()
+        A kept socket may have been closed by the peer while idle: that fails before the peer took
+        the token, so the transfer is retried once on a fresh connection with the same token.
+        """
+        for attempt in range(2):
+            sock, reused = self._dialpool.checkout(ip, port, token, timeout, fresh=attempt > 0)
+            try:
+                sock.settimeout(timeout)
+                result = transfer(sock)
+            except PeerUnavailable:
+                self._dialpool.discard(sock)
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self._dialpool.discard(sock)
+                raise
+            self._dialpool.checkin(ip, port, sock)
+            return result
+        raise PeerUnavailable("bulk channel unavailable")
 
     # ------------------------------------------------------------------ /bsns/pipeline/1
     async def _send_tensor(self, peer_id: str, header: wire.Header, view: memoryview, timeout: float) -> bool:
@@ -660,14 +667,12 @@ class P2PNode:
             port, token, key = bulk.decode_offer(body)
             ip = self._remote_ip(stream)
 
+            def transfer(sock: socket.socket) -> None:
+                _send_guarded(sock, key, token, view)
+                _ack_guarded(sock, key, token)   # the receiver holds the tensor once this returns
+
             def push() -> None:
-                sock = self._dial_bulk(ip, port, token, timeout)
-                try:
-                    sock.settimeout(timeout)
-                    _send_guarded(sock, key, token, view)
-                    _ack_guarded(sock, key, token)   # the receiver holds the tensor once this returns
-                finally:
-                    self._close_out(sock)
+                self._with_bulk_socket(ip, port, token, timeout, transfer)
 
             try:
                 await trio.to_thread.run_sync(push, abandon_on_cancel=True)
@@ -751,13 +756,15 @@ class P2PNode:
 
             def pull() -> None:  # one thread hop for the wait, the transfer, the check and the ack
                 sock = self._bulk.take(token, pending, timeout)
+                clean = False
                 try:
                     sock.settimeout(timeout)
                     _recv_guarded(sock, key, token, view, hasher)
                     accept()
                     bulk.send_ack(sock, key, token)
+                    clean = True
                 finally:
-                    self._bulk.release(sock)
+                    self._bulk.release(sock, reusable=clean)
 
             await trio.to_thread.run_sync(pull, abandon_on_cancel=True)
             return True
@@ -785,26 +792,24 @@ class P2PNode:
                 raise HashMismatch(f"peer {peer_id} offered a different blob than 0x{digest.hex()}")
             buf = bytearray(header.payload_len)
             view = memoryview(buf)
-            hasher = keccak_hasher()
             status, body = await self._read_reply(stream, timeout)
             if status == wire.ST_INLINE:
+                hasher = keccak_hasher()
                 await self._read_into(stream, view, timeout, hasher)
+                got = hasher.digest()
             elif status == wire.ST_BULK:
                 port, token, key = bulk.decode_offer(body)
                 ip = self._remote_ip(stream)
 
-                def pull() -> None:
-                    sock = self._dial_bulk(ip, port, token, timeout)
-                    try:
-                        sock.settimeout(timeout)
-                        _recv_guarded(sock, key, token, view, hasher)
-                    finally:
-                        self._close_out(sock)
+                def transfer(sock: socket.socket) -> bytes:
+                    h = keccak_hasher()  # per attempt: a retried transfer starts from the first byte
+                    _recv_guarded(sock, key, token, view, h)
+                    return h.digest()
 
-                await trio.to_thread.run_sync(pull, abandon_on_cancel=True)
+                got = await trio.to_thread.run_sync(
+                    self._with_bulk_socket, ip, port, token, timeout, transfer, abandon_on_cancel=True)
             else:
                 raise P2PError(f"peer {peer_id} failed the blob transfer: {body.decode(errors='replace')}")
-            got = hasher.digest()
             if got != digest:
                 raise HashMismatch(f"blob from peer {peer_id} hashes to 0x{got.hex()}, "
                                    f"not the requested 0x{digest.hex()}")
@@ -854,11 +859,13 @@ class P2PNode:
 
             def push() -> None:
                 sock = self._bulk.take(token, pending, timeout)
+                clean = False
                 try:
                     sock.settimeout(timeout)
                     _send_guarded(sock, key, token, view)
+                    clean = True
                 finally:
-                    self._bulk.release(sock)
+                    self._bulk.release(sock, reusable=clean)
 
             await trio.to_thread.run_sync(push, abandon_on_cancel=True)
         else:

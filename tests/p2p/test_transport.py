@@ -57,3 +57,22 @@ def test_message_from_the_wrong_peer_is_an_error(pair):
         receiver.recv(0, (0, 0, "fwd"), 10)
     with pytest.raises(P2PError, match="no peer known for stage 5"):
         sender.send(5, (0, 0, "fwd"), {"hidden": torch.zeros(2)})
+
+
+def test_bulk_transfer_after_the_peer_dropped_the_kept_side_socket(pair):
+    a, b = pair
+    b._bulk._idle_timeout = 0.3          # b closes parked side sockets quickly
+    big = torch.randn(2**19)             # 2 MB: bulk channel
+    from node.p2p import Tags
+
+    assert a.send_tensor(b.peer_id, Tags(9, 0, 0, 0), big)
+    assert torch.equal(b.recv(Tags(9, 0, 0, 0), 10), big)
+    import time
+
+    time.sleep(1.0)                      # a still keeps its side socket; b has closed its end
+    assert a.send_tensor(b.peer_id, Tags(9, 0, 1, 0), big * 2)
+    assert torch.equal(b.recv(Tags(9, 0, 1, 0), 10), big * 2)
+    h = b.serve_blob(bytes(3 << 20))
+    assert a.fetch_blob(b.peer_id, h) == bytes(3 << 20)
+    time.sleep(1.0)
+    assert a.fetch_blob(b.peer_id, h) == bytes(3 << 20)
