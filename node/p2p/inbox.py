@@ -85,6 +85,19 @@ class Inbox:
                 if self._ready.pop(t, None) is not None:
                     self.dropped += 1
 
+    def reset(self, session: int) -> None:
+        """Forget everything about ``session`` (watermarks, reservations, buffered messages).
+
+        For a round that is retried from its first step: the steps consumed by the failed attempt
+        must be accepted again.
+        """
+        with self._cond:
+            for key in [k for k in self._watermark if k[0] == session]:
+                del self._watermark[key]
+            self._admitted = {t for t in self._admitted if t.session != session}
+            for t in [t for t in self._ready if t.session == session]:
+                del self._ready[t]
+
     def take(self, tags: Tags, timeout: float) -> tuple[Any, str]:
         """Block until the message with exactly ``tags`` is here; consuming it moves the watermark."""
         deadline = time.monotonic() + timeout

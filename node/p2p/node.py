@@ -214,6 +214,10 @@ class P2PNode:
         """Tell the inbox the trainer is at (round, step): anything older is dropped from now on."""
         self.inbox.advance(session, direction, round_, step)
 
+    def reset_session(self, session: int) -> None:
+        """Forget the inbox state of ``session`` so a retried round's steps are accepted again."""
+        self.inbox.reset(session)
+
     def serve_blob(self, data: bytes) -> str:
         """Serve ``data`` on ``/bsns/adapter/1``; returns its ``0x`` keccak-256 hash."""
         return "0x" + self.store.add(data).hex()

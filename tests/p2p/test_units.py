@@ -24,6 +24,10 @@ def test_peer_id_maps_back_to_the_ethereum_account():
     for key in DEV_KEYS[:3]:
         pid = peer_id_from_private_key(key)
         assert eth_address_from_peer_id(pid) == Account.from_key(key).address
+        # the NodeRegistry stores the binary multihash (base58-decoded id)
+        import base58
+
+        assert eth_address_from_peer_id(base58.b58decode(pid)) == Account.from_key(key).address
         assert eth_address_from_private_key(key) == Account.from_key(key).address
     assert len({peer_id_from_private_key(k) for k in DEV_KEYS}) == len(DEV_KEYS)
 
@@ -117,6 +121,9 @@ def test_inbox_drops_stale_and_duplicate_and_frees_aborted():
     inbox.advance(1, "fwd", 2, 0)                             # a new round: step 1 of round 0 is stale
     inbox.deliver(late, "late", "0xA")
     assert late not in inbox.pending()
+    inbox.reset(1)                                            # a retried round starts afresh
+    assert inbox.admit(t0) is None and inbox.admit(Tags(1, 0, 1, 0)) is None
+    assert "duplicate" in inbox.admit(Tags(2, 0, 0, 0))      # other sessions keep their state
 
 
 def _pair():
