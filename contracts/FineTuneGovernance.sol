@@ -61,6 +61,7 @@ contract FineTuneGovernance {
     uint256 public constant MAX_SHARDS = 64;
     uint256 public constant MAX_STRING_BYTES = 256;
     uint256 public constant MAX_REPLICAS = 1024; // TrainingSessions.MAX_REPLICAS_PER_SHARD
+    uint256 private constant MAX_SPEC_BYTES = 32_768; // spec text limit (calldata + event cost)
     uint256 private constant BPS = 10_000;
     uint8 private constant RECEIPT_AGAINST = 1;
     uint8 private constant RECEIPT_FOR = 2;
@@ -86,6 +87,7 @@ contract FineTuneGovernance {
 
     error InvalidConfig(string field);
     error InvalidParam(string field);
+    error SpecHashMismatch(bytes32 specHash, bytes32 textHash);
     error NoEligibleVoters();
     error UnknownProposal(uint256 proposalId);
     error VotingClosed(uint256 proposalId, ProposalState state);
@@ -99,6 +101,7 @@ contract FineTuneGovernance {
         uint256 indexed proposalId, address indexed proposer, bytes32 specHash, uint256 voteStart, uint256 voteEnd,
         uint256 eligibleWeight
     );
+    event ProposalSpec(uint256 indexed proposalId, string specToml);
     event VoteCast(address indexed voter, uint256 indexed proposalId, bool support, uint256 weight);
     event ProposalCanceled(uint256 indexed proposalId);
     event ProposalExecuted(uint256 indexed proposalId, uint256 indexed sessionId);
@@ -134,10 +137,18 @@ contract FineTuneGovernance {
     }
 
     /// @notice Propose a fine-tuning job. Anyone may propose; the nodes registered before this block vote.
+    /// @dev The full TOML spec travels in calldata and in the ProposalSpec event only (never stored), so
+    ///      a daemon reads the whole spec from the chain and checks it against params.specHash.
     /// @param params the job's agreed fields (validated; a bad field reverts InvalidParam(field))
+    /// @param specToml the canonical TOML job spec (1..32768 bytes); keccak256(bytes(specToml)) must equal
+    ///        params.specHash
     /// @return proposalId the new proposal's id (1-based)
-    function propose(JobParams calldata params) external returns (uint256 proposalId) {
+    function propose(JobParams calldata params, string calldata specToml) external returns (uint256 proposalId) {
         _validate(params);
+        uint256 specLen = bytes(specToml).length;
+        if (specLen == 0 || specLen > MAX_SPEC_BYTES) revert InvalidParam("specToml");
+        bytes32 textHash = keccak256(bytes(specToml));
+        if (textHash != params.specHash) revert SpecHashMismatch(params.specHash, textHash);
         (uint256 count, uint256 stake) = registry.totalsAtBlockStart();
         uint256 weight = weightByStake ? stake : count;
         if (weight == 0) revert NoEligibleVoters();
@@ -154,6 +165,7 @@ contract FineTuneGovernance {
         _params[proposalId] = params;
         uint256 start = block.number + votingDelayBlocks;
         emit ProposalCreated(proposalId, msg.sender, params.specHash, start, start + votingPeriodBlocks, weight);
+        emit ProposalSpec(proposalId, specToml);
     }
 
     /// @notice Vote for or against a proposal while it is Active. Only nodes that are active and were

@@ -127,12 +127,23 @@ def _fund(chain: Chain, keys: list, tag: str) -> None:
             chain.w3.eth.send_transaction({"from": chain.funder, "to": k.address, "value": 3 * MIN_STAKE}))
 
 
+BENCH_SPEC = '''[job]
+base_model = "bench/model"
+dataset = "bench/data"
+task = "sequence-classification"
+method = "lora"
+rounds = 2
+'''
+
+
 def _job(n_layers: int = 6) -> tuple:
+    """propose's arguments: a one-shard, two-round job and its spec text."""
     from eth_utils import keccak
 
     h = lambda s: keccak(text=s)  # noqa: E731
-    return ("bench/model", h("model"), "bench/data", h("data"), "sequence-classification", "lora", h("cfg"),
-            [0, n_layers], [1000], 0, 0, 10, 2, 0, 1, 1_000_000, 1, h("spec"))
+    params = ("bench/model", h("model"), "bench/data", h("data"), "sequence-classification", "lora", h("cfg"),
+              [0, n_layers], [1000], 0, 0, 10, 2, 0, 1, 1_000_000, 1, h(BENCH_SPEC))
+    return params, BENCH_SPEC
 
 
 @dataclass
@@ -168,7 +179,7 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     g["register"] = r.gasUsed
     out.notes["register"] = "a later registrant (the first also creates the node list)"
 
-    r = chain.send(gov.functions.propose(_job()), chain.funder)
+    r = chain.send(gov.functions.propose(*_job()), chain.funder)
     g["propose"] = r.gasUsed
     pid = gov.events.ProposalCreated().process_receipt(r, errors=DISCARD)[0]["args"]["proposalId"]
     created = r.blockNumber

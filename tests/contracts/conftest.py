@@ -36,6 +36,13 @@ def h(text: str) -> bytes:
     return keccak(text=text)
 
 
+SPEC_TOML = '''[job]
+base_model = "sentence-transformers/all-MiniLM-L6-v2"
+dataset = "glue/sst2"
+task = "sequence-classification"
+'''
+
+
 def job_params(**overrides) -> dict:
     """A valid JobParams (as a dict in struct order) for a 2-shard job; override any field."""
     p = dict(
@@ -56,7 +63,7 @@ def job_params(**overrides) -> dict:
         minReplicas=1,
         learningRateE9=1_000_000,
         seed=42,
-        specHash=h("spec toml"),
+        specHash=h(SPEC_TOML),
     )
     p.update(overrides)
     return p
@@ -71,6 +78,11 @@ def plain(value):
 
 def as_tuple(params: dict) -> tuple:
     return tuple(params.values())
+
+
+def propose_args(spec: str = SPEC_TOML, **overrides) -> tuple:
+    """Arguments of FineTuneGovernance.propose: (JobParams, the TOML text whose hash is specHash)."""
+    return as_tuple(job_params(**overrides)), spec
 
 
 class Reverted(AssertionError):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import (MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system,
-                       job_params, plain, register)
+from .conftest import (MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system, h,
+                       job_params, plain, propose_args, register, SPEC_TOML)
 
 PENDING, ACTIVE, CANCELED, DEFEATED, SUCCEEDED, EXECUTED = range(6)
 
 
 def propose(system, sender=None, **overrides):
     c = system.chain
-    r = c.tx(system.governance.functions.propose(as_tuple(job_params(**overrides))), sender or c.accounts[0])
+    r = c.tx(system.governance.functions.propose(*propose_args(**overrides)), sender or c.accounts[0])
     (ev,) = c.events(system.governance, "ProposalCreated", r)
     return ev["proposalId"], r
 
@@ -54,6 +54,8 @@ def test_propose_stores_params_and_snapshots_eligible_weight(system, voters):
     assert eligible == 4 and quorum == 2 and session == 0  # 50% of 4 nodes
     ev = c.events(gov, "ProposalCreated", r)[0]
     assert ev["specHash"] == job_params()["specHash"] and ev["eligibleWeight"] == 4
+    (spec,) = c.events(gov, "ProposalSpec", r)
+    assert (spec["proposalId"], spec["specToml"]) == (pid, SPEC_TOML)  # the whole spec, readable from the chain
     assert gov.functions.state(pid).call() == PENDING
 
 
@@ -64,7 +66,7 @@ def test_registrant_in_the_creation_block_is_not_counted_nor_eligible(system, vo
     try:
         system.registry.functions.register(PEER_ID, "/a", 100, 0, 0).transact(
             {"from": late, "value": MIN_STAKE, "gas": 600_000})
-        h = gov.functions.propose(as_tuple(job_params())).transact({"from": c.accounts[0], "gas": 2_000_000})
+        h = gov.functions.propose(*propose_args()).transact({"from": c.accounts[0], "gas": 2_000_000})
         c.mine()
     finally:
         c.tester.enable_auto_mine_transactions()
@@ -232,11 +234,23 @@ def test_propose_refuses_each_bad_field_by_name(system, voters):
     c, gov = system.chain, system.governance
     for field, bad in BAD_PARAMS:
         with c.reverts("InvalidParam", field):
-            gov.functions.propose(as_tuple(job_params(**bad))).call({"from": c.accounts[0]})
+            gov.functions.propose(*propose_args(**bad)).call({"from": c.accounts[0]})
     # the boundary values are accepted: 64 shards, iid with no parameter
     ok = job_params(layerBounds=list(range(65)), shardMemoryMB=[1] * 64, distribution=0, distributionParam=0)
-    assert gov.functions.propose(as_tuple(ok)).call({"from": c.accounts[0]}) == 1
+    assert gov.functions.propose(as_tuple(ok), SPEC_TOML).call({"from": c.accounts[0]}) == 1
     assert gov.functions.proposalCount().call() == 0  # nothing was stored by the refusals
+
+
+def test_propose_checks_the_spec_text_against_its_hash(system, voters):
+    c, gov = system.chain, system.governance
+    tampered = SPEC_TOML.replace("sst2", "imdb")
+    with c.reverts("SpecHashMismatch", job_params()["specHash"], h(tampered)):
+        gov.functions.propose(*propose_args(spec=tampered)).call({"from": c.accounts[0]})
+    with c.reverts("InvalidParam", "specToml"):
+        gov.functions.propose(*propose_args(spec="")).call({"from": c.accounts[0]})
+    big = "#" * 32_769
+    with c.reverts("InvalidParam", "specToml"):
+        gov.functions.propose(*propose_args(spec=big, specHash=h(big))).call({"from": c.accounts[0]})
 
 
 def test_propose_needs_eligible_voters(chain, system, snap):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import COMMIT_TIMEOUT, JOIN_WINDOW, MIN_STAKE, SLASH, VOTING_DELAY, VOTING_PERIOD, as_tuple, h, \
-    job_params, plain, register
+    job_params, plain, propose_args, register
 
 JOINING, TRAINING, COMPLETED, FAILED = 1, 2, 3, 4
 WRONG_HASH, MISSING = 1, 2
@@ -25,7 +25,7 @@ def nodes(chain, system):
 def open_session(system, nodes, **overrides) -> int:
     """Propose, pass and execute a job; return its session id (in the Joining state)."""
     c, gov = system.chain, system.governance
-    r = c.tx(gov.functions.propose(as_tuple(job_params(**overrides))), c.accounts[0])
+    r = c.tx(gov.functions.propose(*propose_args(**overrides)), c.accounts[0])
     pid = c.events(gov, "ProposalCreated", r)[0]["proposalId"]
     c.mine(VOTING_DELAY)
     for a in nodes[:4]:
