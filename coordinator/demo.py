@@ -335,6 +335,8 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
 
     console = console or Console()
     t_start = time.monotonic()
+    # SIGTERM behaves like Ctrl-C: the cluster's context manager then stops every process it started
+    prev = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     workdir = Path(workdir or tempfile.mkdtemp(prefix="bsns-demo-"))
     spec_text = demo_spec_text(rounds=rounds, sync_interval=sync_interval, batch_size=batch_size,
                                max_seq_len=max_seq_len)
@@ -392,8 +394,9 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
         after = evaluate_state(spec, fetched["state"])
         summary.update(_collect(cl, spec, sid, pid, adapter_id, before, after))
         png = workdir / "loss.png"
-        _loss_plot(summary["losses"], png)
+        _loss_plot(summary["losses"], png, spec.training.sync_interval)
         summary["loss_png"] = str(png)
+    signal.signal(signal.SIGTERM, prev)
     summary["wall_seconds"] = round(time.monotonic() - t_start, 1)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(console, summary)
@@ -435,9 +438,11 @@ def _collect(cl: Cluster, spec, sid: int, pid: int, adapter_id: int, before: dic
         total_gas += gas
         sent = sum(r["bytes_sent"] or 0 for r in rounds)
         recv = sum(r["bytes_recv"] or 0 for r in rounds)
+        sync = sum(r["sync_sent"] or 0 for r in rounds)
         nodes.append({"node": p.index, "shard": a.shard, "replica": a.replica, "txs": len(txs), "gas": gas,
-                      "bytes_sent": sent, "bytes_recv": recv,
-                      "sync_bytes_per_round": _sync_bytes(p, cl, sid, rounds)})
+                      "bytes_sent": sent, "bytes_recv": recv, "sync_bytes_sent": sync,
+                      "sync_bytes_per_round": sync // max(1, len(rounds)),
+                      "adapter_bytes": _adapter_bytes(p, rounds)})
         if a.shard == 0:
             losses[f"replica {a.replica}"] = [r["loss"] for r in cl.node_rows(
                 p, "SELECT loss FROM losses WHERE session_id=? ORDER BY step", (sid,))]
@@ -452,8 +457,8 @@ def _collect(cl: Cluster, spec, sid: int, pid: int, adapter_id: int, before: dic
             "round_seconds": round_times, "losses": losses, "full_model_bytes": full_bytes}
 
 
-def _sync_bytes(p: NodeProc, cl: Cluster, sid: int, rounds: list[dict]) -> int:
-    """Adapter bytes this node served per round = its local update size x replicas that fetched it."""
+def _adapter_bytes(p: NodeProc, rounds: list[dict]) -> int:
+    """Size of this node's local update (what each other replica fetches from it per round)."""
     if not rounds:
         return 0
     h = rounds[-1].get("local_hash")
@@ -461,7 +466,7 @@ def _sync_bytes(p: NodeProc, cl: Cluster, sid: int, rounds: list[dict]) -> int:
     return blob.stat().st_size if blob.exists() else 0
 
 
-def _loss_plot(losses: dict[str, list], path: Path) -> None:
+def _loss_plot(losses: dict[str, list], path: Path, sync_interval: int = 0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -471,7 +476,11 @@ def _loss_plot(losses: dict[str, list], path: Path) -> None:
     for name, ys in losses.items():
         if ys:
             ax.plot(range(len(ys)), ys, label=name, alpha=0.8)
-    ax.set_xlabel("step")
+    if sync_interval:
+        n = max((len(v) for v in losses.values()), default=0)
+        for x in range(sync_interval, n, sync_interval):
+            ax.axvline(x - 0.5, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("step (dotted: sync rounds)")
     ax.set_ylabel("training loss")
     ax.set_title("bsns demo: MiniLM + Houlsby adapters on SST-2 (2 shards x 2 replicas)")
     ax.legend()
@@ -486,18 +495,19 @@ def _print_summary(console, s: dict) -> None:
     console.print()
     console.print(f"[bold]accuracy on {s.get('val_examples')} held-back SST-2 sentences:[/] "
                   f"before {100 * (s['accuracy_before'] or 0):.1f}%  ->  after {100 * (s['accuracy_after'] or 0):.1f}%")
-    t = Table(title="per node")
-    for col in ("node", "shard", "replica", "bytes sent", "bytes received", "transactions", "gas"):
+    t = Table(title="per node (p2p payload bytes over the whole session)")
+    for col in ("node", "shard", "replica", "sent", "received", "of which sync", "txs", "gas"):
         t.add_column(col, justify="right")
     for n in s["nodes"]:
         t.add_row(str(n["node"]), str(n["shard"]), str(n["replica"]), f"{n['bytes_sent']:,}", f"{n['bytes_recv']:,}",
-                  str(n["txs"]), f"{n['gas']:,}")
+                  f"{n['sync_bytes_sent']:,}", str(n["txs"]), f"{n['gas']:,}")
     console.print(t)
     console.print(f"transactions: {s['node_txs']} by the nodes ({s['node_gas']:,} gas), "
                   f"{s['deploy_and_propose_txs']} to deploy and propose ({s['deploy_and_propose_gas']:,} gas)")
     if s.get("full_model_bytes"):
-        per_round = [n["sync_bytes_per_round"] for n in s["nodes"]]
-        console.print(f"adapter per shard per round: {max(per_round):,} bytes vs full model {s['full_model_bytes']:,} "
-                      f"bytes ({100 * max(per_round) / s['full_model_bytes']:.2f}%)")
+        per_round = max(n["sync_bytes_per_round"] for n in s["nodes"])
+        console.print(f"sync traffic per node per round: {per_round:,} bytes (adapter "
+                      f"{max(n['adapter_bytes'] for n in s['nodes']):,} bytes) vs full-model FedAvg "
+                      f"{s['full_model_bytes']:,} bytes ({100 * per_round / s['full_model_bytes']:.2f}%)")
     console.print(f"time per round (shard 0, replica 0): {s['round_seconds']} s; total {s.get('wall_seconds')} s")
     console.print(f"loss curve: {s['loss_png']}; published adapter id {s['adapter_id']}; summary {s['workdir']}/summary.json")

@@ -235,6 +235,7 @@ class SessionRunner:
                                micro_batches=t.micro_batches, task=self.spec.task.kind,
                                timeout=self.pipeline_timeout, device=self.device)
         self.store.upsert_round(self.sid, self.stage, rnd, status="training")
+        self._round_bytes0 = self.net.bytes_moved()
         first_step = rnd * self.interval
         order = None
         if self.stage == 0:
@@ -364,8 +365,11 @@ class SessionRunner:
         self._load_bytes(data)
         self.store.save_checkpoint(self.sid, rnd, data, self.optimizer.state_dict(), (rnd + 1) * self.interval)
         sent1, recv1 = self.net.bytes_moved()
+        rs0, rr0 = getattr(self, "_round_bytes0", None) or (sent0, recv0)
         self.store.upsert_round(self.sid, self.stage, rnd, status="final", final_hash=final, finished=time.time(),
-                                bytes_sent=sent1 - sent0, bytes_recv=recv1 - recv0)
+                                bytes_sent=sent1 - rs0, bytes_recv=recv1 - rr0,
+                                sync_sent=sent1 - sent0, sync_recv=recv1 - recv0)
+        self._round_bytes0 = None
         self.loaded_round = rnd
         self._emit("round_final", round=rnd, final=final, agreed=final == h_agg,
                    sync_seconds=round(time.perf_counter() - t_sync, 3))

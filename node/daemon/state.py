@@ -51,8 +51,10 @@ CREATE TABLE IF NOT EXISTS rounds (
     samples INTEGER,
     loss REAL,
     peers_used INTEGER,
-    bytes_sent INTEGER DEFAULT 0,
+    bytes_sent INTEGER DEFAULT 0,    -- p2p payload bytes of the whole round (pipeline + sync)
     bytes_recv INTEGER DEFAULT 0,
+    sync_sent INTEGER DEFAULT 0,     -- of which the sync (adapter exchange)
+    sync_recv INTEGER DEFAULT 0,
     started REAL,
     finished REAL,
     PRIMARY KEY (session_id, shard, round)

@@ -67,3 +67,27 @@ def test_session_equals_local_training(finished_session):
     assert sorted(got) == sorted(want)
     diff = max((got[k] - want[k].detach()).abs().max().item() for k in want)
     assert diff <= 1e-5
+
+
+def _bsns(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_cli_status_and_adapter_eval(finished_session):
+    s = finished_session
+    cl = s["cl"]
+    common = ["--rpc", cl.chain.url, "--deployment", str(cl.deployment_path)]
+    st = _bsns("status", *common, "--config", str(cl.procs[0].config))
+    assert st.returncode == 0, st.stderr
+    assert "completed" in st.stdout and "2/2 2/2" in st.stdout          # both shards finished both rounds
+    assert "latest loss" in st.stdout                                    # the node's own records
+    ev = _bsns("adapter", "eval", str(s["aid"]), *common, "--spec-dir", str(cl.procs[0].data_dir / "specs"))
+    assert ev.returncode == 0, ev.stderr
+    assert f"adapter {s['aid']}: accuracy" in ev.stdout and "held-back" in ev.stdout
+    bad = _bsns("adapter", "fetch", "99", *common)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: adapter 99 is not in the AdapterRegistry")
