@@ -76,7 +76,7 @@ def train_controller(profile: DeviceProfile, loss_model: LossModel, *, rounds: i
 
     torch.set_num_threads(1)
     env = gym_env_class()(profile, loss_model, channel, rounds=rounds, weights=weights)
-    model = PPO("MlpPolicy", env, n_steps=max(64, 8 * rounds), batch_size=64, learning_rate=3e-4, gamma=0.95,
+    model = PPO("MlpPolicy", env, n_steps=256, batch_size=64, learning_rate=3e-4, gamma=0.95,
                 ent_coef=0.01, seed=seed, verbose=0, device="cpu")
     model.learn(total_timesteps=timesteps)
     return model

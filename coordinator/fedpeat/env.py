@@ -183,7 +183,7 @@ def observation(profile: DeviceProfile, gains, exchanges, loss: float, loss0: fl
 
 @dataclass
 class RewardWeights:
-    progress: float = 10.0      # per unit of (L - L') / (L0 - L*best)
+    progress: float = 10.0      # per unit of (L - L') / (the loss drop achievable in the job's rounds)
     time: float = 1.0           # per unit of the round's slowest transfer / a reference transfer (capped)
     time_cap: float = 5.0
     memory: float = 1.0         # per device above memory_fraction of its capacity
@@ -211,7 +211,13 @@ def gym_env_class():
             n = profile.n
             self.action_space = spaces.MultiDiscrete([len(profile.options) + 1] * n)
             self.observation_space = spaces.Box(low=0.0, high=OBS_HIGH, shape=(3 * n + 2,), dtype=np.float32)
-            self.best_plateau = min(loss_model.plateau)
+            # progress is counted against what the job can achieve in its rounds: every device at the largest
+            # retention every round (otherwise a slow-converging fit makes "nobody trains" the best policy)
+            top = max(profile.options)
+            best = loss_model.initial_loss
+            for _ in range(rounds):
+                best = loss_model.step(best, [top] * n, profile.data_weights)
+            self.achievable = max(loss_model.initial_loss - best, 1e-3 * loss_model.initial_loss)
             # reference transfer: the largest emulator over an average link (mean SNR of the devices, gain 1)
             mean_rate = float(np.mean([self.channel.rate_bytes_per_s(i, 1.0) for i in range(n)]))
             self.ref_time = max(profile.emulator_bytes.values()) / mean_rate
@@ -253,9 +259,7 @@ def gym_env_class():
                         extra_exchanges += 1
                 round_time = max(round_time, nbytes / self.channel.rate_bytes_per_s(i, self.gains[i]))
             new_loss = self.loss_model.step(self.loss, choices, p.data_weights)
-            # a flat fitted curve must not blow up the progress term
-            span = max(self.loss_model.initial_loss - self.best_plateau, 0.01 * self.loss_model.initial_loss)
-            reward = (w.progress * (self.loss - new_loss) / span - w.time * min(round_time / self.ref_time, w.time_cap)
+            reward = (w.progress * (self.loss - new_loss) / self.achievable - w.time * min(round_time / self.ref_time, w.time_cap)
                       - w.memory * over_fraction - w.exchange * extra_exchanges)
             self.loss = new_loss
             self.t += 1
