@@ -105,15 +105,17 @@ def test_fedft_moves_the_whole_model_every_round(work, tmp_path):
     assert res["peak_device_memory"] > peft["peak_device_memory"]
 
 
-def test_cli_run_and_bad_input():
+def test_cli_run_and_bad_input(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     bsns = [sys.executable, "-m", "coordinator.cli", "fedpeat", "run"]
-    ok = subprocess.run(bsns + ["--case", "1", "--strategy", "random", "--devices", "2", "--rounds", "1", "--local-steps", "1",
-                                "--options", "0.25,0.5",
+    ok = subprocess.run(bsns + ["--case", "1", "--strategy", "fixed", "--retention", "0.25", "--devices", "1", "--rounds", "1",
+                                "--local-steps", "1", "--options", "0.25", "--record", str(tmp_path / "r.jsonl"),
                                 "--train-limit", "64", "--eval-size", "16"], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "final accuracy" in ok.stdout
+    rec = json.loads((tmp_path / "r.jsonl").read_text())
+    assert rec["choices"][0]["retention"] == 0.25 and rec["record_hash"].startswith("0x")
     bad = subprocess.run(bsns + ["--strategy", "ppo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: strategy ppo needs --controller")
     bad = subprocess.run(bsns + ["--case", "2", "--shared-retention", "0.3"], cwd=ROOT, env=env, capture_output=True,
