@@ -6,7 +6,7 @@ against full-model federated averaging, measured side by side in one run on this
   with the daemon's own pipeline code (``ShardTrainer`` + ``P2PTransport``). The local baseline is
   ``bsns train local``'s step (``node.train.local.train_step``) on the whole model, same batches.
   Each process gets ``--threads`` torch threads; the local baseline is measured with the same
-  per-process count and with the pipeline's total (both are printed).
+  per-process count (and, with ``--local-threads 2``, also with the pipeline's total).
 - Sync traffic: a replica fetches the other process's trained shard adapter by hash over
   ``/bsns/adapter/1`` (what one sync moves per peer), counted by the p2p layer, against the bytes of
   the full model in fp32 (what full-model FedAvg would move per peer).
@@ -95,7 +95,8 @@ def _worker(args_json: str) -> None:
 
 
 def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_len: int = 64,
-              micro_batches: int = 2, method: str = "houlsby", threads: int = 1, replicas: int = 2) -> dict:
+              micro_batches: int = 2, method: str = "houlsby", threads: int = 1, replicas: int = 2,
+              local_threads: tuple[int, ...] = ()) -> dict:
     import secrets
 
     import torch
@@ -162,7 +163,7 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
     model = L.build_model(spec, 0, None, "cpu")
     lopt = L.make_optimizer(model, spec.training.learning_rate)
     trainable, params = L.count_parameters(model)
-    for n_threads in sorted({threads, 2 * threads}):
+    for n_threads in sorted({threads, *local_threads}):
         torch.set_num_threads(n_threads)
         times = []
         for i, b in enumerate(batches):
@@ -192,13 +193,17 @@ def register(bench_app: typer.Typer) -> None:
         method: str = typer.Option("houlsby", help="houlsby | pfeiffer | lora | ia3"),
         threads: int = typer.Option(1, min=1, help="torch threads per process"),
         replicas: int = typer.Option(2, min=2, help="replicas per shard (for the traffic figures)"),
+        local_threads: list[int] = typer.Option([], "--local-threads",
+                                                help="also time the local baseline with this many threads "
+                                                     "(e.g. 2: the pipeline's total)"),
         json_out: bool = typer.Option(False, "--json", help="print the figures as JSON"),
     ) -> None:
         """Pipeline step over libp2p vs `bsns train local`, and sync bytes vs full-model FedAvg."""
         from rich.console import Console
         from rich.table import Table
 
-        r = run_bench(steps, warmup, batch_size, max_seq_len, micro_batches, method, threads, replicas)
+        r = run_bench(steps, warmup, batch_size, max_seq_len, micro_batches, method, threads, replicas,
+                      tuple(local_threads))
         if json_out:
             typer.echo(json.dumps(r, indent=2))
             return

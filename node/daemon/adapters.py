@@ -200,11 +200,9 @@ class NetAdapter:
             attempt = self._attempts.get(key, 0)
             self._attempts[key] = attempt + 1
         if attempt:
-            # a retried round resends steps this node already consumed: start from an empty inbox
-            # (messages of the failed attempt are dropped with it)
-            from node.p2p.inbox import Inbox
-
-            self.node.inbox = Inbox(getattr(self.node.inbox, "_max", 256))
+            # a retried round resends steps this node already consumed: forget the session's inbox
+            # state (messages of the failed attempt are dropped with it)
+            self.node.reset_session(session)
         self.ensure_connected(list(stage_peers.values()))
         return P2PTransport(self.node, session, rnd, stage_peers)
 
