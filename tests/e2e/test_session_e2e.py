@@ -66,7 +66,7 @@ def test_session_equals_local_training(finished_session):
     got = s["fetched"]["state"]
     assert sorted(got) == sorted(want)
     diff = max((got[k] - want[k].detach()).abs().max().item() for k in want)
-    assert diff <= 1e-5
+    assert diff <= 1e-5, f"max difference {diff:.3g}"
 
 
 def _bsns(*args):

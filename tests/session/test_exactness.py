@@ -66,7 +66,8 @@ def test_two_shard_pipeline_equals_local_trainer(micro):
         got.update({k: v.detach() for k, v in L.trainable_state(tr.shard, spec).items()})
     assert sorted(got) == sorted(want)
     diff = max((got[k] - want[k]).abs().max().item() for k in want)
-    assert diff <= 1e-5
+    print(f"max difference pipeline vs local: {diff:.3g}")
+    assert diff <= 1e-5, f"max difference {diff:.3g}"
     moved = max((want[k] - L.init_adapter_state(spec, 0, 6, spec.training.seed)[k]).abs().max().item()
                 for k in list(want)[:4])
     assert moved > 1e-4  # training really changed the adapter (the comparison is not between two inits)
