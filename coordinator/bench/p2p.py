@@ -62,7 +62,7 @@ def _receiver(ready, control, blob_sizes) -> None:
     stop = threading.Event()
     threading.Thread(target=_tcp_server, args=(ready, stop), daemon=True).start()
     allow = lambda addr, proto: True  # noqa: E731 - the benchmark has one known peer
-    stream_node = P2PNode(_STREAM_KEY, allow, bulk_threshold=1 << 62).start()
+    stream_node = P2PNode(_STREAM_KEY, allow, bulk_channel=False).start()
     bulk_node = P2PNode(_BULK_KEY, allow).start()
     hashes = {}
     for size in blob_sizes:

@@ -62,6 +62,10 @@ STREAM_CHUNK = 1 << 18         # write size on a libp2p stream (yamux cuts 64 Ki
 MAX_IDLE_STREAMS = 4           # pooled streams per (peer, protocol)
 IDLE_STREAM_TIMEOUT = 300.0    # a handler closes a stream idle this long between messages
 AUTH_TTL = 2.0                 # seconds a positive authorisation answer is reused per (peer, protocol)
+SESSION_IDLE_DIALLER = 60.0    # a dialled session idle this long is closed, not reused ...
+SESSION_IDLE_LISTENER = 300.0  # ... well before the listening side gives up on it
+SESSION_RETRY_AFTER = 60.0     # after a peer declined a session, use the stream path this long
+MAX_HEADER_RECORD = 128 * 1024
 
 Authorize = Callable[[str, str], bool]
 
@@ -76,7 +80,8 @@ class P2PNode:
                  listen: str = "/ip4/127.0.0.1/tcp/0", bulk_host: str | None = None, bulk_port: int = 0,
                  bulk_announce_port: int | None = None, bulk_threshold: int = 1 << 20,
                  max_frame: int = wire.DEFAULT_MAX_FRAME, timeout: float = 30.0,
-                 bootstrap: list[str] | None = None, max_buffered: int = 256) -> None:
+                 bootstrap: list[str] | None = None, max_buffered: int = 256, bulk_channel: bool = True,
+                 sessions: bool = True) -> None:
         self._key = bytes(private_key)
         self._keypair = keypair_from_private_key(self._key)
         self.eth_address = eth_address_from_private_key(self._key)
@@ -85,7 +90,9 @@ class P2PNode:
         self._bulk_host = bulk_host or _ip_of(listen)
         self._bulk_port = bulk_port
         self._bulk_announce_port = bulk_announce_port
-        self.bulk_threshold = bulk_threshold
+        self.bulk_threshold = bulk_threshold if bulk_channel else 1 << 62
+        self._bulk_enabled = bulk_channel  # offer the bulk channel (single transfers and sessions)
+        self._use_sessions = sessions      # send pipeline messages over sessions when peers offer them
         self.max_frame = max_frame
         self.timeout = timeout
         self._bootstrap = list(bootstrap or [])
@@ -96,6 +103,9 @@ class P2PNode:
         self._sent: dict[str, deque] = {}
         self._callbacks: queue.Queue = queue.Queue()
         self._dialpool = bulk.DialPool()
+        self._sessions: dict[str, list[bulk.SessionChannel]] = {}   # idle dialled sessions per peer
+        self._no_session: dict[str, float] = {}                     # peer -> retry sessions after
+        self._live_sessions: set[bulk.SessionChannel] = set()        # every open session, both sides
         self._pool: dict[tuple[str, str], list[Any]] = {}
         self._auth_cache: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
@@ -143,6 +153,10 @@ class P2PNode:
         if getattr(self, "_bulk", None) is not None:
             self._bulk.close()   # unblocks handler threads stuck on bulk sockets
         self._dialpool.close()
+        with self._lock:
+            live, self._live_sessions, self._sessions = list(self._live_sessions), set(), {}
+        for ch in live:
+            ch.close()
         if self._thread is not None and self._thread.is_alive() and self._ready.is_set():
             try:
                 self._trio_from_thread_run_sync(self._stop_event.set)
@@ -196,7 +210,13 @@ class P2PNode:
             from node.p2p.store import keccak256
 
             header.hash = keccak256(view)
-        return self._call(self._send_tensor, peer_id, header, view, timeout or self.timeout)
+        timeout = timeout or self.timeout
+        if self._use_sessions and self._no_session.get(peer_id, 0.0) < time.monotonic():
+            try:
+                return self._send_via_session(peer_id, header, view, timeout)
+            except _NoSession:
+                self._no_session[peer_id] = time.monotonic() + SESSION_RETRY_AFTER
+        return self._call(self._send_tensor, peer_id, header, view, timeout)
 
     def recv(self, tags: wire.Tags, timeout: float | None = None) -> Any:
         """What was sent for exactly ``tags`` (a tensor or a dict of tensors), waiting up to ``timeout``.
@@ -412,10 +432,19 @@ class P2PNode:
         """Ask ``authorize`` off the trio thread (it may query the chain); a yes is reused briefly."""
         import trio
 
+        if self._auth_cache.get((addr, protocol), 0.0) > time.monotonic():
+            return True
+        return await trio.to_thread.run_sync(self._is_authorized_sync, addr, protocol)
+
+    def _is_authorized_sync(self, addr: str, protocol: str) -> bool:
         now = time.monotonic()
         if self._auth_cache.get((addr, protocol), 0.0) > now:
             return True
-        ok = bool(await trio.to_thread.run_sync(self._authorize_fn, addr, protocol))
+        try:
+            ok = bool(self._authorize_fn(addr, protocol))
+        except Exception as exc:
+            log.warning("authorize(%s, %s) failed: %s", addr, protocol, exc)
+            ok = False
         if ok:
             self._auth_cache[(addr, protocol)] = now + AUTH_TTL
         return ok
@@ -711,6 +740,8 @@ class P2PNode:
             return await self._fail(stream, sender, exc)
         if header is None:
             return False
+        if header.kind == wire.KIND_SESSION:
+            return await self._accept_session(stream, sender, timeout)
         if header.kind != wire.KIND_TENSOR:
             await self._write(stream, wire.encode_reply(wire.ST_ERROR, b"expected a tensor frame"), timeout)
             return False
@@ -742,6 +773,176 @@ class P2PNode:
         if not acked:
             await self._write(stream, wire.encode_reply(wire.ST_DONE), timeout)
         return True
+
+    # ------------------------------------------------------------------ pipeline sessions
+    async def _accept_session(self, stream: Any, sender: str, timeout: float) -> bool:
+        """Key a pipeline session for ``sender`` and serve it on a thread of its own."""
+        import trio
+
+        if not self._bulk_enabled:
+            await self._write(stream, wire.encode_reply(wire.ST_ERROR, b"no bulk channel on this node"), timeout)
+            return True
+        token, key, pending = await self._offer_bulk(stream, timeout)
+        sock = await trio.to_thread.run_sync(self._bulk.take, token, pending, timeout, abandon_on_cancel=True)
+        ch = bulk.SessionChannel(sock, key, token, dialler=False)
+        with self._lock:
+            if self._stopped.is_set():
+                ch.close()
+                return False
+            self._live_sessions.add(ch)
+        threading.Thread(target=self._serve_session, args=(ch, sender), daemon=True,
+                         name=f"bsns-session-{sender[:10]}").start()
+        return True
+
+    def _serve_session(self, ch: bulk.SessionChannel, sender: str) -> None:
+        """Receive messages on a session until the peer closes it, goes idle, or misbehaves."""
+        try:
+            while not self._stopped.is_set():
+                ch.sock.settimeout(SESSION_IDLE_LISTENER)
+                try:
+                    raw = ch.recv_record(limit=MAX_HEADER_RECORD)
+                except (PeerUnavailable, OSError):
+                    return  # closed or idle
+                ch.sock.settimeout(self.timeout)
+                if not self._session_message(ch, sender, raw):
+                    return
+        except Exception as exc:  # nothing escapes: the session just ends
+            log.warning("pipeline session with %s ended: %s", sender, exc)
+        finally:
+            with self._lock:
+                self._live_sessions.discard(ch)
+            ch.close()
+
+    def _session_message(self, ch: bulk.SessionChannel, sender: str, raw: bytes) -> bool:
+        """One message on a session; False when the session must end."""
+        def verdict(status: int, body: bytes = b"") -> None:
+            ch.send_record(wire.encode_reply(status, body))
+
+        try:
+            header = wire.Header.decode(raw, self.max_frame)
+            if header.kind != wire.KIND_TENSOR:
+                raise WireError("expected a tensor frame")
+        except WireError as exc:
+            verdict(wire.ST_ERROR, str(exc).encode())
+            return False
+        if not self._is_authorized_sync(sender, PIPELINE_PROTOCOL):  # before a byte of payload
+            self.refused += 1
+            verdict(wire.ST_REFUSED, f"{sender} is not authorised for {PIPELINE_PROTOCOL}".encode())
+            return False
+        reason = self.inbox.admit(header.tags)
+        if reason is not None:
+            ch.skip_payload(header.payload_len)
+            verdict(wire.ST_DROPPED, reason.encode())
+            return True
+        delivered = False
+        try:
+            buf, view = wire.empty_payload(header.payload_len)
+            hasher = keccak_hasher() if header.hash is not None else None
+            ch.recv_payload(view, hasher)
+            if hasher is not None and hasher.digest() != header.hash:
+                raise HashMismatch(f"tensor {header.tags} from {sender} does not match its declared keccak-256")
+            value = wire.payload_to_tensor_set(buf, header) if header.meta else wire.payload_to_tensor(buf, header)
+            self.inbox.deliver(header.tags, value, sender)
+            self.bytes_received += header.payload_len
+            delivered = True
+        except P2PError as exc:
+            log.warning("rejected a message from %s: %s", sender, exc)
+            with _suppress():
+                verdict(wire.ST_ERROR, str(exc).encode())
+            return False
+        finally:
+            if not delivered:
+                self.inbox.abort(header.tags)
+        verdict(wire.ST_DONE)
+        return True
+
+    def _send_via_session(self, peer_id: str, header: wire.Header, view: memoryview, timeout: float) -> bool:
+        """Send one message on a pipeline session (set up on first use); runs in the caller's thread."""
+        frame = header.encode()
+        for attempt in range(2):
+            ch, reused = self._checkout_session(peer_id, timeout)
+            try:
+                ch.sock.settimeout(timeout)
+                ch.send_record(frame)
+                ch.send_payload(view)
+                reply = ch.recv_record(limit=MAX_HEADER_RECORD)
+            except (PeerUnavailable, OSError) as exc:
+                self._drop_session(ch)
+                if reused and attempt == 0:
+                    continue  # a kept session that died (peer restarted): one retry on a new one
+                raise PeerUnavailable(f"pipeline session to {peer_id} broke: {exc}") from None
+            except BaseException:
+                self._drop_session(ch)
+                raise
+            status, body = reply[0], reply[3:].decode(errors="replace")
+            if status == wire.ST_DONE:
+                self._checkin_session(peer_id, ch)
+                self.bytes_sent += len(view)
+                return True
+            if status == wire.ST_DROPPED:
+                self._checkin_session(peer_id, ch)
+                log.info("peer %s dropped %s: %s", peer_id, header.tags, body)
+                # on a retry, "duplicate" means the first attempt arrived before its session broke
+                return attempt == 1 and body.startswith("duplicate")
+            self._drop_session(ch)
+            if status == wire.ST_REFUSED:
+                raise Unauthorized(f"peer {peer_id} refused us: {body}")
+            raise P2PError(f"peer {peer_id} rejected the tensor: {body}")
+        raise PeerUnavailable(f"pipeline session to {peer_id} unavailable")
+
+    def _checkout_session(self, peer_id: str, timeout: float) -> tuple[bulk.SessionChannel, bool]:
+        now = time.monotonic()
+        with self._lock:
+            idle = self._sessions.get(peer_id, [])
+            while idle:
+                ch = idle.pop()
+                if now - ch.last_used < SESSION_IDLE_DIALLER:
+                    return ch, True
+                self._live_sessions.discard(ch)
+                ch.close()
+        ch = self._call(self._open_session, peer_id, timeout)
+        with self._lock:
+            if self._stopped.is_set():
+                ch.close()
+                raise P2PError("p2p node stopped")
+            self._live_sessions.add(ch)
+        return ch, False
+
+    def _checkin_session(self, peer_id: str, ch: bulk.SessionChannel) -> None:
+        ch.last_used = time.monotonic()
+        with self._lock:
+            idle = self._sessions.setdefault(peer_id, [])
+            if not self._stopped.is_set() and len(idle) < MAX_IDLE_STREAMS:
+                idle.append(ch)
+                return
+            self._live_sessions.discard(ch)
+        ch.close()
+
+    def _drop_session(self, ch: bulk.SessionChannel) -> None:
+        with self._lock:
+            self._live_sessions.discard(ch)
+        ch.close()
+
+    async def _open_session(self, peer_id: str, timeout: float) -> bulk.SessionChannel:
+        import trio
+
+        frame = wire.Header(kind=wire.KIND_SESSION, payload_len=0).encode()
+
+        async def exchange(stream: Any, reused: bool) -> bulk.SessionChannel:
+            status, body = await self._request(stream, reused, frame, timeout)
+            if status == wire.ST_REFUSED:
+                raise Unauthorized(f"peer {peer_id} refused us: {body.decode(errors='replace')}")
+            if status != wire.ST_BULK:
+                raise _NoSession()
+            port, token, key = bulk.decode_offer(body)
+            ip = self._remote_ip(stream)
+            try:
+                sock = await trio.to_thread.run_sync(bulk.dial, ip, port, token, timeout, abandon_on_cancel=True)
+            except PeerUnavailable:
+                raise _NoSession() from None  # e.g. the bulk port is firewalled: use the stream
+            return bulk.SessionChannel(sock, key, token, dialler=True)
+
+        return await self._exchange(peer_id, PIPELINE_PROTOCOL, timeout, exchange)
 
     async def _fail(self, stream: Any, peer: str, exc: Exception) -> bool:
         """Tell the peer why its message was rejected, then end the stream (its framing is lost)."""
@@ -995,6 +1196,10 @@ def _send_guarded(sock: socket.socket, key: bytes, token: bytes, view: memoryvie
         bulk.send_records(sock, key, token, view)
     except OSError as exc:
         raise PeerUnavailable(f"bulk channel broke: {exc}") from None
+
+
+class _NoSession(Exception):
+    """The peer does not offer pipeline sessions (or its bulk port is unreachable): use the stream."""
 
 
 class _StaleStream(Exception):

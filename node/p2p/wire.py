@@ -37,7 +37,8 @@ FLAG_HAS_HASH = 0x1
 KIND_TENSOR = 1
 KIND_BLOB = 2
 KIND_BLOB_REQUEST = 3
-KINDS = {KIND_TENSOR: "tensor", KIND_BLOB: "blob", KIND_BLOB_REQUEST: "blob-request"}
+KIND_SESSION = 4     # ask for a pipeline session on the bulk channel (no payload)
+KINDS = {KIND_TENSOR: "tensor", KIND_BLOB: "blob", KIND_BLOB_REQUEST: "blob-request", KIND_SESSION: "session"}
 
 DIRECTIONS = {"none": 0, "fwd": 1, "bwd": 2}
 DIRECTION_NAMES = {v: k for k, v in DIRECTIONS.items()}

@@ -88,7 +88,15 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
             elif cmd == "die_during_send":
                 # the process is killed after part of the payload went out (bulk or inline path)
                 pid, tags, tensor, path = args
-                if path == "bulk":
+                if path == "session":
+                    real_payload = bulk.SessionChannel.send_payload
+
+                    def dying_payload(self, data):
+                        real_payload(self, data[: bulk.RECORD * 2])
+                        os._exit(9)
+
+                    bulk.SessionChannel.send_payload = dying_payload
+                elif path == "bulk":
                     real = bulk.send_records
 
                     def dying(sock, key, token, data, on_record=None):
