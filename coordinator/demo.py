@@ -379,6 +379,7 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
                     prog.update(steps_bar, completed=rows[0]["n"])
                 return int(cl.sessions.get_session(sid).state) == 3
             cl.wait_for("the session to complete", progress, timeout=max(60.0, timeout - (time.monotonic() - t_start)))
+            progress()  # the bars show the final state
             pub = prog.add_task("adapter published", total=1)
             adapter_id = cl.wait_for("the adapter to be published",
                                      lambda: cl.adapters.adapter_of_session(sid), timeout=120)
@@ -495,12 +496,12 @@ def _print_summary(console, s: dict) -> None:
     console.print()
     console.print(f"[bold]accuracy on {s.get('val_examples')} held-back SST-2 sentences:[/] "
                   f"before {100 * (s['accuracy_before'] or 0):.1f}%  ->  after {100 * (s['accuracy_after'] or 0):.1f}%")
-    t = Table(title="per node (p2p payload bytes over the whole session)")
-    for col in ("node", "shard", "replica", "sent", "received", "of which sync", "txs", "gas"):
+    t = Table(title="per node (p2p payload over the whole session, MB = 10^6 bytes)")
+    for col in ("node", "shard", "replica", "sent MB", "received MB", "of which sync MB", "txs", "gas"):
         t.add_column(col, justify="right")
     for n in s["nodes"]:
-        t.add_row(str(n["node"]), str(n["shard"]), str(n["replica"]), f"{n['bytes_sent']:,}", f"{n['bytes_recv']:,}",
-                  f"{n['sync_bytes_sent']:,}", str(n["txs"]), f"{n['gas']:,}")
+        t.add_row(str(n["node"]), str(n["shard"]), str(n["replica"]), f"{n['bytes_sent'] / 1e6:.1f}",
+                  f"{n['bytes_recv'] / 1e6:.1f}", f"{n['sync_bytes_sent'] / 1e6:.2f}", str(n["txs"]), f"{n['gas']:,}")
     console.print(t)
     console.print(f"transactions: {s['node_txs']} by the nodes ({s['node_gas']:,} gas), "
                   f"{s['deploy_and_propose_txs']} to deploy and propose ({s['deploy_and_propose_gas']:,} gas)")
