@@ -4,7 +4,8 @@ against full-model federated averaging, measured side by side in one run on this
 - Step time: stage 1 runs in a separate OS process, stage 0 in this one; they exchange activations
   and gradients over libp2p (``P2PNode``, TCP + Noise + yamux, bulk channel for large tensors)
   with the daemon's own pipeline code (``ShardTrainer`` + ``P2PTransport``). The local baseline is
-  ``bsns train local``'s step (``node.train.local.train_step``) on the whole model, same batches.
+  ``bsns train local``'s step (``node.train.local.train_step``) on the whole model, same batches,
+  interleaved step by step with the pipeline's so both see the same load on a shared machine.
   Each process gets ``--threads`` torch threads; the local baseline is measured with the same
   per-process count (and, with ``--local-threads 2``, also with the pipeline's total).
 - Sync traffic: a replica fetches the other process's trained shard adapter by hash over
@@ -133,13 +134,22 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
         proc.stdin.flush()
         tr = ShardTrainer(shard, 0, 2, P2PTransport(node, 1, 0, {1: Member("", 1, 0, hello["peer_id"])}), opt,
                           micro_batches=micro_batches, task=spec.task.kind, timeout=120)
-        times = []
+        # the local baseline runs in this process, interleaved step by step with the pipeline (the
+        # stage-1 process idles meanwhile), so both see the same background load on a shared machine
+        model = L.build_model(spec, 0, None, "cpu")
+        lopt = L.make_optimizer(model, spec.training.learning_rate)
+        times, ltimes = [], []
         sent0 = node.bytes_moved()[0]
         for i, b in enumerate(batches):
             t0 = time.perf_counter()
             tr.step(i, b, spec.training.learning_rate)
+            t1 = time.perf_counter()
+            L.train_step(model, lopt, b, spec.task.kind, "cpu", spec.training.learning_rate, micro_batches)
+            t2 = time.perf_counter()
             if i >= warmup:
-                times.append(time.perf_counter() - t0)
+                times.append(t1 - t0)
+                ltimes.append(t2 - t1)
+        out[f"local_step_s_{threads}t"] = sum(ltimes) / len(ltimes)
         act_bytes = (node.bytes_moved()[0] - sent0) / total
         done = json.loads(proc.stdout.readline())
         _, recv0 = node.bytes_moved()
@@ -159,11 +169,9 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
             proc.kill()
             proc.wait()
 
-    # the local baseline: the same batches through `bsns train local`'s step on the whole model
-    model = L.build_model(spec, 0, None, "cpu")
-    lopt = L.make_optimizer(model, spec.training.learning_rate)
+    # the local baseline with other thread counts (same batches, `bsns train local`'s step)
     trainable, params = L.count_parameters(model)
-    for n_threads in sorted({threads, *local_threads}):
+    for n_threads in sorted(set(local_threads) - {threads}):
         torch.set_num_threads(n_threads)
         times = []
         for i, b in enumerate(batches):
