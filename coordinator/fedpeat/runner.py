@@ -70,9 +70,19 @@ class RunConfig(BaseModel):
 
 
 def record_hash(record: dict) -> str:
+    """keccak-256 of a record's canonical JSON (sorted keys, no spaces)."""
     from eth_utils import keccak
 
     return "0x" + keccak(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hex()
+
+
+def plan_hash(record: dict) -> str:
+    """The hash of a round's plan alone (what the controller chose, before any outcome): the value meant for
+    the chain with the round (docs/fedpeat.md, "What the contracts need")."""
+    plan = {"round": record["round"], "case": record["case"], "strategy": record["strategy"],
+            "choices": [{"device": c["device"], "retention": c["retention"], "emulator": c.get("emulator")}
+                        for c in record["choices"]]}
+    return record_hash(plan)
 
 
 def device_profile(work: Workload, cfg: RunConfig) -> DeviceProfile:
@@ -252,6 +262,7 @@ def run_fedpeat(work: Workload, cfg: RunConfig, strategy=None, record_path: str 
                   "choices": entries, "global_adapter": adapter_hash(global_state) if not fedft else None,
                   "eval_loss": metrics["loss"], "eval_accuracy": metrics["accuracy"], "bytes": round_bytes,
                   "transmission_s": round_time}
+        record["plan_hash"] = plan_hash(record)
         record["record_hash"] = record_hash(record)
         records.append(record)
         if out:

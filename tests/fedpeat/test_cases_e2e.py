@@ -17,7 +17,7 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-from coordinator.fedpeat.runner import RunConfig, record_hash, run_fedpeat
+from coordinator.fedpeat.runner import RunConfig, plan_hash, record_hash, run_fedpeat
 from coordinator.fedpeat.workload import Workload, WorkloadConfig
 
 torch.set_num_threads(1)
@@ -41,6 +41,11 @@ def check_records(res, tmp_path):
     for rec in lines:
         h = rec.pop("record_hash")
         assert h == record_hash(rec)
+        assert rec["plan_hash"] == plan_hash(rec)
+    # the plan hash covers the choices only: same choices, same plan hash, whatever the outcome
+    if len(lines) > 1 and [c.get("retention") for c in lines[0]["choices"]] == [c.get("retention") for c in lines[1]["choices"]]:
+        assert lines[0]["plan_hash"] != lines[1]["plan_hash"]  # ...but the round number is part of the plan
+        assert plan_hash({**lines[1], "round": 1, "eval_accuracy": -1}) == lines[0]["plan_hash"]
     return lines
 
 
