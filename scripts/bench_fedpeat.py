@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="training steps for the offsite table")
     ap.add_argument("--retentions", default="0.25,0.5,0.75")
     ap.add_argument("--distill-steps", type=int, default=0)
+    ap.add_argument("--rule", default="uniform", choices=["uniform", "importance"], help="which middle layers stay")
     ap.add_argument("--devices", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--local-steps", type=int, default=10)
@@ -54,7 +55,7 @@ def main() -> None:
     t0 = time.time()
     log = lambda m: print(f"[{time.time() - t0:7.1f}s] {m}", flush=True)  # noqa: E731
     work = Workload.load(WorkloadConfig(train_limit=a.train_limit, eval_size=a.eval_size, max_length=a.max_length,
-                                        distill_steps=a.distill_steps, seed=a.seed))
+                                        distill_steps=a.distill_steps, rule=a.rule, seed=a.seed))
     if not a.skip_offsite:
         table = offsite_table(work, [float(x) for x in a.retentions.split(",")], a.steps, log=log)
         save_json(table, out / "offsite.json")
