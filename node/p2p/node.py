@@ -28,8 +28,11 @@ Usage (all methods are blocking and thread-safe; call them from any thread but t
 
 ``authorize(eth_address, protocol)`` is asked for each inbound stream with the protocol id, and for
 each gossip message with ``"gossip:" + topic``; a refused peer gets ``ST_REFUSED`` before a byte of
-its request is read. Payloads of at least ``bulk_threshold`` bytes travel on the bulk channel
-(``node.p2p.bulk``) that the libp2p stream negotiates and keys; smaller ones on the stream itself.
+its request is read. Pipeline messages travel on a *session* of the bulk channel (``node.p2p.bulk``):
+keyed once per peer over ``/bsns/pipeline/1``, then written and read by ordinary threads, no trio hop
+per message. Without a session (peer has ``bulk_channel=False`` or an unreachable bulk port), payloads
+of at least ``bulk_threshold`` bytes and all blobs of that size take a single keyed bulk transfer;
+smaller ones go on the libp2p stream itself. See docs/p2p.md for the security argument.
 """
 
 from __future__ import annotations
