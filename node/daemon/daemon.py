@@ -10,8 +10,9 @@ restart), and then react to the chain:
 - ``SessionOpened`` → read the spec from the chain (``ProposalSpec`` event, checked against the agreed
   params), join in the join window if a shard fits, call ``start`` once the window closed;
 - a started session with this node assigned → ``SessionRunner`` trains, syncs and commits round after
-  round (node.daemon.session); after the last round the node at (shard 0, replica 0) publishes the
-  manifest to the AdapterRegistry. The daemon keeps serving its adapter blobs afterwards.
+  round (node.daemon.session); after the last round every node serves the manifest (rebuilt from the
+  chain's final hashes) and the node at (shard 0, replica 0) publishes it to the AdapterRegistry (other
+  shard-0 replicas after a grace period each, if it is down). The daemon keeps serving its blobs.
 
 Events come through the chain layer's ``EventWatcher`` (checkpointed, exactly once); decisions are
 re-derived from chain views each tick, so a restart (even after kill -9) repeats nothing: votes,
@@ -401,13 +402,14 @@ class Daemon:
             runner.run()
         except Stopped:
             return
-        if shard == 0 and replica == 0:
-            self._publish(sid, spec)
+        self._publish(sid, spec, shard, replica)
         self.store.upsert_session(sid, status="done")
         _ev("session_done", session=sid, shard=shard, replica=replica)
 
-    def _publish(self, sid: int, spec) -> None:
-        """Publish the manifest once every shard finished (the node at shard 0, replica 0 does it)."""
+    def _publish(self, sid: int, spec, shard: int, replica: int) -> None:
+        """Serve the manifest (every node can rebuild it from the chain) and publish it once every shard
+        finished: the node at (shard 0, replica 0) first, other shard-0 replicas after a grace period
+        each (in case it is down)."""
         from node.chain.clients import AdapterRecord, SessionState
         from node.chain.errors import ContractRevert
 
@@ -417,13 +419,20 @@ class Daemon:
             self.stop.wait(1.0)
         else:
             return
-        if self.adapters.adapter_of_session(sid):
-            return
         last = spec.training.rounds - 1
         hashes = [self.chain_port.final_hash(sid, last, s) for s in range(spec.num_shards)]
         manifest = manifest_bytes(spec, sid, hashes)
         mh = self.net.serve(manifest)
         self.store.put_blob(manifest)
+        if shard != 0:
+            return
+        grace = time.monotonic() + 20.0 * replica
+        while time.monotonic() < grace and not self.stop.is_set():
+            if self.adapters.adapter_of_session(sid):
+                return
+            self.stop.wait(1.0)
+        if self.stop.is_set() or self.adapters.adapter_of_session(sid):
+            return
         losses = [r["loss"] for r in self.store.rounds(sid) if r["loss"] is not None]
         metrics = json.dumps({"final_train_loss": round(losses[-1], 5) if losses else None}, separators=(",", ":"))
         rec = AdapterRecord(manifest_hash=mh, base_model=spec.model.id, base_model_hash=spec.model.weights_hash,
@@ -434,8 +443,8 @@ class Daemon:
             self.chain_port._count(res)
             self.store.upsert_session(sid, published_id=adapter_id)
             _ev("published", session=sid, adapter=adapter_id, manifest=mh)
-        except ContractRevert as exc:
-            _ev("publish_refused", session=sid, reason=str(exc))
+        except BsnsError as exc:  # AlreadyPublished: another replica was first
+            _ev("publish_skipped", session=sid, reason=str(exc))
 
     def serve_finished(self) -> None:
         """Re-serve the final adapters and manifests of finished sessions (after a restart)."""
