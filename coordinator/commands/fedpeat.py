@@ -25,17 +25,21 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 
 def _workload(model: str, train_limit: int, eval_size: int, max_length: int, distill_steps: int, rule: str, seed: int,
-              threads: int):
+              threads: int, method: str = "lora"):
     import torch
 
     from coordinator.fedpeat.workload import Workload, WorkloadConfig
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(threads)
+    from node.emulator import LAYER_METHODS
+
     if rule not in ("uniform", "importance"):
         raise BsnsError(f"unknown layer-drop rule {rule!r} (uniform, importance)")
+    if method not in LAYER_METHODS:
+        raise BsnsError(f"PEFT method {method!r} cannot be trained on an emulator (supported: {', '.join(LAYER_METHODS)})")
     return Workload.load(WorkloadConfig(model=model, train_limit=train_limit, eval_size=eval_size, max_length=max_length,
-                                        distill_steps=distill_steps, rule=rule, seed=seed))
+                                        distill_steps=distill_steps, rule=rule, seed=seed, method=method))
 
 
 def _run_config(**kw):
@@ -98,6 +102,8 @@ def run_cmd(
     eval_size: int = typer.Option(872),
     max_length: int = typer.Option(48),
     distill_steps: int = typer.Option(0),
+    rule: str = typer.Option("uniform", help="which middle layers the emulators keep: uniform | importance"),
+    method: str = typer.Option("lora", help="PEFT method on the adapter layers: lora | houlsby | pfeiffer | ia3"),
     seed: int = typer.Option(0),
     model: str = ModelOpt,
     threads: int = typer.Option(1),
@@ -122,7 +128,7 @@ def run_cmd(
             raise BsnsError(f"controller was trained for {len(profile.capacities)} devices and options {profile.options}, "
                             f"not {cfg.devices} and {cfg.options}")
         strat = PPOStrategy(ppo, cfg.options)
-    work = _workload(model, train_limit, eval_size, max_length, distill_steps, "uniform", seed, threads)
+    work = _workload(model, train_limit, eval_size, max_length, distill_steps, rule, seed, threads, method)
     res = run_fedpeat(work, cfg, strategy=strat, record_path=record, log=typer.echo)
     res.pop("global_state")
     typer.echo(f"final accuracy {res['final_accuracy']:.4f}  bytes moved {res['total_bytes']}  "

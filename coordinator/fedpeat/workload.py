@@ -193,8 +193,10 @@ class Workload:
 
     def training_memory(self, model, key: Any = None) -> int:
         """Measured bytes a device needs to train ``model`` (see the module docstring); cached by ``key``."""
-        if key is not None and key in self._mem_cache:
-            return self._mem_cache[key]
+        if key is not None:
+            key = (self.cfg.method, key)  # the adapters change what a device holds
+            if key in self._mem_cache:
+                return self._mem_cache[key]
         import torch
 
         weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))

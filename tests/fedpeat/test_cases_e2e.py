@@ -73,6 +73,21 @@ def test_case1_each_device_its_own_emulator(work, tmp_path):
     assert work.evaluate(full) == pytest.approx({"loss": res["final_loss"], "accuracy": res["final_accuracy"]})
 
 
+def test_case1_with_houlsby_adapters(work, tmp_path):
+    work.cfg.method = "houlsby"
+    try:
+        _, res = run(work, tmp_path, rounds=1, case=1, strategy="list", device_retentions=[0.25, 0.5],
+                     device_max_retention=[1.0])
+        full = work.adapted_full_model()
+        work.load_adapter_state(full, res["global_state"])  # strict: the bottleneck adapters plug in too
+    finally:
+        work.cfg.method = "lora"
+    keys = set(res["global_state"])
+    assert any(".adapter_attn.down." in k for k in keys) and not any("lora_" in k for k in keys)
+    assert {k.split(".")[1] for k in keys if k.startswith("layers.")} == {"0", "5"}
+    assert work.evaluate(full)["loss"] == pytest.approx(res["final_loss"])
+
+
 def test_case1_fixed_retention_respects_small_devices(work, tmp_path):
     # device 0 can hold only the 0.25 emulator: asked for 1.0 it gets the largest that fits
     cfg, res = run(work, tmp_path, case=1, strategy="fixed", retention=1.0, device_max_retention=[0.25, 1.0])
