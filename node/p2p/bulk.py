@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 RECORD = 1 << 20          # plaintext bytes per AES-GCM record
 TAG = 16
 TOKEN_LEN = 16
+MAX_PARKED = 256          # sockets waiting to present a token (new or kept between transfers)
 KEY_LEN = 32
 _NONCE_PREFIX = b"\0\0\0\0"
 
@@ -277,6 +278,9 @@ class BulkListener:
                         conn, _ = self._srv.accept()
                     except OSError:
                         continue
+                    if len(parked) >= MAX_PARKED:  # a flood of strangers cannot exhaust descriptors
+                        _close(conn)
+                        continue
                     conn.setblocking(False)
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     parked[conn] = _Parked(conn, now + self._token_timeout)
@@ -459,7 +463,7 @@ class SessionChannel:
         self._out = bytearray(RECORD + TAG + 4)
         self._in = bytearray(RECORD + TAG)
         self.last_used = time.monotonic()
-        self.lock = threading.Lock()
+        self.peer: str | None = None   # the authenticated peer's address (listening side)
 
     def _aad(self, n: int) -> bytes:
         return self.token + n.to_bytes(4, "big")

@@ -69,6 +69,7 @@ SESSION_IDLE_DIALLER = 60.0    # a dialled session idle this long is closed, not
 SESSION_IDLE_LISTENER = 300.0  # ... well before the listening side gives up on it
 SESSION_RETRY_AFTER = 60.0     # after a peer declined a session, use the stream path this long
 MAX_HEADER_RECORD = 128 * 1024
+MAX_SESSIONS_PER_PEER = 8      # sessions (and their threads) one peer may hold open at this node
 
 Authorize = Callable[[str, str], bool]
 
@@ -785,9 +786,15 @@ class P2PNode:
         if not self._bulk_enabled:
             await self._write(stream, wire.encode_reply(wire.ST_ERROR, b"no bulk channel on this node"), timeout)
             return True
+        with self._lock:
+            mine = sum(1 for ch in self._live_sessions if getattr(ch, "peer", None) == sender)
+        if mine >= MAX_SESSIONS_PER_PEER:  # an authorised peer still cannot pin unbounded threads here
+            await self._write(stream, wire.encode_reply(wire.ST_ERROR, b"too many sessions from this peer"), timeout)
+            return True
         token, key, pending = await self._offer_bulk(stream, timeout)
         sock = await trio.to_thread.run_sync(self._bulk.take, token, pending, timeout, abandon_on_cancel=True)
         ch = bulk.SessionChannel(sock, key, token, dialler=False)
+        ch.peer = sender
         with self._lock:
             if self._stopped.is_set():
                 ch.close()
@@ -1237,17 +1244,10 @@ async def _close_stream(stream: Any) -> None:
             pass
 
 
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
 def _ip_of(maddr: str) -> str:
     """The IP to bind the bulk listener to: the libp2p listen IP, or every interface for a DNS name."""
     parts = maddr.split("/")
     return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else "0.0.0.0"
 
 
-__all__ = ["P2PNode", "PIPELINE_PROTOCOL", "ADAPTER_PROTOCOL", "session_topic", "IntegrityError"]
+__all__ = ["P2PNode", "PIPELINE_PROTOCOL", "ADAPTER_PROTOCOL", "KAD_PROTOCOL", "session_topic"]

@@ -264,3 +264,40 @@ def test_only_noise_and_yamux_are_spoken():
         assert attempt("noise", "mplex") is False
     finally:
         node.close()
+
+
+def test_session_records_are_sealed_per_direction_and_order():
+    a, b = _pair()
+    token, key = bulk.new_secret()
+    dialler = bulk.SessionChannel(a, key, token, dialler=True)
+    listener = bulk.SessionChannel(b, key, token, dialler=False)
+    payload = memoryview(bytes(range(256)) * 9000)             # > 2 records
+    dialler.send_record(b"header")
+    threading.Thread(target=dialler.send_payload, args=(payload,)).start()
+    assert listener.recv_record() == b"header"
+    out = bytearray(len(payload))
+    listener.recv_payload(memoryview(out))
+    assert bytes(out) == bytes(payload)
+    listener.send_record(b"verdict")
+    assert dialler.recv_record() == b"verdict"
+
+    # a record replayed, or reflected back to its sender, fails authentication
+    raw = bytearray()
+
+    class Capture:
+        def sendall(self, chunk):
+            raw.extend(chunk)
+
+    spy = bulk.SessionChannel(Capture(), key, token, dialler=True)
+    spy.send_record(b"header")                                  # byte for byte the first record again
+    a.sendall(raw)
+    with pytest.raises(IntegrityError):                          # replay
+        listener.recv_record()
+    raw.clear()
+    spy._tx = dialler._rx                                       # the counter the dialler expects next,
+    spy.send_record(b"verdict")                                 # but sealed in the dialler's direction
+    b.sendall(raw)
+    with pytest.raises(IntegrityError):                          # reflection
+        dialler.recv_record()
+    a.close()
+    b.close()
