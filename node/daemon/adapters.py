@@ -58,13 +58,6 @@ class ChainAdapter:
         return any(t.get("purpose") == purpose and t.get("status") in ("pending", "mined")
                    for t in self.sessions.sender.journal())
 
-    def others_committed(self, session, rnd, shard):
-        st = self.sessions.get_shard(session, shard)
-        if st.round != rnd:
-            return st.round > rnd
-        mine = 1 if _hex(self.sessions.commit_of(session, rnd, shard, self.address)) else 0
-        return st.commits - mine > 0
-
     def commit(self, session, rnd, shard, aggregate_hash, local_hash):
         from node.chain.errors import ContractRevert, translate
 

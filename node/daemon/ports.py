@@ -56,9 +56,6 @@ class ChainPort(Protocol):
     def committed(self, session: int, rnd: int, shard: int) -> bool:
         """Whether this node's commit for the round is on chain (or its transaction is in flight)."""
 
-    def others_committed(self, session: int, rnd: int, shard: int) -> bool:
-        """Whether any other replica of the shard already committed this round."""
-
     def commit(self, session: int, rnd: int, shard: int, aggregate_hash: str, local_hash: str) -> None: ...
 
     def try_finalize_after_timeout(self, session: int, rnd: int, shard: int) -> bool:

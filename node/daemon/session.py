@@ -272,9 +272,6 @@ class SessionRunner:
         return True
 
     def _sync(self, rnd: int) -> None:
-        from node.train.adapter_state import canonical_bytes, state_from_bytes
-        from node.train.aggregate import aggregate
-
         t_sync = time.perf_counter()
         sent0, recv0 = self.net.bytes_moved()
         local = self._state_bytes()

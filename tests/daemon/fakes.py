@@ -12,7 +12,6 @@ from collections import defaultdict
 
 from eth_utils import keccak
 
-from node.daemon.ports import Announcement, Member
 from node.train.pipeline import QueueTransport
 
 
@@ -46,9 +45,6 @@ class _ChainView:
 
     def committed(self, session, rnd, shard):
         return self.me.address in self.c.commits[(rnd, shard)]
-
-    def others_committed(self, session, rnd, shard):
-        return any(a != self.me.address for a in self.c.commits[(rnd, shard)])
 
     def commit(self, session, rnd, shard, agg, local):
         with self.c.lock:
