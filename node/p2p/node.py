@@ -126,7 +126,11 @@ class P2PNode:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 30.0) -> "P2PNode":
-        self._bulk = bulk.BulkListener(self._bulk_host, self._bulk_port)
+        try:
+            self._bulk = bulk.BulkListener(self._bulk_host, self._bulk_port)
+        except OSError as exc:
+            raise P2PError(f"cannot listen for the bulk channel on {self._bulk_host}:{self._bulk_port}: "
+                           f"{exc.strerror or exc}") from None
         self._thread = threading.Thread(target=self._run, name="bsns-p2p", daemon=True)
         self._thread.start()
         self._dispatch = threading.Thread(target=self._dispatch_loop, name="bsns-p2p-gossip", daemon=True)
@@ -323,8 +327,9 @@ class P2PNode:
         try:
             trio.run(self._main)
         except BaseException as exc:  # surface start-up failures to start()
-            self._error = exc
-            log.exception("p2p host stopped with an error")
+            self._error = _root_cause(exc)
+            if not isinstance(self._error, P2PError):
+                log.exception("p2p host stopped with an error")
         finally:
             self._ready.set()
 
@@ -365,6 +370,8 @@ class P2PNode:
                         self._nursery = nursery
                         self.peer_id = host.get_id().to_base58()
                         self.addrs = [str(a) for a in host.get_addrs()]
+                        if not self.addrs:  # the library logs a failed listen and carries on
+                            raise P2PError(f"cannot listen on {self._listen} (address in use or not local)")
                         self._trio_token = trio.lowlevel.current_trio_token()
                         self._ready.set()
                         await self._stop_event.wait()
@@ -1242,6 +1249,13 @@ async def _close_stream(stream: Any) -> None:
             await stream.close()
         except Exception:
             pass
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first leaf of (nested) exception groups: trio wraps failures in them."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _ip_of(maddr: str) -> str:

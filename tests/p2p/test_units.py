@@ -301,3 +301,20 @@ def test_session_records_are_sealed_per_direction_and_order():
         dialler.recv_record()
     a.close()
     b.close()
+
+
+def test_a_port_in_use_is_a_clear_error_and_leaks_nothing():
+    import psutil
+
+    from node.p2p import P2PNode
+
+    busy = socket.create_server(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    try:
+        with pytest.raises(P2PError, match=f"cannot listen on /ip4/127.0.0.1/tcp/{port}"):
+            P2PNode(DEV_KEYS[0], lambda a, p: True, listen=f"/ip4/127.0.0.1/tcp/{port}").start(timeout=20)
+        with pytest.raises(P2PError, match=f"cannot listen for the bulk channel on 127.0.0.1:{port}"):
+            P2PNode(DEV_KEYS[0], lambda a, p: True, bulk_port=port).start(timeout=20)
+    finally:
+        busy.close()
+    assert [c for c in psutil.Process().net_connections("tcp") if c.status != psutil.CONN_TIME_WAIT] == []
