@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # ~15 s: spawns a receiver process
 
 
 def test_bench_moves_tensors_over_every_path():
