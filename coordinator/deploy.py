@@ -1,6 +1,6 @@
-"""Deploying the four contracts, wired together, and recording them in ``deployments/<chainId>.json``.
+"""Deploying the five contracts, wired together, and recording them in ``deployments/<chainId>.json``.
 
-Order: NodeRegistry → TrainingSessions → FineTuneGovernance → AdapterRegistry, then the one-time
+Order: NodeRegistry → TrainingSessions → FineTuneGovernance → AdapterRegistry → FedPeatLedger, then the one-time
 wiring calls (the registry's slasher is the sessions contract; the sessions contract's governance is
 the governance contract). Every step goes through ``TxSender``, so a revert names its custom error.
 """
@@ -65,7 +65,7 @@ class DeployParams(BaseModel):
 
 
 def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:
-    """Deploy and wire the four contracts from ``sender``'s account; returns the record (not yet saved)."""
+    """Deploy and wire the five contracts from ``sender``'s account; returns the record (not yet saved)."""
     from node.chain.artifacts import load_artifact
 
     params = params or DeployParams()
@@ -85,6 +85,7 @@ def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:
     create("FineTuneGovernance", addresses["NodeRegistry"], addresses["TrainingSessions"], params.voting_delay_blocks,
            params.voting_period_blocks, params.quorum_bps, params.threshold_bps, params.weight_by_stake)
     create("AdapterRegistry", addresses["TrainingSessions"], addresses["FineTuneGovernance"])
+    create("FedPeatLedger", addresses["TrainingSessions"], addresses["FineTuneGovernance"])
 
     def wire(name: str, fn: str, arg: str) -> None:
         c = w3.eth.contract(address=addresses[name], abi=load_artifact(name)["abi"])

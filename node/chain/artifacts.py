@@ -13,8 +13,8 @@ from pathlib import Path
 
 from node.errors import BsnsError
 
-#: The four contracts the project deploys, in deployment order.
-CONTRACT_NAMES = ("NodeRegistry", "TrainingSessions", "FineTuneGovernance", "AdapterRegistry")
+#: The contracts the project deploys, in deployment order.
+CONTRACT_NAMES = ("NodeRegistry", "TrainingSessions", "FineTuneGovernance", "AdapterRegistry", "FedPeatLedger")
 
 
 class ArtifactError(BsnsError):

@@ -654,6 +654,88 @@ class AdapterRegistryClient(ContractClient):
         return self._call("MAX_URI_BYTES")
 
 
+# -- FedPeatLedger -----------------------------------------------------------------------------------
+
+#: ``importanceRule`` codes of FedPeatLedger (node.emulator's layer-drop rules).
+EMULATOR_RULES = ("uniform", "importance")
+
+
+def retention_bps(retention: float | None) -> int:
+    """A retention ratio in basis points as the ledger stores it; None (sits out) is 0."""
+    if retention is None:
+        return 0
+    if not 0.0 <= float(retention) <= 1.0:
+        raise ChainError(f"retention must be in [0, 1], got {retention}")
+    return int(round(float(retention) * 10_000))
+
+
+@dataclass(frozen=True)
+class EmulatorRecord:
+    base_model_hash: str = field(metadata={"conv": _hex32})
+    registrant: str = ""
+    registered_block: int = 0
+    retention_bps: int = 0
+    kept_each_end: int = 0
+    importance_rule: int = 0
+    distill_steps: int = 0
+
+
+class FedPeatLedgerClient(ContractClient):
+    NAME = "FedPeatLedger"
+
+    def register_emulator(self, emulator_hash: str | bytes, base_model_hash: str | bytes, retention_bps: int,
+                          kept_each_end: int, importance_rule: int | str, distill_steps: int):
+        if isinstance(importance_rule, str):
+            if importance_rule not in EMULATOR_RULES:
+                raise ChainError(f"unknown emulator rule {importance_rule!r}: use one of {', '.join(EMULATOR_RULES)}")
+            importance_rule = EMULATOR_RULES.index(importance_rule)
+        return self._send("registerEmulator", _b32(emulator_hash), _b32(base_model_hash), retention_bps,
+                          kept_each_end, importance_rule, distill_steps)
+
+    def set_controller(self, session_id: int, controller: str):
+        return self._send("setController", session_id, controller)
+
+    def attach_emulator(self, session_id: int, emulator_hash: str | bytes):
+        return self._send("attachEmulator", session_id, _b32(emulator_hash))
+
+    def record_round_plan(self, session_id: int, round: int, plan_hash: str | bytes, retention_bps: list[int]):
+        return self._send("recordRoundPlan", session_id, round, _b32(plan_hash), list(retention_bps))
+
+    # views
+    def get_emulator(self, emulator_hash: str | bytes) -> EmulatorRecord | None:
+        """The emulator's record, or None if that hash is not registered."""
+        rec = _struct(EmulatorRecord, self._call("getEmulator", _b32(emulator_hash)))
+        return rec if rec.registered_block else None
+
+    def is_attached(self, session_id: int, emulator_hash: str | bytes) -> bool:
+        return self._call("isAttached", session_id, _b32(emulator_hash))
+
+    def attached_count(self, session_id: int) -> int:
+        return self._call("attachedCount", session_id)
+
+    def controller_of(self, session_id: int) -> str:
+        return self._call("controllerOf", session_id)
+
+    def plan_hash_of(self, session_id: int, round: int) -> str | None:
+        h = _hex32(self._call("planHashOf", session_id, round))
+        return None if h == ZERO32 else h
+
+    def sessions(self) -> str:
+        return self._call("sessions")
+
+    def governance(self) -> str:
+        return self._call("governance")
+
+    def bps(self) -> int:
+        return self._call("BPS")
+
+    def max_rule(self) -> int:
+        return self._call("MAX_RULE")
+
+    def max_devices(self) -> int:
+        return self._call("MAX_DEVICES")
+
+
 # -- all four ----------------------------------------------------------------------------------------
 
 class Clients:
@@ -667,6 +749,9 @@ class Clients:
         self.sessions = SessionsClient(w3, deployment.address("TrainingSessions"), sender)
         self.governance = GovernanceClient(w3, deployment.address("FineTuneGovernance"), sender)
         self.adapters = AdapterRegistryClient(w3, deployment.address("AdapterRegistry"), sender)
+        # optional: deployments made before FedPeatLedger existed have none
+        self.fedpeat = (FedPeatLedgerClient(w3, deployment.addresses["FedPeatLedger"], sender)
+                        if "FedPeatLedger" in deployment.addresses else None)
 
     def watched(self) -> dict[str, tuple[str, list[dict]]]:
         """``EventWatcher``'s ``contracts`` argument for this deployment."""
