@@ -196,7 +196,7 @@ class Daemon:
                                     start_block=d.deploy_block, confirmations=self.cfg.chain.confirmations)
         self.watcher.on("FineTuneGovernance", "ProposalCreated", self._on_proposal)
         self.watcher.on("TrainingSessions", "SessionOpened", self._on_session_opened)
-        self._proposals: set[int] = set(self.store.known("proposal"))
+        self._proposals: set[int] = set(self.store.known("proposal")) - set(self.store.known("proposal_closed"))
         self._sessions: set[int] = set(self.store.known("session"))
 
     # the watcher's handlers only remember ids (idempotent); each tick derives actions from the chain
@@ -295,6 +295,10 @@ class Daemon:
         from node.chain.errors import ContractRevert
 
         st = self.gov.state(pid)
+        if st in (ProposalState.CANCELED, ProposalState.DEFEATED, ProposalState.EXECUTED):
+            self._proposals.discard(pid)  # nothing left to do: stop polling it
+            self._remember("proposal_closed", pid)
+            return
         if st == ProposalState.ACTIVE and self.cfg.policy.vote == "auto" and self.store.vote_of(pid) is None:
             if self.gov.has_voted(pid, self.address):
                 self.store.record_vote(pid, self.gov.receipt_of(pid, self.address) == 2, "voted before restart", None)
