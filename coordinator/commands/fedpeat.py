@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from coordinator.commands._chainopts import DeploymentOpt, DevAccountOpt, KeystoreOpt, RpcOpt
 from node.errors import BsnsError
 
 fedpeat_app = typer.Typer(help="FedPEAT: emulator-assisted federated tuning and its adaptive (PPO) controller.",
@@ -107,6 +108,12 @@ def run_cmd(
     seed: int = typer.Option(0),
     model: str = ModelOpt,
     threads: int = typer.Option(1),
+    session: Optional[int] = typer.Option(None, help="record the emulators and each round's plan in this session "
+                                                     "(FedPeatLedger; needs an account: the session's controller)"),
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    deployment: DeploymentOpt = None,
 ) -> None:
     """Run FedPEAT rounds for real and print accuracy, bytes moved and peak device memory."""
     from coordinator.fedpeat.experiments import save_json
@@ -128,9 +135,23 @@ def run_cmd(
             raise BsnsError(f"controller was trained for {len(profile.capacities)} devices and options {profile.options}, "
                             f"not {cfg.devices} and {cfg.options}")
         strat = PPOStrategy(ppo, cfg.options)
+    chain = None
+    if session is not None:  # every chain refusal happens here, before the model is even loaded
+        from coordinator.commands._chainopts import chain_ctx
+        from coordinator.fedpeat.onchain import ChainRecorder
+
+        chain = ChainRecorder.from_clients(chain_ctx(rpc, deployment, keystore, dev_account).clients(), session,
+                                           log=typer.echo)
+        chain.check(cfg, model or "minilm")
     work = _workload(model, train_limit, eval_size, max_length, distill_steps, rule, seed, threads, method)
-    res = run_fedpeat(work, cfg, strategy=strat, record_path=record, log=typer.echo)
+    if chain is not None:
+        chain.attach_emulators(work, cfg)
+    res = run_fedpeat(work, cfg, strategy=strat, record_path=record, log=typer.echo,
+                      on_round=chain.record if chain is not None else None)
     res.pop("global_state")
+    if chain is not None:
+        typer.echo(f"session {session}: {len(chain.emulators)} emulator(s) attached, {len(chain.plans)} round plan(s) "
+                   f"recorded on chain")
     typer.echo(f"final accuracy {res['final_accuracy']:.4f}  bytes moved {res['total_bytes']}  "
                f"peak device memory {res['peak_device_memory']}  transmission {res['transmission_s']:.1f}s")
     if out:

@@ -120,8 +120,11 @@ def partitions(work: Workload, cfg: RunConfig) -> list[list[int]]:
 
 
 def run_fedpeat(work: Workload, cfg: RunConfig, strategy=None, record_path: str | Path | None = None,
-                log=None) -> dict:
-    """Run ``cfg.rounds`` real rounds; returns per-round records and totals (bytes, peak memory, accuracy)."""
+                log=None, on_round=None) -> dict:
+    """Run ``cfg.rounds`` real rounds; returns per-round records and totals (bytes, peak memory, accuracy).
+
+    ``on_round(record)`` is called with each round's record before the next round starts (the chain
+    recorder, coordinator.fedpeat.onchain, puts its plan on chain there); an exception from it stops the run."""
     from node.emulator import emulator_to_full, full_to_emulator
     from node.train.adapter_state import adapter_hash, canonical_bytes
     from node.train.aggregate import fedavg
@@ -268,6 +271,8 @@ def run_fedpeat(work: Workload, cfg: RunConfig, strategy=None, record_path: str 
         if out:
             with out.open("a") as fh:
                 fh.write(json.dumps(record, sort_keys=True) + "\n")
+        if on_round is not None:
+            on_round(record)
         log(f"round {t}: choices {[e['retention'] for e in entries]} loss {metrics['loss']:.4f} "
             f"acc {metrics['accuracy']:.4f} bytes {round_bytes} ({time.time() - started:.1f}s)")
     return {"config": cfg.model_dump(), "strategy": "fedft" if fedft else getattr(strategy, "name", cfg.strategy),
