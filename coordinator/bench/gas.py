@@ -5,7 +5,8 @@ Runs on a fresh in-process eth-tester chain (default) or on any dev chain with u
 (`--rpc http://127.0.0.1:8545`, e.g. anvil or `npx hardhat node`). The bench nodes are throwaway keys
 derived from a fixed string (bench only, never printed), funded by the chain's first unlocked account.
 Each scenario deploys its own contracts, registers N nodes, proposes a one-shard two-round job, votes,
-executes, lets all N nodes join (N replicas), commits until round 0 is final, finalizes round 1 after the
+executes, lets all N nodes join (N replicas), registers and attaches a FedPEAT emulator and records a
+round plan for N devices (FedPeatLedger), commits until round 0 is final, finalizes round 1 after the
 commit timeout, reports the missing replicas' fault, and publishes the adapter. Gas figures are the
 receipts' gasUsed: deterministic for a given compiler output, so the table is reproducible.
 """
@@ -166,6 +167,7 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     gov, _ = _contract(chain, "FineTuneGovernance", reg.address, ses.address, 1, 5 + math.ceil(n / 10), 1000, 5000,
                        False)
     ad, _ = _contract(chain, "AdapterRegistry", ses.address, gov.address)
+    led, _ = _contract(chain, "FedPeatLedger", ses.address, gov.address)
     chain.send(ses.functions.setGovernance(gov.address), chain.funder)
     chain.send(reg.functions.setSlasher(ses.address), chain.funder)
 
@@ -203,6 +205,21 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     chain.mine_to(ses.functions.getSession(sid).call()[2])
     r = chain.send(ses.functions.start(sid), chain.funder)
     g["start"] = r.gasUsed
+
+    # FedPEAT: the proposer registers and attaches an emulator and names a controller, which records a round
+    # plan with one retention per node (the only figure here that grows with the nodes: calldata and event)
+    emu = keccak(text="emulator r=0.5")
+    r = chain.send(led.functions.registerEmulator(emu, keccak(text="model"), 5000, 1, 0, 0), chain.funder)
+    g["registerEmulator"] = r.gasUsed
+    r = chain.send(led.functions.attachEmulator(sid, emu), chain.funder)
+    g["attachEmulator"] = r.gasUsed
+    out.notes["attachEmulator"] = "by the proposer; checks the session's base model"
+    r = chain.send(led.functions.setController(sid, nodes[0]), chain.funder)
+    g["setController"] = r.gasUsed
+    r = chain.send(led.functions.recordRoundPlan(sid, 1, keccak(text="plan round 1"), [5000] * n), nodes[0],
+                   gas=2_000_000)
+    g["recordRoundPlan"] = r.gasUsed
+    out.notes["recordRoundPlan"] = f"{n} devices' retentions in calldata and the event; stores one hash"
 
     agg, local = keccak(text="aggregate round 0"), keccak(text="local")
     need = ses.functions.quorumOf(n).call()

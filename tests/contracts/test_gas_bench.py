@@ -6,7 +6,8 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 CALLS = {"register", "propose", "castVote", "execute", "join", "start", "commit (first of round)",
-         "commit (agrees, not final)", "commit (finalizes round)", "finalizeAfterTimeout", "reportFaulty", "publish"}
+         "commit (agrees, not final)", "commit (finalizes round)", "finalizeAfterTimeout", "reportFaulty", "publish",
+         "registerEmulator", "attachEmulator", "setController", "recordRoundPlan"}
 
 
 def test_bench_reports_every_call_for_both_sizes_and_the_baseline(capsys):
