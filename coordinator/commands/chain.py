@@ -1,4 +1,4 @@
-"""`bsns chain up|down|status` (the local anvil chain) and `bsns deploy` (the four contracts)."""
+"""`bsns chain up|down|status` (the local anvil chain) and `bsns deploy` (the five contracts)."""
 
 from __future__ import annotations
 

@@ -736,10 +736,10 @@ class FedPeatLedgerClient(ContractClient):
         return self._call("MAX_DEVICES")
 
 
-# -- all four ----------------------------------------------------------------------------------------
+# -- all of them --------------------------------------------------------------------------------------
 
 class Clients:
-    """The four clients of one deployment, sharing one sender (None: read-only)."""
+    """The clients of one deployment, sharing one sender (None: read-only)."""
 
     def __init__(self, w3, deployment, sender=None):
         self.w3 = w3
