@@ -158,6 +158,25 @@ def run_cmd(
         save_json(res, out)
 
 
+@fedpeat_app.command("verify-plans")
+def verify_plans_cmd(
+    record: Path = typer.Option(..., help="the round records a run wrote (--record, JSON lines)"),
+    session: int = typer.Option(..., help="the session the run was recorded in"),
+    rpc: RpcOpt = None,
+    deployment: DeploymentOpt = None,
+) -> None:
+    """Check each round's plan hash in a local record against the one on chain (exit 1 on any difference)."""
+    from coordinator.commands._chainopts import chain_ctx
+    from coordinator.fedpeat.onchain import ChainRecorder, load_records, verify_plans
+
+    records = load_records(record)
+    ledger = ChainRecorder.from_clients(chain_ctx(rpc, deployment, signer=False).clients(), session).ledger
+    problems = verify_plans(ledger, session, records)
+    if problems:
+        raise BsnsError(f"{len(problems)} of {len(records)} round plans differ from session {session}: {problems[0]}")
+    typer.echo(f"{len(records)} round plans match session {session} on chain")
+
+
 @fedpeat_app.command("fit")
 def fit_cmd(
     out: Path = typer.Option(..., help="JSON file for the fitted loss model and the runs behind it"),

@@ -10,6 +10,7 @@ model (same weights hash). Plans are recorded at the end of each round, before t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from node.errors import BsnsError
@@ -131,3 +132,26 @@ def verify_plans(ledger, session_id: int, records: list[dict]) -> list[str]:
         if on_chain != rec["plan_hash"]:
             problems.append(f"round {rec['round']}: local plan {rec['plan_hash']}, on chain {on_chain}")
     return problems
+
+
+def load_records(path) -> list[dict]:
+    """The JSON-lines round records a run wrote (``--record``); one-line error if unreadable."""
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise FedPeatChainError(f"cannot read the round records {path}: {exc.strerror or exc}") from None
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            int(rec["round"]), str(rec["plan_hash"])
+        except (ValueError, KeyError, TypeError):
+            raise FedPeatChainError(f"{path}:{i}: not a FedPEAT round record (round, plan_hash)") from None
+        records.append(rec)
+    if not records:
+        raise FedPeatChainError(f"{path} holds no round records")
+    return records

@@ -118,6 +118,14 @@ def test_run_records_emulators_and_plans_that_match_the_local_record(session, tm
             base, round(retention * 10_000), 1, 0)
     assert ledger.attached_count(sid) == 2
 
+    # anyone with the record and the chain checks it through the CLI; an altered record is caught
+    code, out = bsns("fedpeat", "verify-plans", "--record", str(record), "--session", str(sid))
+    assert code == 0 and out.strip() == f"2 round plans match session {sid} on chain"
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(record.read_text().replace(records[1]["plan_hash"], "0x" + "ab" * 32))
+    code, out = bsns("fedpeat", "verify-plans", "--record", str(forged), "--session", str(sid))
+    assert code == 1 and out.strip().startswith(f"error: 1 of 2 round plans differ from session {sid}: round 2:")
+
     # a second run into the same session is refused before training: its rounds already have plans
     block = clients.w3.eth.block_number
     code, out = bsns("fedpeat", "run", "--session", str(sid), "--dev-account", "2", *TINY)
