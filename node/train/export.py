@@ -90,7 +90,10 @@ def _peft_config(shard, spec):
                                 "(use the bsns format for it)")
     pcfg.target_modules = _whole_model_pattern(shard.family, pcfg.target_modules)
     pcfg.task_type = "SEQ_CLS" if shard.task == "sequence-classification" else "CAUSAL_LM"
-    pcfg.base_model_name_or_path = spec.model.id
+    from node.train.local import resolve_model_path
+
+    # what transformers will record as the model's name_or_path (PEFT rewrites it to that anyway)
+    pcfg.base_model_name_or_path = str(resolve_model_path(spec.model.id))
     head_modules = sorted({n.split(".")[1] for n in adapter_param_names(shard) if n.startswith("head.")})
     if shard.task == "sequence-classification":
         # the classifier is new (seeded by load_shard, then trained): it must travel with the adapter
@@ -106,12 +109,20 @@ def _hf_model(spec, device: str = "cpu"):
 
     from node.train.local import resolve_model_path
 
+    from transformers.utils import logging as hf_logging
+
     path = resolve_model_path(spec.model.id)
-    if spec.task.kind == "sequence-classification":
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=spec.task.num_labels,
-                                                                   dtype=torch.float32)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    # the "classifier newly initialised" load report is expected here: the adapter carries the head
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        if spec.task.kind == "sequence-classification":
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=spec.task.num_labels,
+                                                                       dtype=torch.float32)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(level)
     return model.to(device).eval()
 
 
