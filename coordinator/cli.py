@@ -14,7 +14,8 @@ import typer
 from node.errors import BsnsError
 
 COMMAND_MODULES = (
-    "chain", "governance", "node", "daemon", "train", "bench", "adapter", "status", "demo", "fedpeat",
+    "chain", "governance", "node", "daemon", "train", "bench", "adapter", "adapter_remote", "status", "demo",
+    "fedpeat",
 )
 
 app = typer.Typer(

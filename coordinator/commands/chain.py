@@ -60,7 +60,7 @@ def deploy_cmd(
     commit_timeout: Annotated[int, typer.Option(help="blocks after which a round can be finalized without everyone")] = 50,
     slash_amount: Annotated[Optional[str], typer.Option(help="stake slashed per faulty commit (default: contract's)")] = None,
 ) -> None:
-    """Deploy NodeRegistry, TrainingSessions, FineTuneGovernance and AdapterRegistry, wired together."""
+    """Deploy NodeRegistry, TrainingSessions, FineTuneGovernance, AdapterRegistry and FedPeatLedger, wired together."""
     from coordinator.commands._chainopts import connect, load_key, make_sender
     from coordinator.deploy import DeployParams, deploy, parse_amount
 

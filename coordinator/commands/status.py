@@ -1,8 +1,5 @@
 """`bsns status`: the network from the chain (nodes, proposals, sessions, rounds per shard) and, with
 ``--config node.toml``, this node's own records (its sessions, rounds, latest loss) from its state folder.
-
-Also hosts the `adapter fetch` / `adapter eval` commands (coordinator.commands.adapter_remote) until
-the CLI lists that module itself.
 """
 
 from __future__ import annotations
@@ -96,5 +93,3 @@ def _local(con, config: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
-    # `bsns adapter fetch/eval` live in their own module; importing it adds them to adapter_app
-    import coordinator.commands.adapter_remote  # noqa: F401
