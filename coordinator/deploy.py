@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from node.chain.deployment import Deployment
-from node.errors import BsnsError
+from node.errors import BsnsError, validation_message
 
 
 class DeployError(BsnsError):
@@ -60,8 +60,7 @@ class DeployParams(BaseModel):
         try:
             return cls(**kw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise DeployError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+            raise DeployError(validation_message(exc)) from None
 
 
 def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:

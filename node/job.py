@@ -17,7 +17,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from node.errors import BsnsError
+from node.errors import BsnsError, validation_message
 
 HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 DISTRIBUTIONS = ("iid", "dirichlet", "contiguous")
@@ -156,10 +156,7 @@ class JobSpec(_Section):
         try:
             spec = cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-            raise SpecError(f"{source}: {field}: {first['msg']}{more}") from None
+            raise SpecError(f"{source}: {validation_message(exc)}") from None
         spec._text = text
         return spec
 

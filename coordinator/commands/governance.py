@@ -31,24 +31,10 @@ def _resolve_file(path: str) -> Path:
     raise BsnsError(f"data.path: file not found: {path}")
 
 
-def weights_hash(model_id: str) -> str:
-    """keccak-256 over the model's ``*.safetensors`` files, concatenated in file-name order.
-
-    This is the ``model.weights_hash`` a proposal carries; a node recomputes it on the files it loads.
-    """
-    from eth_utils import keccak
-
-    from node.model.loading import resolve_model_path
-
-    files = sorted(resolve_model_path(model_id).glob("*.safetensors"))
-    if not files:
-        raise BsnsError(f"model.id: no .safetensors weights found for {model_id!r}")
-    return "0x" + keccak(b"".join(f.read_bytes() for f in files)).hex()
-
-
 def prepare_spec(path: Path):
     """Load and validate the spec, filling in missing file hashes; raises ``SpecError`` naming the field."""
     from node.job import JobSpec, file_keccak
+    from node.model import weights_hash
 
     spec = JobSpec.from_toml(path)
     data_hash = None if spec.data.hash else file_keccak(_resolve_file(spec.data.path))

@@ -65,7 +65,7 @@ class ChainRecorder:
     def check(self, cfg, model_id: str) -> str:
         """Refuse before any training: the session must be open, ours to record, long enough and of this
         model. Returns the base model's weights hash."""
-        from coordinator.commands.governance import weights_hash
+        from node.model import weights_hash
         from node.chain.clients import SessionState
 
         info = self.sessions.get_session(self.session_id)

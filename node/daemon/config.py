@@ -41,7 +41,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.errors import BsnsError
+from node.errors import BsnsError, validation_message
 
 
 class ConfigError(BsnsError):
@@ -131,9 +131,7 @@ class NodeConfig(_S):
         try:
             cfg = cls.model_validate(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise ConfigError(f"{path}: {field}: {first['msg']}") from None
+            raise ConfigError(f"{path}: {validation_message(exc)}") from None
         cfg._base = path.resolve().parent
         return cfg
 

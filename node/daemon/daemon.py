@@ -22,6 +22,8 @@ Logs are one line per event, ``key=value`` on stderr and JSON lines in ``<data_d
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 import signal
@@ -262,6 +264,12 @@ class Daemon:
         if not any(m <= mem for m in p.shard_memory_mb):
             return False, f"no shard fits {mem} MB (needs {min(p.shard_memory_mb)} MB)"
         try:
+            local = _local_weights_hash(p.base_model)
+        except BsnsError as exc:
+            return False, f"model {p.base_model} not available here: {exc}"
+        if local != p.base_model_hash:
+            return False, f"my weights of {p.base_model} hash to {local[:10]}…, not the proposal's {p.base_model_hash[:10]}…"
+        try:
             if self._spec_for(pid) is None:
                 return False, "spec text not on chain"
         except BsnsError as exc:
@@ -465,6 +473,14 @@ class Daemon:
             self.watcher.close()
         if self.store is not None:
             self.store.close()
+
+
+@functools.lru_cache(maxsize=8)
+def _local_weights_hash(model_id: str) -> str:
+    """The weights hash of the model this node would load (cached: hashing reads every weights file)."""
+    from node.model import weights_hash
+
+    return weights_hash(model_id)
 
 
 def manifest_bytes(spec, session_id: int, shard_hashes: list[str]) -> bytes:

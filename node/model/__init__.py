@@ -14,6 +14,7 @@ from node.model.loading import (
     model_family,
     model_layer_count,
     resolve_model_path,
+    weights_hash,
 )
 
 resolve_model = resolve_model_path  # short name used by node.train
@@ -29,5 +30,5 @@ def __getattr__(name):
 
 __all__ = [
     "DEFAULT_MODEL", "FAMILIES", "MINILM_ALIASES", "TASKS", "ModelError", "ModelShard", "load_shard",
-    "model_family", "model_layer_count", "resolve_model", "resolve_model_path",
+    "model_family", "model_layer_count", "resolve_model", "resolve_model_path", "weights_hash",
 ]

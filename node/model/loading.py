@@ -58,6 +58,19 @@ def resolve_model_path(model_id: str | os.PathLike) -> Path:
     return Path(local)
 
 
+
+def weights_hash(model_id: str | os.PathLike) -> str:
+    """keccak-256 over the model's ``*.safetensors`` files, concatenated in file-name order, as 0x-hex.
+
+    This is the ``model.weights_hash`` a proposal carries; a node recomputes it on the files it would load.
+    """
+    from eth_utils import keccak
+
+    files = sorted(resolve_model_path(model_id).glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"model.id: no .safetensors weights found for {str(model_id)!r}")
+    return "0x" + keccak(b"".join(f.read_bytes() for f in files)).hex()
+
 def load_config(model_id: str | os.PathLike):
     from transformers import AutoConfig
 

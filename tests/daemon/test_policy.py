@@ -8,6 +8,7 @@ import pytest
 
 from node.daemon.config import NodeConfig
 from node.daemon.daemon import Daemon
+from node.model import weights_hash
 
 
 def _daemon(tmp_path, **policy):
@@ -17,7 +18,7 @@ def _daemon(tmp_path, **policy):
                  f'[policy]\n{lines}')
     d = Daemon(NodeConfig.from_toml(p))
     params = SimpleNamespace(method="houlsby", task="sequence-classification", base_model="minilm", rounds=4,
-                             shard_memory_mb=(1024, 2048))
+                             shard_memory_mb=(1024, 2048), base_model_hash=weights_hash("minilm"))
     d.gov = SimpleNamespace(get_params=lambda pid: params)
     d._spec_for = lambda pid: object()  # a verified spec text is on chain
     return d, params
@@ -40,6 +41,16 @@ def test_votes_against_what_it_cannot_or_will_not_do(tmp_path, change, reason):
         setattr(params, k, v)
     support, why = d.decide(1)
     assert not support and why.startswith(reason)
+
+
+def test_weights_that_differ_from_the_proposal_are_a_no(tmp_path):
+    d, params = _daemon(tmp_path)
+    params.base_model_hash = "0x" + "ab" * 32
+    support, why = d.decide(1)
+    assert not support and why.startswith("my weights of minilm hash to")
+    params.base_model = "no-such/model-anywhere"
+    support, why = d.decide(1)
+    assert not support and why.startswith("model no-such/model-anywhere not available here")
 
 
 def test_spec_missing_from_chain_is_a_no(tmp_path):
