@@ -138,7 +138,10 @@ def test_wrong_hash_and_corrupted_payload_are_rejected(net):
     proxy.corrupt_next = True
     with pytest.raises(RemoteError) as err:
         a.call("send", c.peer_id, (3, 0, 0, 0, "fwd"), big)
-    assert "failed authentication" in err.value.message
+    # The receiver rejects the record and closes the channel; whether the sender reads its sealed verdict
+    # or hits the closed socket first while still writing the 4 MB depends on timing.
+    assert ("failed authentication" in err.value.message
+            or "closed the bulk channel mid-transfer" in err.value.message), err.value.message
     with pytest.raises(RemoteError, match="RecvTimeout"):
         c.call("recv", (3, 0, 0, 0, "fwd"), 0.5)
     # the same tags go through once the channel is clean (the failed transfer released them)

@@ -308,6 +308,10 @@ def test_a_port_in_use_is_a_clear_error_and_leaks_nothing():
 
     from node.p2p import P2PNode
 
+    def open_connections():  # sockets other tests of this process left (e.g. web3 keep-alives) are not ours
+        return {(c.laddr, c.raddr) for c in psutil.Process().net_connections("tcp") if c.status != psutil.CONN_TIME_WAIT}
+
+    before = open_connections()
     busy = socket.create_server(("127.0.0.1", 0))
     port = busy.getsockname()[1]
     try:
@@ -317,4 +321,4 @@ def test_a_port_in_use_is_a_clear_error_and_leaks_nothing():
             P2PNode(DEV_KEYS[0], lambda a, p: True, bulk_port=port).start(timeout=20)
     finally:
         busy.close()
-    assert [c for c in psutil.Process().net_connections("tcp") if c.status != psutil.CONN_TIME_WAIT] == []
+    assert open_connections() - before == set()
