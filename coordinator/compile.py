@@ -72,16 +72,12 @@ def standard_input() -> dict:
     }
 
 
-def _keccak_hex(data: bytes) -> str:
-    from eth_utils import keccak
-
-    return "0x" + keccak(data).hex()
-
-
 def source_hash(std_in: dict | None = None) -> str:
     """keccak-256 of the canonical standard-JSON input: changes whenever a source or a setting does."""
     std_in = standard_input() if std_in is None else std_in
-    return _keccak_hex(json.dumps(std_in, sort_keys=True, separators=(",", ":")).encode())
+    from node.job import keccak_hex
+
+    return keccak_hex(json.dumps(std_in, sort_keys=True, separators=(",", ":")).encode())
 
 
 def compile_contracts() -> dict[str, str]:

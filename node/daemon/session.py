@@ -373,7 +373,8 @@ class SessionRunner:
 
     def _aggregate(self, chosen: dict[int, str], blobs: dict[int, bytes],
                    updates: dict[int, Announcement]) -> tuple[bytes, str]:
-        from node.train.adapter_state import bytes_hash, canonical_bytes, state_from_bytes
+        from node.job import keccak_hex
+        from node.train.adapter_state import canonical_bytes, state_from_bytes
         from node.train.aggregate import aggregate
 
         reps = sorted(chosen)  # replica order: every node aggregates in the same order
@@ -382,7 +383,7 @@ class SessionRunner:
                         trim=t.trim_fraction)
         data = canonical_bytes(agg)
         self.net.serve(data)
-        return data, bytes_hash(data)
+        return data, keccak_hex(data)
 
     def _fetch_update(self, a: Announcement) -> bytes:
         data = self.store.get_blob(a.hash)

@@ -37,6 +37,7 @@ smaller ones go on the libp2p stream itself. See docs/p2p.md for the security ar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import socket
@@ -46,7 +47,7 @@ from collections import deque
 from typing import Any, Callable
 
 from node.p2p import bulk, wire
-from node.p2p.errors import (HashMismatch, IntegrityError, NotFound, P2PError, PeerUnavailable,
+from node.p2p.errors import (HashMismatch, NotFound, P2PError, PeerUnavailable,
                              Unauthorized, WireError)
 from node.p2p.identity import (eth_address_from_peer_id, eth_address_from_private_key,
                                keypair_from_private_key)
@@ -478,14 +479,14 @@ class P2PNode:
         for a in addrs:  # one at a time: the library would only try the first
             # forget what the library remembers about this peer: stale addresses and its
             # "recently failed" block would otherwise keep it from dialling the address we give
-            with _suppress():
+            with contextlib.suppress(Exception):
                 self._host.get_peerstore().clear_addrs(pid)
-            with _suppress():
+            with contextlib.suppress(Exception):
                 network.unblock_peer(pid)
             with trio.move_on_after(timeout) as cs:
                 try:
                     await self._host.connect(PeerInfo(pid, [multiaddr.Multiaddr(a)]))
-                    with _suppress():
+                    with contextlib.suppress(Exception):
                         await self._dht.add_peer(pid)
                     return pid
                 except Exception as exc:
@@ -615,16 +616,16 @@ class P2PNode:
             try:
                 result = await fn(stream, reused)
             except _StaleStream:
-                await _reset_stream(stream)
+                await _end_stream(stream, "reset")
                 continue
             except BaseException:
-                await _reset_stream(stream)
+                await _end_stream(stream, "reset")
                 raise
             idle = self._pool.setdefault(key, [])
             if len(idle) < MAX_IDLE_STREAMS:
                 idle.append(stream)
             else:
-                await _close_stream(stream)
+                await _end_stream(stream, "close")
             return result
         raise PeerUnavailable(f"peer {peer_id} keeps closing {protocol} streams")
 
@@ -739,7 +740,7 @@ class P2PNode:
             if sender is None:
                 return
             if not await self._one_tensor(stream, sender):
-                await _close_stream(stream)
+                await _end_stream(stream, "close")
                 return
 
     async def _one_tensor(self, stream: Any, sender: str) -> bool:
@@ -864,7 +865,7 @@ class P2PNode:
             delivered = True
         except P2PError as exc:
             log.warning("rejected a message from %s: %s", sender, exc)
-            with _suppress():
+            with contextlib.suppress(Exception):
                 verdict(wire.ST_ERROR, str(exc).encode())
             return False
         finally:
@@ -964,7 +965,7 @@ class P2PNode:
     async def _fail(self, stream: Any, peer: str, exc: Exception) -> bool:
         """Tell the peer why its message was rejected, then end the stream (its framing is lost)."""
         log.warning("rejected a message from %s: %s", peer, exc)
-        with _suppress():
+        with contextlib.suppress(Exception):
             await self._write(stream, wire.encode_reply(wire.ST_ERROR, str(exc).encode()), 2)
         return False
 
@@ -1053,7 +1054,7 @@ class P2PNode:
             if requester is None:
                 return
             if not await self._one_blob(stream):
-                await _close_stream(stream)
+                await _end_stream(stream, "close")
                 return
 
     async def _one_blob(self, stream: Any) -> bool:
@@ -1105,7 +1106,7 @@ class P2PNode:
             ok = False
         if not ok:
             self.refused += 1
-            await _reset_stream(stream)
+            await _end_stream(stream, "reset")
             return
         await self._dht.handle_stream(stream)
 
@@ -1148,7 +1149,6 @@ class P2PNode:
 
     def _gossip_validator(self, topic: str) -> Callable[[Any, Any], Any]:
         async def validate(_forwarder: Any, msg: Any) -> bool:
-            import trio
             from libp2p.peer.id import ID
 
             try:
@@ -1223,30 +1223,14 @@ class _StaleStream(Exception):
     """A pooled stream turned out dead before any payload moved: retry on a fresh one."""
 
 
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return exc[0] is not None and issubclass(exc[0], Exception)
-
-
-async def _reset_stream(stream: Any) -> None:
+async def _end_stream(stream: Any, how: str) -> None:
+    """``stream.reset()`` or ``stream.close()``, bounded in time and never raising: called on paths that
+    are already failing or finishing, where a second error would hide the first."""
     import trio
 
     with trio.move_on_after(2):
         try:
-            await stream.reset()
-        except Exception:
-            pass
-
-
-async def _close_stream(stream: Any) -> None:
-    import trio
-
-    with trio.move_on_after(2):
-        try:
-            await stream.close()
+            await getattr(stream, how)()
         except Exception:
             pass
 

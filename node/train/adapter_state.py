@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from node.errors import BsnsError
+from node.job import keccak_hex
 
 
 class AdapterStateError(BsnsError):
@@ -49,15 +50,9 @@ def canonical_bytes(state: Mapping[str, "torch.Tensor"]) -> bytes:  # noqa: F821
     return save(canonical_state(state))
 
 
-def bytes_hash(data: bytes) -> str:
-    from eth_utils import keccak
-
-    return "0x" + keccak(data).hex()
-
-
 def adapter_hash(state: Mapping[str, "torch.Tensor"]) -> str:  # noqa: F821
     """keccak-256 of the canonical bytes, as 0x-prefixed lower-case hex (the hash committed on chain)."""
-    return bytes_hash(canonical_bytes(state))
+    return keccak_hex(canonical_bytes(state))
 
 
 def state_from_bytes(data: bytes, *, check_canonical: bool = True) -> dict[str, "torch.Tensor"]:  # noqa: F821
@@ -81,7 +76,7 @@ def save_adapter(state: Mapping[str, "torch.Tensor"], path: str | Path) -> str: 
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(p)
-    return bytes_hash(data)
+    return keccak_hex(data)
 
 
 def load_adapter(path: str | Path, expected_hash: str | None = None) -> dict[str, "torch.Tensor"]:  # noqa: F821
@@ -91,8 +86,8 @@ def load_adapter(path: str | Path, expected_hash: str | None = None) -> dict[str
         data = p.read_bytes()
     except OSError as exc:
         raise AdapterStateError(f"cannot read adapter file {p}: {exc.strerror}") from None
-    if expected_hash is not None and bytes_hash(data).lower() != expected_hash.lower():
-        raise AdapterStateError(f"adapter file {p} hashes to {bytes_hash(data)}, expected {expected_hash}")
+    if expected_hash is not None and keccak_hex(data).lower() != expected_hash.lower():
+        raise AdapterStateError(f"adapter file {p} hashes to {keccak_hex(data)}, expected {expected_hash}")
     return state_from_bytes(data)
 
 
@@ -104,7 +99,7 @@ def file_adapter_hash(path: str | Path) -> str:
     except OSError as exc:
         raise AdapterStateError(f"cannot read adapter file {p}: {exc.strerror}") from None
     state_from_bytes(data)
-    return bytes_hash(data)
+    return keccak_hex(data)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -34,14 +34,14 @@ class DataError(BsnsError):
 
 def file_hash(path: str | Path) -> str:
     """keccak-256 of the file's bytes as 0x-hex (the ``dataset.hash`` of a job spec)."""
-    from eth_utils import keccak
+    from node.job import keccak_hex
 
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read data file {p}: {exc.strerror}") from None
-    return "0x" + keccak(data).hex()
+    return keccak_hex(data)
 
 
 def resolve_data_path(path: str | Path) -> Path:

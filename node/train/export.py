@@ -19,7 +19,8 @@ import re
 from pathlib import Path
 from typing import Mapping
 
-from node.train.adapter_state import AdapterStateError, adapter_hash, bytes_hash, canonical_bytes, state_from_bytes
+from node.job import keccak_hex
+from node.train.adapter_state import AdapterStateError, adapter_hash, canonical_bytes, state_from_bytes
 
 BSNS_FORMAT = "bsns-adapter"
 BSNS_FORMAT_VERSION = 1
@@ -213,7 +214,7 @@ def export_bsns(spec, state: Mapping, out_dir: str | Path) -> Path:
     config = {
         "format": BSNS_FORMAT,
         "format_version": BSNS_FORMAT_VERSION,
-        "adapter_hash": bytes_hash(data),
+        "adapter_hash": keccak_hex(data),
         "method": spec.method.name,
         "config": cfg,
         "base_model": spec.model.id,
@@ -240,8 +241,8 @@ def read_bsns_export(path: str | Path) -> tuple[dict, dict]:
     if config.get("format") != BSNS_FORMAT or config.get("format_version") != BSNS_FORMAT_VERSION:
         raise AdapterStateError(f"{p}: unknown adapter format {config.get('format')!r} "
                                 f"version {config.get('format_version')!r}")
-    if bytes_hash(data) != config.get("adapter_hash"):
-        raise AdapterStateError(f"{p}: adapter.safetensors hashes to {bytes_hash(data)}, "
+    if keccak_hex(data) != config.get("adapter_hash"):
+        raise AdapterStateError(f"{p}: adapter.safetensors hashes to {keccak_hex(data)}, "
                                 f"the config says {config.get('adapter_hash')}")
     return config, state_from_bytes(data)
 
