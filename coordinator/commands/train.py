@@ -25,7 +25,7 @@ def _set_threads(threads: Optional[int]) -> None:
 
 
 def _run(spec_path: Path, steps: Optional[int], device: str, out: Optional[Path], progress: bool,
-         train_limit: Optional[int] = None):
+         train_limit: Optional[int] = None, seed: Optional[int] = None, eval_every: Optional[int] = None):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -35,7 +35,7 @@ def _run(spec_path: Path, steps: Optional[int], device: str, out: Optional[Path]
     spec = JobSpec.from_toml(spec_path)
     console = Console(stderr=True)
     with console.status(f"loading {spec.model.id} and {spec.data.dataset}"):
-        trainer = LocalTrainer(spec, steps=steps, device=device, train_limit=train_limit)
+        trainer = LocalTrainer(spec, steps=steps, device=device, train_limit=train_limit, seed=seed)
     trainable, total = (sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
                         sum(p.numel() for p in trainer.model.parameters()))
     console.print(f"{spec.method.name}: {trainable:,} trainable of {total:,} parameters "
@@ -45,14 +45,19 @@ def _run(spec_path: Path, steps: Optional[int], device: str, out: Optional[Path]
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not progress) as bar:
         task = bar.add_task(f"train {spec.method.name}", total=trainer.steps, loss=float("nan"))
-        result = trainer.run(on_step=lambda step, loss: bar.update(task, advance=1, loss=loss))
+        result = trainer.run(on_step=lambda step, loss: bar.update(task, advance=1, loss=loss), eval_every=eval_every)
+    for point in result.curve:
+        console.print(f"  step {point['step']}: {_metric_line_of(point)}")
     if out is not None:
         trainer.save(out, result)
     return result
 
 
 def _metric_line(result) -> str:
-    m = result.metrics
+    return _metric_line_of(result.metrics)
+
+
+def _metric_line_of(m: dict) -> str:
     if "accuracy" in m:
         return f"validation accuracy {m['accuracy']:.4f} ({m['examples']} examples), loss {m['loss']:.4f}"
     return f"validation perplexity {m['perplexity']:.2f} ({m['tokens']} tokens), loss {m['loss']:.4f}"
@@ -66,10 +71,12 @@ def local(
     out: Optional[Path] = typer.Option(None, "--out", help="write adapter.safetensors + result.json here"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the spec's training seed (init and batch order)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="also evaluate every N steps (learning curve)"),
 ) -> None:
     """Train the whole model in this process with the spec's method and seed; report validation metrics."""
     _set_threads(threads)
-    result = _run(spec, steps, device, out, progress)
+    result = _run(spec, steps, device, out, progress, seed=seed, eval_every=eval_every)
     typer.echo(f"{result.method}: {result.steps} steps in {result.train_seconds:.1f} s, "
                f"final train loss {result.final_train_loss:.4f}, {_metric_line(result)}")
     if result.adapter_hash:
@@ -98,6 +105,8 @@ def compare(
     out: Optional[Path] = typer.Option(None, "--out", help="write each method's adapter and result under here"),
     table: Optional[Path] = typer.Option(None, "--table", help="also write the markdown table to this file"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="override the spec's training seed (init and batch order)"),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="also evaluate every N steps (learning curve)"),
 ) -> None:
     """Train each method for the same steps on the same data and seed; print a markdown table."""
     _set_threads(threads)
@@ -110,7 +119,7 @@ def compare(
             raise BsnsError(f"no spec for this method: {p}")
     results = []
     for name, p in zip(names, paths):
-        r = _run(p, steps, device, out / name if out else None, progress=True)
+        r = _run(p, steps, device, out / name if out else None, progress=True, seed=seed, eval_every=eval_every)
         typer.echo(f"{name}: {r.trainable_percent:.2f}% trainable, {_metric_line(r)}, "
                    f"{r.train_seconds:.0f} s", err=True)
         results.append(r)

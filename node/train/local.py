@@ -362,6 +362,7 @@ class TrainResult:
     adapter_path: str | None = None
     spec_hash: str | None = None
     losses: list[float] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)  # validation metrics every ``eval_every`` steps
 
     @property
     def trainable_percent(self) -> float:
@@ -371,7 +372,10 @@ class TrainResult:
 class LocalTrainer:
     """Trains the whole model for ``steps`` optimizer steps (default: rounds × sync_interval)."""
 
-    def __init__(self, spec, steps: int | None = None, device: str | None = None, train_limit: int | None = None):
+    def __init__(self, spec, steps: int | None = None, device: str | None = None, train_limit: int | None = None,
+                 seed: int | None = None):
+        if seed is not None:  # same spec, another seed: a second sample of the same experiment
+            spec = spec.model_copy(update={"training": spec.training.model_copy(update={"seed": seed})})
         self.spec = spec
         self.device = resolve_device(device)
         self.steps = steps if steps is not None else spec.training.rounds * spec.training.sync_interval
@@ -387,8 +391,10 @@ class LocalTrainer:
         for idx in D.batch_indices(len(self.data.train), t.batch_size, t.seed, self.steps):
             yield self.data.train.collate(idx)
 
-    def run(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    def run(self, on_step: Callable[[int, float], None] | None = None, eval_every: int | None = None) -> TrainResult:
+        """Train; with ``eval_every`` also evaluate every that many steps (one run gives the learning curve)."""
         t = self.spec.training
+        curve: list[dict] = []
         trainable, total = count_parameters(self.model)
         losses: list[float] = []
         start = time.perf_counter()
@@ -398,6 +404,10 @@ class LocalTrainer:
             if loss != loss:  # NaN
                 raise TrainError(f"training diverged at step {step} (loss is NaN); lower the learning rate")
             losses.append(loss)
+            if eval_every and (step + 1) % eval_every == 0 and step + 1 < self.steps:
+                eval_start = time.perf_counter()
+                curve.append({"step": step + 1, **evaluate(self.model, self.data.val, self.data.task, self.device)})
+                start += time.perf_counter() - eval_start  # the reported time is training time only
             if on_step:
                 on_step(step, loss)
         if self.device == "cuda":
@@ -406,9 +416,11 @@ class LocalTrainer:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         metrics = evaluate(self.model, self.data.val, self.data.task, self.device)
+        if eval_every:
+            curve.append({"step": self.steps, **metrics})
         tail = losses[-min(20, len(losses)):]
         return TrainResult(self.spec.method.name, self.steps, t.batch_size, t.seed, self.device, trainable, total,
-                           seconds, sum(tail) / len(tail), metrics, spec_hash=self.spec.spec_hash(), losses=losses)
+                           seconds, sum(tail) / len(tail), metrics, spec_hash=self.spec.spec_hash(), losses=losses, curve=curve)
 
     def state(self) -> dict:
         return trainable_state(self.model, self.spec)

@@ -83,6 +83,25 @@ def test_train_local_cli_on_minilm_reports_accuracy_and_saves_reproducible_adapt
     assert abs(again.metrics["accuracy"] - result["metrics"]["accuracy"]) < 1e-9
 
 
+def test_learning_curve_and_seed_override(tmp_path):
+    """`--eval-every` gives the validation curve of one run (its last point is the final result) and
+    `--seed` is a second sample of the same experiment: other batches and initialisation."""
+    from node.job import JobSpec
+    from node.train.adapter_state import adapter_hash
+    from node.train.local import LocalTrainer
+
+    spec = JobSpec.from_text(_spec_text())
+    trainer = LocalTrainer(spec, steps=4, device="cpu", train_limit=200)
+    result = trainer.run(eval_every=2)
+    assert [p["step"] for p in result.curve] == [2, 4]
+    assert result.curve[-1]["accuracy"] == result.metrics["accuracy"]
+    assert result.curve[0]["loss"] != result.curve[1]["loss"]  # the model moved between the two points
+    other = LocalTrainer(spec, steps=4, device="cpu", train_limit=200, seed=12)
+    assert other.spec.training.seed == 12 and spec.training.seed == 11
+    other.run()
+    assert adapter_hash(other.state()) != adapter_hash(trainer.state())
+
+
 def test_causal_lm_on_text_reports_perplexity(tmp_path):
     from transformers import AutoTokenizer, GPT2Config, GPT2Model
 
