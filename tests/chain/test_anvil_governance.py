@@ -6,37 +6,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from coordinator.cli import main
+from tests.cli_inprocess import bsns
+
 from node.chain.artifacts import artifacts_dir
 from node.chain.keys import dev_key
 
 pytestmark = pytest.mark.anvil
 SPEC = Path(__file__).parent / "fixtures" / "job.toml"
-
-
-def bsns(*args: str) -> tuple[int, str]:
-    """Run the `bsns` console entry point in-process; returns (exit code, stdout + stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["bsns", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    return code, out.getvalue() + err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -5,37 +5,18 @@ the retentions in the events are the devices' choices. Refusals come before any 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli_inprocess import bsns
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 SPEC = Path(__file__).resolve().parents[1] / "chain" / "fixtures" / "job.toml"  # MiniLM, 2 rounds
 TINY = ["--devices", "2", "--rounds", "2", "--local-steps", "1", "--options", "0.25,0.5", "--strategy", "list",
         "--device-retentions", "0.25,0.5", "--train-limit", "64", "--eval-size", "16", "--max-length", "32"]
-
-
-def bsns(*args: str) -> tuple[int, str]:
-    """Run the `bsns` console entry point in-process; returns (exit code, stdout + stderr)."""
-    from coordinator.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["bsns", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    return code, out.getvalue() + err.getvalue()
 
 
 @pytest.fixture(scope="module")
