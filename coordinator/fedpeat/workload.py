@@ -9,10 +9,15 @@ layer index, so one adapter state fits the full shard and every emulator.
 Peak device memory is measured, not estimated: model weights and buffers + gradients and the two AdamW
 moments of the trainable parameters + the bytes autograd saves for backward during one real training step
 (``torch.autograd.graph.saved_tensors_hooks``, counted once per storage, parameters excluded).
+
+Every step that draws random numbers (adapter initialisation, distillation and training dropout, the memory
+probe's forward pass) runs under its own seed in a forked torch RNG (``seeded``), so a run's numbers do not
+depend on what ran before it in the process, and nothing it does shifts the random stream of what runs after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +29,17 @@ LORA_TARGETS = ("query", "key", "value", "dense")
 
 class FedPEATError(BsnsError):
     """A FedPEAT run or experiment cannot go ahead with the given options."""
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block on torch's RNG seeded with ``seed`` (CPU and CUDA), restoring the outer stream afterwards."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed) % 2**63)
+        yield
 
 
 @dataclass
@@ -108,7 +124,9 @@ class Workload:
             emu = build_emulator(self.base, retention=retention, k=self.cfg.k, rule=self.cfg.rule, calibration=calib,
                                  base_model=self.cfg.model or "minilm")
             if self.cfg.distill_steps:
-                distill_emulator(emu, self.base, self._unlabelled_batches(), steps=self.cfg.distill_steps, lr=self.cfg.distill_lr)
+                with seeded(self.cfg.seed * 7919 + 17):  # distillation's dropout
+                    distill_emulator(emu, self.base, self._unlabelled_batches(), steps=self.cfg.distill_steps,
+                                     lr=self.cfg.distill_lr)
             self.emulators[key] = emu
         return self.emulators[key]
 
@@ -126,7 +144,9 @@ class Workload:
         """The workload's PEFT method (``node.tuners``) on ``layers`` (global indices); head trainable, rest frozen."""
         from node.emulator import inject_adapters
 
-        return inject_adapters(model, layers, self.cfg.method, self.method_params)
+        # the initial adapter is drawn from the seed alone, whatever ran before (and whichever model gets it)
+        with seeded(self.cfg.seed):
+            return inject_adapters(model, layers, self.cfg.method, self.method_params)
 
     @staticmethod
     def adapter_state(model) -> dict:
@@ -166,12 +186,13 @@ class Workload:
         opt = torch.optim.AdamW(params, lr=lr if lr is not None else self.cfg.lr, weight_decay=0.0)
         model.train()
         losses = []
-        for pos in batch_indices(len(indices), self.cfg.batch_size, seed, steps):
-            loss, _ = self.loss_and_logits(model, self._batch(self.train_set, [indices[i] for i in pos]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+        with seeded(seed):  # dropout: the same seed gives the same steps in any process, in any order
+            for pos in batch_indices(len(indices), self.cfg.batch_size, seed, steps):
+                loss, _ = self.loss_and_logits(model, self._batch(self.train_set, [indices[i] for i in pos]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
         model.eval()
         return losses
 
@@ -213,9 +234,9 @@ class Workload:
 
         batch = self._batch(self.train_set, list(range(self.cfg.batch_size)))
         model.train()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with seeded(0), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss, _ = self.loss_and_logits(model, batch)
-        loss.backward()
+            loss.backward()
         model.zero_grad(set_to_none=True)
         model.eval()
         total = weights + 3 * trainable + sum(seen.values())
