@@ -133,6 +133,32 @@ class TrainingSection(_Section):
         return self
 
 
+class FedPeatSpec(_Section):
+    """``[fedpeat]``: the job is tuned on emulators (docs/fedpeat.md); each replica of the one shard is a device."""
+
+    case: Literal[1, 2, 3] = Field(default=1, description="1: an emulator per device and round; 2: one shared "
+                                                           "emulator; 3: no emulator (federated PEFT on the full model)")
+    options: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0], min_length=1, max_length=16,
+                                 description="retentions the controller chooses from")
+    k: int = Field(default=1, ge=1, description="adapter-bearing layers kept at each end")
+    rule: Literal["uniform", "importance"] = "uniform"
+    distill_steps: int = Field(default=0, ge=0, le=1_000_000)
+    shared_retention: float = Field(default=1.0, ge=0.0, le=1.0, description="case 2's one emulator")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= r <= 1.0 for r in v):
+            raise ValueError("retentions must be numbers in [0, 1]")
+        return sorted(set(float(r) for r in v))
+
+    @model_validator(mode="after")
+    def _shared_in_options(self) -> "FedPeatSpec":
+        if self.shared_retention not in self.options:
+            raise ValueError(f"shared_retention {self.shared_retention} must be one of the options {self.options}")
+        return self
+
+
 class JobSpec(_Section):
     """A validated fine-tuning job; build it with ``from_toml``/``from_text`` or from keyword sections."""
 
@@ -143,8 +169,30 @@ class JobSpec(_Section):
     method: MethodSection
     shards: ShardsSection
     training: TrainingSection
+    fedpeat: FedPeatSpec | None = None
 
     _text: str | None = PrivateAttr(default=None)
+
+    @field_validator("fedpeat")
+    @classmethod
+    def _fedpeat_fits(cls, fp: "FedPeatSpec | None", info) -> "FedPeatSpec | None":
+        # a field validator (not a model one) so the message is located at "fedpeat"; shards and method
+        # are declared earlier and so already validated (absent from info.data when they failed)
+        if fp is None:
+            return fp
+        from node.emulator.adapters import LAYER_METHODS
+
+        shards, method = info.data.get("shards"), info.data.get("method")
+        if shards is not None:
+            if len(shards.layers) != 1:
+                raise ValueError(f"a [fedpeat] job has exactly one shard (the whole model) in shards.layers, "
+                                 f"not {len(shards.layers)}; each replica is a device")
+            if 2 * fp.k >= shards.layers[0][1]:
+                raise ValueError(f"k={fp.k} adapter layers at each end leave no middle in {shards.layers[0][1]} layers")
+        if method is not None and method.name not in LAYER_METHODS:
+            raise ValueError(f"method.name {method.name!r} cannot be trained on an emulator "
+                             f"(a [fedpeat] job needs one of {', '.join(LAYER_METHODS)})")
+        return fp
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod

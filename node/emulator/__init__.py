@@ -4,7 +4,8 @@
 optionally trains the kept middle toward the full model; ``inject_adapters`` puts a ``node.tuners`` method on
 the adapter-bearing layers only; ``emulator_to_full`` / ``full_to_emulator`` rename
 adapter weights so adapters trained on an emulator plug into the full model; ``save_emulator`` /
-``load_emulator`` store them by content hash.
+``load_emulator`` store them by content hash; ``emulator_for_spec`` / ``emulator_blob`` / ``emulator_from_blob``
+give a FedPEAT job spec's emulators and their wire form.
 """
 
 from node.emulator.build import (Emulator, EmulatorError, EmulatorManifest, adapter_layer_indices, block_influence,
@@ -13,9 +14,10 @@ from node.emulator.adapters import LAYER_METHODS, inject_adapters
 from node.emulator.distill import distill_emulator
 from node.emulator.plug import emulator_adapter_layers, emulator_to_full, full_to_emulator
 from node.emulator.store import load_emulator, save_emulator
+from node.emulator.spec import adapt, emulator_blob, emulator_for_spec, emulator_from_blob, load_full_model
 
 __all__ = [
-    "LAYER_METHODS", "Emulator", "EmulatorError", "EmulatorManifest", "adapter_layer_indices", "block_influence", "build_emulator",
+    "LAYER_METHODS", "Emulator", "adapt", "emulator_blob", "emulator_for_spec", "emulator_from_blob", "load_full_model", "EmulatorError", "EmulatorManifest", "adapter_layer_indices", "block_influence", "build_emulator",
     "canonical_weight_bytes", "distill_emulator", "emulator_adapter_layers", "emulator_hash", "emulator_to_full",
     "find_layers", "full_to_emulator", "inject_adapters", "load_emulator", "save_emulator",
 ]
