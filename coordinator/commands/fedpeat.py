@@ -1,4 +1,5 @@
-"""`bsns fedpeat ...`: build emulators, run FedPEAT rounds (cases 1-3, Fed-FT), fit and train the controller."""
+"""`bsns fedpeat ...`: build emulators, run FedPEAT rounds (cases 1-3, Fed-FT), fit and train the controller, and
+control a FedPEAT session that the daemons run (`control`)."""
 
 from __future__ import annotations
 
@@ -175,6 +176,51 @@ def verify_plans_cmd(
     if problems:
         raise BsnsError(f"{len(problems)} of {len(records)} round plans differ from session {session}: {problems[0]}")
     typer.echo(f"{len(records)} round plans match session {session} on chain")
+
+
+@fedpeat_app.command("control")
+def control_cmd(
+    session: int = typer.Option(..., help="the FedPEAT session to control (its spec has a fedpeat table)"),
+    strategy: str = typer.Option("fixed", help="fixed | list | random | ppo (case 1; cases 2 and 3 are fixed by the spec)"),
+    retention: Optional[float] = typer.Option(None, help="the fixed strategy's retention [default: the largest option]"),
+    device_retentions: Optional[str] = typer.Option(None, help="strategy list: one retention per device, comma-separated"),
+    controller: Optional[Path] = typer.Option(None, help="trained controller directory (strategy ppo)"),
+    device_classes: Optional[str] = typer.Option(None, help="override each device's registered memory with a memory "
+                                                            "class: its largest retention that fits, comma-separated"),
+    random_p: float = typer.Option(0.5, help="strategy random: probability that a device takes part"),
+    record: Optional[Path] = typer.Option(None, help="write each round's plan record (JSON lines; bsns fedpeat verify-plans)"),
+    out: Optional[Path] = typer.Option(None, help="write the run's summary as JSON"),
+    eval_size: Optional[int] = typer.Option(None, help="score on the first N validation sentences [default: all]"),
+    round_timeout: float = typer.Option(900.0, help="seconds to wait for the session to start or a round to be final"),
+    poll: float = typer.Option(1.0, help="seconds between chain polls"),
+    seed: int = typer.Option(0, help="seed of the channel samples and the random strategy"),
+    threads: int = typer.Option(1),
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    deployment: DeploymentOpt = None,
+) -> None:
+    """Control a FedPEAT session run by the daemons: attach the spec's emulators, record each round's plan."""
+    from coordinator.commands._chainopts import chain_ctx
+    from coordinator.fedpeat.control import Controller, RealSpecModels
+    from coordinator.fedpeat.experiments import save_json
+
+    ctl = Controller(chain_ctx(rpc, deployment, keystore, dev_account).clients(), session, strategy_name=strategy,
+                     retention=retention, device_retentions=_floats(device_retentions, "device retentions"),
+                     controller_dir=controller, device_classes=_floats(device_classes, "device classes"),
+                     random_p=random_p, seed=seed, record_path=record, log=typer.echo, poll=poll,
+                     round_timeout=round_timeout,
+                     models_factory=lambda spec: RealSpecModels.build(spec, eval_size=eval_size))
+    ctl.check()  # every refusal before the model is loaded
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(threads)
+    res = ctl.run()
+    typer.echo(f"session {session}: {len(res['records'])} round plan(s) recorded; final accuracy "
+               f"{res['final']['accuracy']:.4f} (loss {res['final']['loss']:.4f}, adapter {res['final_adapter']})")
+    if out:
+        save_json(res, out)
 
 
 @fedpeat_app.command("fit")

@@ -69,6 +69,7 @@ class Workload:
     val_set: Any = None
     emulators: dict = field(default_factory=dict)
     _mem_cache: dict = field(default_factory=dict)
+    spec: Any = None                # a FedPEAT job spec: emulators and adapters are then the spec's (node.emulator.spec)
 
     @classmethod
     def load(cls, cfg: WorkloadConfig) -> "Workload":
@@ -88,6 +89,30 @@ class Workload:
         w = cls(cfg=cfg, base=base, tokenizer=tok, train_set=train, val_set=val)
         w.base.eval()
         return w
+
+    @classmethod
+    def from_spec(cls, spec, eval_size: int | None = None, train_limit: int | None = None) -> "Workload":
+        """The workload of a FedPEAT job spec: its model, data, method and seed; emulators from
+        ``emulator_for_spec`` and adapters from ``adapt``, so hashes and initial adapters are the daemons'."""
+        import transformers
+
+        from node.emulator.spec import load_full_model
+        from node.train.local import build_data
+
+        transformers.logging.set_verbosity_error()
+        fp = spec.fedpeat
+        cfg = WorkloadConfig(model=spec.model.id, max_length=spec.data.max_seq_len, batch_size=spec.training.batch_size,
+                             lr=spec.training.learning_rate, method=spec.method.name,
+                             method_params=dict(spec.method.config), k=fp.k, rule=fp.rule,
+                             distill_steps=fp.distill_steps, seed=spec.training.seed)
+        data = build_data(spec, train_limit=train_limit)
+        val = data.val
+        if eval_size is not None and eval_size < len(val):
+            val = val.subset(list(range(eval_size)))
+        cfg.eval_size, cfg.train_limit = len(val), len(data.train)
+        base = load_full_model(spec)
+        base.eval()
+        return cls(cfg=cfg, base=base, tokenizer=data.tokenizer, train_set=data.train, val_set=val, spec=spec)
 
     @property
     def method_params(self) -> dict:
@@ -116,6 +141,10 @@ class Workload:
         from node.emulator import build_emulator, distill_emulator
 
         key = round(float(retention), 6)
+        if key not in self.emulators and self.spec is not None:
+            from node.emulator.spec import emulator_for_spec
+
+            self.emulators[key] = emulator_for_spec(self.spec, float(retention), base=self.base)
         if key not in self.emulators:
             calib = None
             if self.cfg.rule == "importance":
@@ -144,6 +173,10 @@ class Workload:
         """The workload's PEFT method (``node.tuners``) on ``layers`` (global indices); head trainable, rest frozen."""
         from node.emulator import inject_adapters
 
+        if self.spec is not None:  # the spec's adapter layers and initial adapter, as every daemon draws them
+            from node.emulator.spec import adapt
+
+            return adapt(self.spec, model)
         # the initial adapter is drawn from the seed alone, whatever ran before (and whichever model gets it)
         with seeded(self.cfg.seed):
             return inject_adapters(model, layers, self.cfg.method, self.method_params)
