@@ -680,6 +680,26 @@ class EmulatorRecord:
     distill_steps: int = 0
 
 
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round's plan as recorded (``RoundPlanRecorded``): per device (replica), the retention in basis points."""
+
+    round: int
+    plan_hash: str
+    retention_bps: tuple[int, ...]
+    block_number: int
+
+
+@dataclass(frozen=True)
+class AttachedEmulator:
+    """An emulator attached to a session (``EmulatorAttached``), in the order of attachment."""
+
+    emulator_hash: str
+    retention_bps: int
+    by: str
+    block_number: int
+
+
 class FedPeatLedgerClient(ContractClient):
     NAME = "FedPeatLedger"
 
@@ -720,6 +740,38 @@ class FedPeatLedgerClient(ContractClient):
         h = _hex32(self._call("planHashOf", session_id, round))
         return None if h == ZERO32 else h
 
+    # events: the retentions of a plan and the attached emulators live only there
+    def _logs(self, event: str, from_block: int, to_block: int | str, **filters) -> list:
+        try:
+            return self.contract.events[event]().get_logs(from_block=from_block, to_block=to_block,
+                                                          argument_filters=filters)
+        except Exception as exc:
+            err = translate(exc, self.NAME, getattr(self.w3.provider, "endpoint_uri", None))
+            if err is exc:
+                raise
+            raise err from None
+
+    def round_plan(self, session_id: int, round: int, from_block: int = 0) -> RoundPlan | None:
+        """The plan recorded for a (1-based) ledger round, or None while there is none. ``from_block``: where
+        to start looking (the session's opened block keeps the log range narrow)."""
+        h = self.plan_hash_of(session_id, round)
+        if h is None:
+            return None
+        for lg in self._logs("RoundPlanRecorded", from_block, "latest", sessionId=session_id, round=round):
+            a = lg["args"]
+            if int(a["sessionId"]) == session_id and int(a["round"]) == round and _hex32(a["planHash"]) == h:
+                return RoundPlan(round, h, tuple(int(x) for x in a["retentionBps"]), int(lg["blockNumber"]))
+        raise ChainError(f"FedPeatLedger has plan {h} for session {session_id} round {round} but no "
+                         f"RoundPlanRecorded event after block {from_block}")
+
+    def attached_emulators(self, session_id: int, from_block: int = 0) -> list[AttachedEmulator]:
+        """The emulators attached to a session, in the order they were attached."""
+        logs = self._logs("EmulatorAttached", from_block, "latest", sessionId=session_id)
+        logs = sorted(logs, key=lambda lg: (lg["blockNumber"], lg["logIndex"]))
+        return [AttachedEmulator(_hex32(lg["args"]["emulatorHash"]), int(lg["args"]["retentionBps"]),
+                                 lg["args"]["by"], int(lg["blockNumber"]))
+                for lg in logs if int(lg["args"]["sessionId"]) == session_id]
+
     def sessions(self) -> str:
         return self._call("sessions")
 
@@ -755,4 +807,5 @@ class Clients:
 
     def watched(self) -> dict[str, tuple[str, list[dict]]]:
         """``EventWatcher``'s ``contracts`` argument for this deployment."""
-        return {c.NAME: (c.address, c.abi) for c in (self.registry, self.sessions, self.governance, self.adapters)}
+        clients = (self.registry, self.sessions, self.governance, self.adapters, self.fedpeat)
+        return {c.NAME: (c.address, c.abi) for c in clients if c is not None}

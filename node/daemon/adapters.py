@@ -29,10 +29,12 @@ def _hex(h) -> str | None:
 
 
 class ChainAdapter:
-    """``ChainPort`` over ``SessionsClient`` + ``NodeRegistryClient`` for this node's account."""
+    """``ChainPort`` over ``SessionsClient`` + ``NodeRegistryClient`` (+ ``FedPeatLedgerClient`` for FedPEAT
+    sessions; None for a deployment without the ledger) for this node's account."""
 
-    def __init__(self, sessions, registry, address: str) -> None:
+    def __init__(self, sessions, registry, address: str, fedpeat=None) -> None:
         self.sessions, self.registry, self.address = sessions, registry, address
+        self.fedpeat = fedpeat
         self._members: dict[int, list[Member]] = {}
         self._lock = threading.Lock()
         self.tx_count = 0
@@ -112,6 +114,24 @@ class ChainAdapter:
                 log.info("finalizeAfterTimeout refused: %s", exc)
                 self._last_finalize_error[(session, rnd, shard)] = exc.name
             return False
+
+    def _ledger(self):
+        if self.fedpeat is None:
+            raise BsnsError("this deployment has no FedPeatLedger: FedPEAT sessions cannot be run on it")
+        return self.fedpeat
+
+    def _opened_block(self, session) -> int:
+        return self.sessions.get_session(session).opened_block
+
+    def round_plan(self, session, ledger_round):
+        plan = self._ledger().round_plan(session, ledger_round, from_block=self._opened_block(session))
+        return None if plan is None else list(plan.retention_bps)
+
+    def attached_emulators(self, session):
+        out: dict[int, str] = {}
+        for e in self._ledger().attached_emulators(session, from_block=self._opened_block(session)):
+            out.setdefault(e.retention_bps, e.emulator_hash)  # the first attached for a retention wins
+        return out
 
     def members(self, session):
         with self._lock:

@@ -31,6 +31,9 @@ Example::
 
     [register]                        # optional: register on start if not registered yet
     stake_eth = 1.0
+
+    [fedpeat]
+    fetch_emulators = false           # true: never build emulators from local weights, fetch them by hash
 """
 
 from __future__ import annotations
@@ -106,6 +109,11 @@ class TimingCfg(_S):
     final_timeout_s: float = Field(default=300.0, gt=0)
 
 
+class FedPeatCfg(_S):
+    fetch_emulators: bool = Field(default=False, description="FedPEAT sessions: fetch each emulator by its on-chain "
+                                                             "hash from session peers instead of building it")
+
+
 class NodeConfig(_S):
     name: str = "node"
     chain: ChainCfg
@@ -116,6 +124,7 @@ class NodeConfig(_S):
     policy: PolicyCfg = Field(default_factory=PolicyCfg)
     register_: RegisterCfg | None = Field(default=None, alias="register")
     timing: TimingCfg = Field(default_factory=TimingCfg)
+    fedpeat: FedPeatCfg = Field(default_factory=FedPeatCfg)
 
     _base: Path = Path(".")
 

@@ -10,7 +10,8 @@ restart), and then react to the chain:
 - ``SessionOpened`` → read the spec from the chain (``ProposalSpec`` event, checked against the agreed
   params), join in the join window if a shard fits, call ``start`` once the window closed;
 - a started session with this node assigned → ``SessionRunner`` trains, syncs and commits round after
-  round (node.daemon.session); after the last round every node serves the manifest (rebuilt from the
+  round (node.daemon.session), or ``FedPeatRunner`` for a spec with ``[fedpeat]`` (node.daemon.fedpeat:
+  each replica a device obeying the controller's round plans in FedPeatLedger); after the last round every node serves the manifest (rebuilt from the
   chain's final hashes) and the node at (shard 0, replica 0) publishes it to the AdapterRegistry (other
   shard-0 replicas after a grace period each, if it is down). The daemon keeps serving its blobs.
 
@@ -102,8 +103,8 @@ class Daemon:
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
         from node.chain import rpc
-        from node.chain.clients import (AdapterRegistryClient, GovernanceClient, NodeRegistryClient,
-                                        SessionsClient)
+        from node.chain.clients import (AdapterRegistryClient, FedPeatLedgerClient, GovernanceClient,
+                                        NodeRegistryClient, SessionsClient)
         from node.chain.deployment import Deployment
         from node.chain.keys import dev_key, load_keystore
         from node.chain.sender import TxSender
@@ -128,6 +129,9 @@ class Daemon:
         self.gov = GovernanceClient(self.w3, d.address("FineTuneGovernance"), self.sender)
         self.sessions = SessionsClient(self.w3, d.address("TrainingSessions"), self.sender)
         self.adapters = AdapterRegistryClient(self.w3, d.address("AdapterRegistry"), self.sender)
+        # FedPEAT sessions read their round plans and emulators from FedPeatLedger (absent in older deployments)
+        self.fedpeat = (FedPeatLedgerClient(self.w3, d.addresses["FedPeatLedger"], self.sender)
+                        if "FedPeatLedger" in d.addresses else None)
         self._start_p2p()
         self._ensure_registered()
         self._start_watcher()
@@ -159,7 +163,7 @@ class Daemon:
                            bootstrap=self.cfg.p2p.bootstrap).start()
         from node.daemon.adapters import ChainAdapter, NetAdapter
 
-        self.chain_port = ChainAdapter(self.sessions, self.registry, self.address)
+        self.chain_port = ChainAdapter(self.sessions, self.registry, self.address, self.fedpeat)
         self.net = NetAdapter(self.p2p, self.chain_port.members)
 
     def _announce_addr(self) -> str:
@@ -263,18 +267,30 @@ class Daemon:
             return False, f"{p.rounds} rounds exceed max_rounds {pol.max_rounds}"
         if not any(m <= mem for m in p.shard_memory_mb):
             return False, f"no shard fits {mem} MB (needs {min(p.shard_memory_mb)} MB)"
-        try:
-            local = _local_weights_hash(p.base_model)
-        except BsnsError as exc:
-            return False, f"model {p.base_model} not available here: {exc}"
-        if local != p.base_model_hash:
-            return False, f"my weights of {p.base_model} hash to {local[:10]}…, not the proposal's {p.base_model_hash[:10]}…"
+        if not self._fetches_emulators_for(pid):
+            try:
+                local = _local_weights_hash(p.base_model)
+            except BsnsError as exc:
+                return False, f"model {p.base_model} not available here: {exc}"
+            if local != p.base_model_hash:
+                return False, f"my weights of {p.base_model} hash to {local[:10]}…, not the proposal's {p.base_model_hash[:10]}…"
         try:
             if self._spec_for(pid) is None:
                 return False, "spec text not on chain"
         except BsnsError as exc:
             return False, str(exc)
         return True, "a shard fits; method, task and model supported"
+
+    def _fetches_emulators_for(self, pid: int) -> bool:
+        """A FedPEAT job on a node that fetches its emulators by on-chain hash: it never reads local weights,
+        so their hash is no reason to vote against."""
+        if not self.cfg.fedpeat.fetch_emulators:
+            return False
+        try:
+            spec = self._spec_for(pid)
+        except BsnsError:
+            return False
+        return spec is not None and spec.fedpeat is not None
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -406,9 +422,16 @@ class Daemon:
         t = self.cfg.timing
         runner = self._runners.get(sid)
         if runner is None:  # kept across ticks: an error in one round does not reload the model
-            runner = SessionRunner(sid, spec, me, replicas, self.chain_port, self.net, self.store,
-                                   device=self.cfg.device(), pipeline_timeout=t.pipeline_timeout_s,
-                                   sync_timeout=t.sync_timeout_s, stop=self.stop, train_limit=self.train_limit)
+            kwargs = dict(device=self.cfg.device(), pipeline_timeout=t.pipeline_timeout_s,
+                          sync_timeout=t.sync_timeout_s, stop=self.stop, train_limit=self.train_limit)
+            if spec.fedpeat is not None:  # replicas are devices tuning on emulators (node.daemon.fedpeat)
+                from node.daemon.fedpeat import FedPeatRunner
+
+                runner = FedPeatRunner(sid, spec, me, replicas, self.chain_port, self.net, self.store,
+                                       fetch_emulators=self.cfg.fedpeat.fetch_emulators,
+                                       cache_dir=self.cfg.data_dir / "emulators", **kwargs)
+            else:
+                runner = SessionRunner(sid, spec, me, replicas, self.chain_port, self.net, self.store, **kwargs)
             self._runners[sid] = runner
         try:
             runner.run()

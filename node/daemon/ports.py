@@ -1,7 +1,7 @@
 """The two narrow interfaces the session runner needs from the outside world: the chain and the network.
 
 ``ChainPort`` is what a node reads and writes on chain during a session (rounds, final hashes, commits,
-the timeout finalization); ``NetPort`` is what it needs from peers (a pipeline transport to its
+the timeout finalization; for a FedPEAT session the controller's round plans and the attached emulators); ``NetPort`` is what it needs from peers (a pipeline transport to its
 replica's other stages, content-addressed blobs, small announcements to the session's topic).
 The daemon implements them over ``node.chain`` and ``node.p2p`` (``node/daemon/adapters.py``); the
 unit tests implement them in memory. Keeping them this small is what lets ``node.daemon.session`` be
@@ -62,6 +62,15 @@ class ChainPort(Protocol):
         """Finalize a round whose commit deadline has passed; False while it has not (no transaction)."""
 
     def members(self, session: int) -> list[Member]: ...
+
+    # FedPEAT sessions only (node.daemon.fedpeat); ledger rounds are 1-based: session round r obeys plan r + 1
+    def round_plan(self, session: int, ledger_round: int) -> list[int] | None:
+        """Per replica, the retention in basis points the controller planned for the round (0 = sits out);
+        None while no plan is recorded."""
+
+    def attached_emulators(self, session: int) -> dict[int, str]:
+        """Retention in basis points -> hash of the emulator attached to the session for it (the first one
+        attached with that retention)."""
 
 
 class NetPort(Protocol):
