@@ -5,7 +5,8 @@ while the session's daemons train (docs/fedpeat.md, "Run by the daemons"). It ow
 
 1. **check** (before any model is loaded, nothing sent): the deployment has a FedPeatLedger, the session
    exists and is open, its spec (read from the chain, checked against the proposal's spec hash) has a
-   ``[fedpeat]`` table, this account is the session's controller, and no round has a plan yet;
+   ``[fedpeat]`` table, this account is the session's controller, no round has a plan yet, and the local
+   model's weights hash is the proposal's base model hash;
 2. **prepare**: build the spec's emulators with ``node.emulator.spec.emulator_for_spec`` (the hashes the
    daemons compute), register and attach them (``ChainRecorder``), measure each retention's training memory
    (``Workload.training_memory``), wait for the join window to close, and read the devices: device i is
@@ -176,6 +177,13 @@ class Controller:
                                f"session {self.session_id} is a {spec.task.kind} job")
         if self.device_classes and any(float(r) not in fp.options for r in self.device_classes):
             raise ControlError(f"device classes must be among the spec's options {fp.options}")
+        from node.model import weights_hash
+
+        # the emulators this machine builds and attaches must be of the session's model, byte for byte
+        local = weights_hash(spec.model.id)
+        if local != params.base_model_hash:
+            raise ControlError(f"the local model {spec.model.id!r} (weights {local}) is not session {self.session_id}'s "
+                               f"base model ({params.base_model_hash})")
         self.recorder.base_model_hash = params.base_model_hash
         self.spec = spec
         return spec

@@ -9,6 +9,7 @@ anvil are in tests/e2e/test_fedpeat_control.py.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,20 @@ ME, OTHER = "0x" + "aa" * 20, "0x" + "bb" * 20
 NEED = {0.25: 100 * MB, 0.5: 120 * MB, 0.75: 140 * MB, 1.0: 160 * MB}
 
 
-def spec_text(fedpeat: bool = True, rounds: int = 3, case: int = 1) -> str:
+@functools.lru_cache(maxsize=1)
+def local_weights() -> str:
+    """The local MiniLM's weights hash, as a proposal of it carries (the controller checks it)."""
+    from node.model import weights_hash
+
+    return weights_hash("minilm")
+
+
+def spec_text(fedpeat: bool = True, rounds: int = 3, case: int = 1, weights: str | None = None) -> str:
     text = (ROOT / "specs" / "minilm-sst2-fedpeat.toml").read_text()
     text = text.replace("rounds = 10", f"rounds = {rounds}").replace("case = 1", f"case = {case}")
     if not fedpeat:
         text = text[:text.index("[fedpeat]")]
-    spec = JobSpec.from_text(text).with_hashes(weights_hash="0x" + "11" * 32, data_hash="0x" + "22" * 32)
+    spec = JobSpec.from_text(text).with_hashes(weights_hash=weights or local_weights(), data_hash="0x" + "22" * 32)
     return spec.toml_text
 
 
@@ -238,6 +247,8 @@ def test_case_2_shares_one_emulator_and_a_device_it_does_not_fit_sits_out():
     (lambda: FakeChain(spec_text(), [200], state=SessionState.COMPLETED),
      "session 1 is completed: it can no longer be controlled"),
     (lambda: FakeChain(spec_text(), [200], plans={2: ("0x" + "cd" * 32, [5000])}), "session 1 already has plans for rounds [2]"),
+    (lambda: FakeChain(spec_text(weights="0x" + "11" * 32), [200]),
+     f"the local model 'minilm' (weights {local_weights()}) is not session 1's base model (0x{'11' * 32})"),
 ])
 def test_refusals_come_before_any_model_is_built_and_send_nothing(make, message):
     chain = make()
