@@ -98,7 +98,13 @@ def controlled(tmp_path_factory):
         verify = subprocess.run([sys.executable, "-m", "coordinator.cli", "fedpeat", "verify-plans", "--record",
                                  str(record), "--session", str(sid)], cwd=str(ROOT), env=env, capture_output=True,
                                 text=True, timeout=120)
-        yield {"cl": cl, "sid": sid, "spec": spec, "ledger": ledger, "controller": controller, "wrong": wrong,
+        events = {}
+        for p in cl.procs:  # each daemon's own record of what it did (daemon.jsonl), by replica
+            addr = dev_key(p.dev_account, cl.w3.eth.chain_id).address
+            rep = cl.sessions.assignment_of(sid, addr).replica
+            lines = (p.data_dir / "daemon.jsonl").read_text().splitlines()
+            events[rep] = [e for e in map(json.loads, lines) if e.get("session") == sid]
+        yield {"cl": cl, "sid": sid, "events": events, "spec": spec, "ledger": ledger, "controller": controller, "wrong": wrong,
                "out": out, "record": record, "summary": json.loads(summary.read_text()), "finals": finals,
                "verify": verify, "seconds": time.monotonic() - t0}
 
@@ -139,6 +145,26 @@ def test_one_plan_per_round_within_each_devices_memory_and_verified(controlled):
     assert by_round == {rec["round"]: [round(c["retention"] * 10_000) for c in rec["choices"]] for rec in recs}
     assert s["verify"].returncode == 0, s["verify"].stderr
     assert s["verify"].stdout.strip() == f"{ROUNDS} round plans match session {sid} on chain"
+
+
+def test_the_daemons_obeyed_the_plans(controlled):
+    s = controlled
+    recs = [json.loads(line) for line in s["record"].read_text().splitlines()]
+    for rec in recs:
+        rnd = rec["round"] - 1  # session round r obeys ledger plan r + 1
+        for c in rec["choices"]:
+            trained = [e for e in s["events"][c["device"]] if e["event"] == "round_trained" and e["round"] == rnd]
+            assert len(trained) == 1, s["events"][c["device"]][-20:]
+            assert (trained[0]["retention"], trained[0]["emulator"]) == (c["retention"], c["emulator"])
+    # node 0 (replica of the small node) never built an emulator from local weights: it fetched each by hash
+    small = [p for p in s["cl"].procs if p.index == 0][0]
+    from node.chain.keys import dev_key
+
+    rep = s["cl"].sessions.assignment_of(s["sid"], dev_key(small.dev_account, s["cl"].w3.eth.chain_id).address).replica
+    kinds = {e["event"] for e in s["events"][rep]}
+    assert "emulator_built" not in kinds
+    used = {c["emulator"] for rec in recs for c in rec["choices"] if c["device"] == rep}
+    assert used and used <= {e["hash"] for e in s["events"][rep] if e["event"] == "emulator_fetched"}
 
 
 def test_the_controller_observed_the_chains_final_adapters_and_scored_the_last(controlled):
