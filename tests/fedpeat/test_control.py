@@ -308,3 +308,18 @@ def test_a_round_that_never_goes_final_times_out_with_one_line():
     ctl.round_timeout = 0.05
     with pytest.raises(ControlError, match=r"^timed out after 0s waiting for session round 0 to be final \(session 1\)$"):
         ctl.run()
+
+
+def test_the_trained_ppo_controller_drives_the_loop_within_the_guard():
+    """The committed PPO controller (docs/fedpeat/controller, 4 devices) acting on the live observations."""
+    chain = FakeChain(spec_text(rounds=3), memory_mb=[105, 125, 145, 400])
+    res = controller(chain, strategy_name="ppo", controller_dir=ROOT / "docs" / "fedpeat" / "controller").run()
+    assert chain.plan_order == [1, 2, 3]
+    for rec in res["records"]:
+        assert rec["strategy"] == "ppo"
+        for c, mem in zip(rec["choices"], [105, 125, 145, 400]):
+            assert c["retention"] is None or NEED[c["retention"]] <= mem * MB
+    # a controller trained for another number of devices is refused with one line
+    with pytest.raises(ControlError, match=r"^controller was trained for 4 devices and options .* not 2 and"):
+        controller(FakeChain(spec_text(rounds=1), memory_mb=[200, 200]), strategy_name="ppo",
+                   controller_dir=ROOT / "docs" / "fedpeat" / "controller").run()
