@@ -1,0 +1,220 @@
+"""FedPEAT run by the node daemons, end to end through the real parts: anvil, the contracts, three daemons as
+separate processes, libp2p, MiniLM on SST-2.
+
+Node 0 builds its emulators from its local weights and serves them; nodes 1 and 2 have
+``[fedpeat] fetch_emulators = true``: they fetch every emulator by its on-chain hash from session peers over
+libp2p and rebuild it from the blob alone. The test is the controller (the proposer, anvil's dev account 0):
+it builds the spec's emulators, registers and attaches them in FedPeatLedger and records one plan per ledger
+round, with different retentions per device, a sit-out (0) and the whole model (1.0) in each round.
+"""
+
+import json
+import shutil
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.anvil]
+
+TRAIN_LIMIT = 200
+FETCHERS = (1, 2)                                  # node indices with fetch_emulators = true
+PLANS = {1: [5000, 0, 10000], 2: [10000, 5000, 0]}  # ledger round -> retention (bps) per replica
+
+SPEC = """\
+name = "e2e-fedpeat"
+[model]
+id = "minilm"
+[data]
+dataset = "sst2"
+path = "data/sst2/train.tsv"
+max_seq_len = 16
+validation_size = 32
+[task]
+kind = "sequence-classification"
+num_labels = 2
+[method]
+name = "lora"
+config = { r = 4, alpha = 8.0, target_modules = ["query", "value"] }
+[shards]
+layers = [[0, 6]]
+memory_mb = [1024]
+min_replicas = 3
+[training]
+rounds = 2
+sync_interval = 3
+batch_size = 8
+learning_rate = 0.001
+seed = 1
+[fedpeat]
+options = [0.5, 1.0]
+"""
+
+
+def _events(p, kind):
+    path = p.data_dir / "daemon.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == kind:
+            out.append(ev)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fedpeat_session(tmp_path_factory):
+    import torch
+
+    from coordinator.demo import Cluster, _addr
+    from node.chain.clients import FedPeatLedgerClient
+    from node.emulator import emulator_for_spec, load_full_model
+
+    torch.set_num_threads(1)
+    if shutil.which("node") is None:
+        pytest.skip("node.js is not installed")
+
+    class FedPeatCluster(Cluster):
+        def _write_config(self, i):
+            p = super()._write_config(i)
+            if i in FETCHERS:
+                with open(p.config, "a") as fh:
+                    fh.write("[fedpeat]\nfetch_emulators = true\n")
+            return p
+
+    wd = tmp_path_factory.mktemp("fedpeat-e2e")
+    with FedPeatCluster(wd, nodes=3, train_limit=TRAIN_LIMIT, sync_timeout_s=20, commit_timeout_blocks=10) as cl:
+        ledger = FedPeatLedgerClient(cl.w3, cl.deployment.address("FedPeatLedger"), cl.sender)
+        cl.wait_registered(240)
+        spec, pid = cl.propose(SPEC)
+        sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
+        # the controller's side (what `bsns fedpeat control` does, with fixed plans): emulators, then plans
+        base = load_full_model(spec)
+        emus = {bps: emulator_for_spec(spec, bps / 10_000, base=base) for bps in (5000, 10000)}
+        for bps, emu in emus.items():
+            m = emu.manifest
+            ledger.register_emulator(emu.hash(), spec.model.weights_hash, bps, spec.fedpeat.k, m.rule, m.distill_steps)
+            ledger.attach_emulator(sid, emu.hash())
+        for t, plan in PLANS.items():
+            ledger.record_round_plan(sid, t, "0x" + f"{t:064x}", plan)
+        cl.wait_for("the session to complete", lambda: int(cl.sessions.get_session(sid).state) == 3, 300, poll=1)
+        aid = cl.wait_for("the adapter to be published", lambda: cl.adapters.adapter_of_session(sid), 120)
+        replica_of = {p.index: cl.sessions.assignment_of(sid, _addr(p)).replica for p in cl.procs}
+        finals = [cl.sessions.final_hash(sid, r, 0) for r in range(spec.training.rounds)]
+        opened = cl.sessions.get_session(sid).opened_block
+        commits = [dict(lg["args"]) for lg in
+                   cl.sessions.contract.events.Committed().get_logs(from_block=opened, to_block="latest")
+                   if lg["args"]["sessionId"] == sid]
+        def all_checkpointed():
+            return all(len(cl.node_rows(p, "SELECT round FROM checkpoints WHERE session_id=?", (sid,)))
+                       == spec.training.rounds for p in cl.procs)
+        cl.wait_for("every daemon to checkpoint the last round", all_checkpointed, 60)
+        checkpoints = {p.index: {r["round"]: r["adapter_hash"] for r in
+                                 cl.node_rows(p, "SELECT round, adapter_hash FROM checkpoints WHERE session_id=?", (sid,))}
+                       for p in cl.procs}
+        losses = {p.index: cl.node_rows(p, "SELECT round, step FROM losses WHERE session_id=?", (sid,)) for p in cl.procs}
+        blob = (cl.procs[0].data_dir / "blobs" / f"{finals[-1][2:]}.bin").read_bytes()
+        yield {"cl": cl, "spec": spec, "sid": sid, "aid": aid, "ledger": ledger, "emus": emus, "base": base,
+               "replica_of": replica_of, "finals": finals, "commits": commits, "checkpoints": checkpoints,
+               "losses": losses, "final_blob": blob, "opened": opened}
+
+
+def test_every_round_final_and_checkpointed_by_every_daemon(fedpeat_session):
+    s = fedpeat_session
+    assert all(h is not None for h in s["finals"])
+    for idx, ck in s["checkpoints"].items():
+        assert [ck.get(r) for r in range(len(s["finals"]))] == s["finals"], idx
+    rec = s["cl"].adapters.get_adapter(s["aid"])
+    assert list(rec.record.shard_hashes) == [s["finals"][-1]]
+
+
+def test_plans_and_emulators_read_back_from_the_ledger(fedpeat_session):
+    s = fedpeat_session
+    for t, plan in PLANS.items():
+        got = s["ledger"].round_plan(s["sid"], t, from_block=s["opened"])
+        assert list(got.retention_bps) == plan and got.plan_hash == "0x" + f"{t:064x}"
+    att = s["ledger"].attached_emulators(s["sid"], from_block=s["opened"])
+    assert [(a.emulator_hash, a.retention_bps) for a in att] == [(e.hash(), b) for b, e in s["emus"].items()]
+
+
+def test_plan_obeyed_sit_outs_train_nothing_and_commit_the_aggregate(fedpeat_session):
+    from node.daemon.ports import ZERO_HASH
+
+    s = fedpeat_session
+    cl = s["cl"]
+    node_of = {rep: idx for idx, rep in s["replica_of"].items()}
+    replica_of_addr = {_address(p).lower(): s["replica_of"][p.index] for p in cl.procs}
+    sat_out_commits = 0
+    for t, plan in PLANS.items():
+        rnd = t - 1
+        for rep, bps in enumerate(plan):
+            p = cl.procs[node_of[rep]]
+            steps = [x for x in s["losses"][p.index] if x["round"] == rnd]
+            starts = [e for e in _events(p, "round_start") if e["round"] == rnd]
+            if bps == 0:
+                assert steps == [] and starts == [], (rnd, rep)
+                assert [e for e in _events(p, "sat_out") if e["round"] == rnd]
+            else:
+                assert len(steps) == s["spec"].training.sync_interval, (rnd, rep)
+                assert starts[-1]["retention"] == bps / 10_000
+                assert starts[-1]["emulator"] == s["emus"][bps].hash()
+        for c in (c for c in s["commits"] if c["round"] == rnd):
+            rep = replica_of_addr[c["node"].lower()]
+            local = "0x" + bytes(c["localUpdateHash"]).hex()
+            assert "0x" + bytes(c["aggregateHash"]).hex() == s["finals"][rnd]   # every commit is the final
+            assert (local == ZERO_HASH) == (plan[rep] == 0), (rnd, rep)       # zero local update: sat out
+            sat_out_commits += local == ZERO_HASH
+    assert sat_out_commits >= 1                   # a sit-out's agreement is on chain, not only the trainers'
+
+
+def _address(p):
+    from coordinator.demo import _addr
+
+    return _addr(p)
+
+
+def test_fetching_daemons_receive_and_verify_emulators_over_libp2p(fedpeat_session):
+    s = fedpeat_session
+    cl = s["cl"]
+    hashes = {e.hash(): len(e.manifest.to_json()) for e in s["emus"].values()}
+    built = {e["hash"] for e in _events(cl.procs[0], "emulator_built")}
+    assert built == set(hashes)                                   # the building node serves every emulator
+    for idx in FETCHERS:
+        p = cl.procs[idx]
+        assert not _events(p, "emulator_built")
+        got = _events(p, "emulator_fetched")
+        assert got, f"node{idx} fetched no emulator"
+        for e in got:
+            assert e["verified"] is True and e["hash"] in hashes
+            assert e["bytes"] > 50_000_000                        # the weights travelled, not a reference
+        assert not _events(p, "emulator_refused")
+        cached = {"0x" + f.stem for f in (p.data_dir / "emulators").glob("*.bin")}
+        assert cached == {e["hash"] for e in got}
+
+
+def test_final_adapter_plugs_into_the_full_model(fedpeat_session):
+    import copy
+
+    import torch
+
+    from node.emulator import adapt
+    from node.job import keccak_hex
+    from node.train import local as L
+    from node.train.adapter_state import state_from_bytes
+    from node.tuners import load_adapter_state_dict
+
+    s = fedpeat_session
+    spec = s["spec"]
+    assert keccak_hex(s["final_blob"]) == s["finals"][-1]
+    fresh = adapt(spec, copy.deepcopy(s["base"]))
+    full = adapt(spec, copy.deepcopy(s["base"]))
+    load_adapter_state_dict(full, state_from_bytes(s["final_blob"]))  # strict: every key and shape of the full model
+    data = L.build_data(spec, train_limit=TRAIN_LIMIT)
+    batch = data.val.collate(list(range(8)))
+    with torch.no_grad():
+        before, after = L.forward(fresh, batch, "cpu"), L.forward(full, batch, "cpu")
+        metrics = L.evaluate(full, data.val, spec.task.kind, "cpu")
+    assert not torch.allclose(before, after)                      # the trained adapters act in the full model
+    assert metrics["loss"] > 0 and len(data.val) == spec.data.validation_size
