@@ -3,9 +3,10 @@ separate processes, libp2p, MiniLM on SST-2.
 
 Node 0 builds its emulators from its local weights and serves them; nodes 1 and 2 have
 ``[fedpeat] fetch_emulators = true``: they fetch every emulator by its on-chain hash from session peers over
-libp2p and rebuild it from the blob alone. The test is the controller (the proposer, anvil's dev account 0):
-it builds the spec's emulators, registers and attaches them in FedPeatLedger and records one plan per ledger
-round, with different retentions per device, a sit-out (0) and the whole model (1.0) in each round.
+libp2p and rebuild it from the blob alone. The controller is ``bsns fedpeat control`` as its own process with
+the proposer's account (anvil's dev account 0): it builds the spec's emulators, registers and attaches them in
+FedPeatLedger and records one plan per ledger round. Its random strategy is seeded so that the plans hold
+different retentions per device, a sit-out (0) and the whole model (1.0) in each round.
 """
 
 import json
@@ -15,9 +16,16 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
+import os
+import subprocess
+import sys
+
 TRAIN_LIMIT = 200
 FETCHERS = (1, 2)                                  # node indices with fetch_emulators = true
-PLANS = {1: [5000, 0, 10000], 2: [10000, 5000, 0]}  # ledger round -> retention (bps) per replica
+# coordinator.fedpeat.controller.RandomStrategy with p = 0.67 and seed 0 plans, for 3 devices and options
+# [0.5, 1.0]: round 1 [0.5, -, 1.0], round 2 [-, 0.5, 1.0] (the test checks what is on chain, not this list)
+CONTROL = ["--strategy", "random", "--random-p", "0.67", "--seed", "0", "--eval-size", "32", "--poll", "0.5",
+           "--round-timeout", "300"]
 
 SPEC = """\
 name = "e2e-fedpeat"
@@ -90,16 +98,29 @@ def fedpeat_session(tmp_path_factory):
         cl.wait_registered(240)
         spec, pid = cl.propose(SPEC)
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
-        # the controller's side (what `bsns fedpeat control` does, with fixed plans): emulators, then plans
+        record = wd / "rounds.jsonl"
+        chain_args = ["--rpc", cl.chain.url, "--deployment", str(cl.deployment_path)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        with open(wd / "control.log", "wb") as log:
+            ctl = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "fedpeat", "control", "--session", str(sid),
+                                    *CONTROL, "--record", str(record), "--out", str(wd / "control.json"),
+                                    "--dev-account", "0", *chain_args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            cl.wait_for("the session to complete", lambda: int(cl.sessions.get_session(sid).state) == 3, 400, poll=1)
+            rc = ctl.wait(timeout=180)
+        finally:
+            if ctl.poll() is None:
+                ctl.kill()
+                ctl.wait()
+        assert rc == 0, (wd / "control.log").read_text()[-3000:]
+        verify = subprocess.run([sys.executable, "-m", "coordinator.cli", "fedpeat", "verify-plans", "--record",
+                                 str(record), "--session", str(sid), *chain_args], capture_output=True, text=True,
+                                env=env, timeout=120)
+        plans = {t: list(ledger.round_plan(sid, t, from_block=cl.sessions.get_session(sid).opened_block).retention_bps)
+                 for t in range(1, spec.training.rounds + 1)}
         base = load_full_model(spec)
         emus = {bps: emulator_for_spec(spec, bps / 10_000, base=base) for bps in (5000, 10000)}
-        for bps, emu in emus.items():
-            m = emu.manifest
-            ledger.register_emulator(emu.hash(), spec.model.weights_hash, bps, spec.fedpeat.k, m.rule, m.distill_steps)
-            ledger.attach_emulator(sid, emu.hash())
-        for t, plan in PLANS.items():
-            ledger.record_round_plan(sid, t, "0x" + f"{t:064x}", plan)
-        cl.wait_for("the session to complete", lambda: int(cl.sessions.get_session(sid).state) == 3, 300, poll=1)
         aid = cl.wait_for("the adapter to be published", lambda: cl.adapters.adapter_of_session(sid), 120)
         replica_of = {p.index: cl.sessions.assignment_of(sid, _addr(p)).replica for p in cl.procs}
         finals = [cl.sessions.final_hash(sid, r, 0) for r in range(spec.training.rounds)]
@@ -117,6 +138,7 @@ def fedpeat_session(tmp_path_factory):
         losses = {p.index: cl.node_rows(p, "SELECT round, step FROM losses WHERE session_id=?", (sid,)) for p in cl.procs}
         blob = (cl.procs[0].data_dir / "blobs" / f"{finals[-1][2:]}.bin").read_bytes()
         yield {"cl": cl, "spec": spec, "sid": sid, "aid": aid, "ledger": ledger, "emus": emus, "base": base,
+               "plans": plans, "verify": verify, "control": json.loads((wd / "control.json").read_text()),
                "replica_of": replica_of, "finals": finals, "commits": commits, "checkpoints": checkpoints,
                "losses": losses, "final_blob": blob, "opened": opened}
 
@@ -130,13 +152,19 @@ def test_every_round_final_and_checkpointed_by_every_daemon(fedpeat_session):
     assert list(rec.record.shard_hashes) == [s["finals"][-1]]
 
 
-def test_plans_and_emulators_read_back_from_the_ledger(fedpeat_session):
+def test_controller_plans_on_chain_hold_sit_outs_and_the_whole_model(fedpeat_session):
     s = fedpeat_session
-    for t, plan in PLANS.items():
-        got = s["ledger"].round_plan(s["sid"], t, from_block=s["opened"])
-        assert list(got.retention_bps) == plan and got.plan_hash == "0x" + f"{t:064x}"
+    assert s["verify"].returncode == 0, s["verify"].stdout + s["verify"].stderr   # the record matches the chain
+    for t, plan in s["plans"].items():
+        assert len(plan) == 3 and 0 in plan and any(b > 0 for b in plan), (t, plan)
+        rec = s["control"]["records"][t - 1]
+        assert [0 if c["retention"] is None else round(c["retention"] * 10_000) for c in rec["choices"]] == plan
+    flat = [b for plan in s["plans"].values() for b in plan]
+    assert 10_000 in flat and 5_000 in flat
+    # the emulators the controller attached are the ones emulator_for_spec builds in this process
     att = s["ledger"].attached_emulators(s["sid"], from_block=s["opened"])
-    assert [(a.emulator_hash, a.retention_bps) for a in att] == [(e.hash(), b) for b, e in s["emus"].items()]
+    assert sorted((a.retention_bps, a.emulator_hash) for a in att) == sorted((b, e.hash()) for b, e in s["emus"].items())
+    assert s["control"]["final_adapter"] == s["finals"][-1]
 
 
 def test_plan_obeyed_sit_outs_train_nothing_and_commit_the_aggregate(fedpeat_session):
@@ -147,7 +175,7 @@ def test_plan_obeyed_sit_outs_train_nothing_and_commit_the_aggregate(fedpeat_ses
     node_of = {rep: idx for idx, rep in s["replica_of"].items()}
     replica_of_addr = {_address(p).lower(): s["replica_of"][p.index] for p in cl.procs}
     sat_out_commits = 0
-    for t, plan in PLANS.items():
+    for t, plan in s["plans"].items():
         rnd = t - 1
         for rep, bps in enumerate(plan):
             p = cl.procs[node_of[rep]]
