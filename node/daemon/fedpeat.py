@@ -74,6 +74,7 @@ class EmulatorSource:
         self.fetch_timeout, self.wait_s, self.keep = fetch_timeout, wait_s, keep
         self._held: dict[str, object] = {}   # hash -> Emulator, most recent last (bounded by ``keep``)
         self._served: set[str] = set()
+        self._refused: dict[str, str] = {}  # hash -> why this node cannot make it (not rebuilt on every retry)
         self._base = None                    # the full model, loaded once by a building node
 
     def _path(self, h: str) -> Path:
@@ -117,15 +118,18 @@ class EmulatorSource:
     def _build(self, bps: int, h: str):
         from node.emulator import emulator_blob, emulator_for_spec, load_full_model
 
+        if h in self._refused:
+            raise SessionError(self._refused[h])
         t0 = time.perf_counter()
         with _BUILD_LOCK:
             if self._base is None:
                 self._base = load_full_model(self.spec)
             emu = emulator_for_spec(self.spec, bps / BPS, base=self._base)
         if emu.hash() != h:
-            raise SessionError(f"the emulator for retention {bps / BPS:g} built here hashes to {emu.hash()}, but the "
-                               f"session's emulator on chain is {h}: this node's model or spec differs from the "
-                               f"controller's")
+            self._refused[h] = (f"the emulator for retention {bps / BPS:g} built here hashes to {emu.hash()}, but "
+                                f"the session's emulator on chain is {h}: this node's model or spec differs from the "
+                                f"controller's")
+            raise SessionError(self._refused[h])
         blob = emulator_blob(emu)
         self._cache(blob, h)
         self._serve(h, blob)

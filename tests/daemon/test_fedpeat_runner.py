@@ -283,6 +283,10 @@ def test_built_emulator_with_another_hash_than_the_chain_is_refused(spec, tmp_pa
                                            + wrong):
         src.get(5000, wrong)
     assert not net.blobs["me"]                                             # nothing served
+    src._base = None                                                       # a retry refuses without rebuilding
+    with pytest.raises(SessionError, match="built here hashes to"):
+        src.get(5000, wrong)
+    assert src._base is None
 
 
 # -- the vote of a node that fetches its emulators -------------------------------------------------------
