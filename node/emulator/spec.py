@@ -3,8 +3,9 @@
 ``emulator_for_spec(spec, retention)`` builds, from a ``JobSpec`` with a ``[fedpeat]`` table, the one emulator
 every process agrees on for that retention: the whole model as one ``node.model`` shard (the task head drawn
 with ``head_seed = training.seed``), layer-dropped with the spec's ``k`` and ``rule`` (importance calibration
-batches and distillation text come from the spec's data under fixed seeds; distillation's dropout is seeded),
-so the same spec and retention give the same ``Emulator.hash()`` in any process.
+batches and distillation text come from the spec's data under fixed seeds; distillation's dropout is seeded;
+both run in one CPU thread), so the same spec and retention give the same ``Emulator.hash()`` in any process
+on the same torch build and CPU kind.
 
 The wire form is what the hash is computed over: ``emulator_blob(emu)`` = the canonical safetensors bytes of
 the weights followed by the manifest's canonical JSON, so ``keccak256(blob) == emu.hash()`` and a blob fetched
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import struct
+from contextlib import contextmanager
 
 from node.emulator.adapters import inject_adapters
 from node.emulator.build import Emulator, EmulatorError, EmulatorManifest, adapter_layer_indices, build_emulator, \
@@ -85,6 +87,20 @@ def _data_batches(spec, seed_offset: int, count: int, labels: bool):
         yield b
 
 
+@contextmanager
+def _one_thread():
+    """Float reductions (importance scores, distillation) in one CPU thread: the result, and so the emulator's
+    hash, must not depend on how many threads the process happens to use (it does otherwise, measured)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def emulator_for_spec(spec, retention: float, base=None) -> Emulator:
     """The spec's emulator at ``retention`` (``base``: the spec's full model from ``load_full_model``, reused
     and left untouched; loaded here when None)."""
@@ -98,17 +114,18 @@ def emulator_for_spec(spec, retention: float, base=None) -> Emulator:
     calibration = None
     if fp.rule == "importance":
         calibration = list(_data_batches(spec, CALIBRATION_SEED_OFFSET, CALIBRATION_BATCHES, labels=True))
-    emu = build_emulator(base, retention=retention, k=fp.k, rule=fp.rule, calibration=calibration,
-                         base_model=spec.model.id)
-    if fp.distill_steps and emu.manifest.kept_middle:
-        from node.emulator.distill import distill_emulator
-        from node.train.local import layer_seed
+    with _one_thread():
+        emu = build_emulator(base, retention=retention, k=fp.k, rule=fp.rule, calibration=calibration,
+                             base_model=spec.model.id)
+        if fp.distill_steps and emu.manifest.kept_middle:
+            from node.emulator.distill import distill_emulator
+            from node.train.local import layer_seed
 
-        with torch.random.fork_rng(devices=[]):  # distillation runs with dropout on: seed it
-            torch.manual_seed(layer_seed(spec.training.seed, -3))
-            distill_emulator(emu, base, _data_batches(spec, DISTILL_SEED_OFFSET, fp.distill_steps, labels=False),
-                             steps=fp.distill_steps, lr=DISTILL_LR)
-        emu.model.eval()
+            with torch.random.fork_rng(devices=[]):  # distillation runs with dropout on: seed it
+                torch.manual_seed(layer_seed(spec.training.seed, -3))
+                distill_emulator(emu, base, _data_batches(spec, DISTILL_SEED_OFFSET, fp.distill_steps, labels=False),
+                                 steps=fp.distill_steps, lr=DISTILL_LR)
+            emu.model.eval()
     return emu
 
 
