@@ -100,7 +100,9 @@ def fedpeat_session(tmp_path_factory):
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
         record = wd / "rounds.jsonl"
         chain_args = ["--rpc", cl.chain.url, "--deployment", str(cl.deployment_path)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        # its own BSNS_HOME: the CLI's transaction journal is per chain id and account, and a journal left by an
+        # earlier anvil (same id 31337) would be replayed onto this fresh one
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "BSNS_HOME": str(wd / "home")}
         with open(wd / "control.log", "wb") as log:
             ctl = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "fedpeat", "control", "--session", str(sid),
                                     *CONTROL, "--record", str(record), "--out", str(wd / "control.json"),
