@@ -28,7 +28,6 @@ a node serves what it fetched too. Emulator blobs are cached by hash under ``<da
 from __future__ import annotations
 
 import copy
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -36,8 +35,6 @@ from pathlib import Path
 
 from node.daemon.ports import ZERO_HASH, Announcement
 from node.daemon.session import SessionError, SessionRunner, Stopped, _Pulse
-
-log = logging.getLogger("bsns.session")
 
 BPS = 10_000
 
