@@ -29,11 +29,15 @@ CREATE TABLE IF NOT EXISTS txs (
     nonce INTEGER NOT NULL,
     purpose TEXT NOT NULL,
     raw BLOB NOT NULL,
-    status TEXT NOT NULL,          -- pending | mined | failed | dropped
+    status TEXT NOT NULL,          -- pending | mined | failed | dropped | other-chain
     block INTEGER,
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS txs_by_sender ON txs (chain_id, sender, nonce);
+CREATE TABLE IF NOT EXISTS chains (
+    chain_id INTEGER PRIMARY KEY,
+    genesis TEXT NOT NULL          -- block 0's hash: a fresh chain with the same id is another chain
+);
 """
 
 
@@ -106,12 +110,26 @@ class TxSender:
         with self._db:
             self._db.execute("UPDATE txs SET status=?, block=? WHERE hash=?", (status, block, tx_hash))
 
+    def _forget_other_chain(self) -> None:
+        """Retire the journal of an earlier chain that had this chain id (a restarted local test chain):
+        its transactions must never be rebroadcast here, and its nonces say nothing about this chain."""
+        genesis = self.w3.eth.get_block(0)["hash"].hex()
+        row = self._db.execute("SELECT genesis FROM chains WHERE chain_id=?", (self.chain_id,)).fetchone()
+        if row is not None and row[0] == genesis:
+            return
+        with self._db:
+            if row is not None:
+                self._db.execute("UPDATE txs SET status='other-chain' WHERE chain_id=? AND status!='other-chain'",
+                                 (self.chain_id,))
+            self._db.execute("INSERT OR REPLACE INTO chains (chain_id, genesis) VALUES (?, ?)", (self.chain_id, genesis))
+
     def reconcile(self) -> None:
         """Settle journalled pending transactions against the chain and reset the nonce counter."""
         from web3.exceptions import TransactionNotFound
 
         with self._lock:
             try:
+                self._forget_other_chain()
                 latest = self.w3.eth.get_transaction_count(self.address, "latest")
                 # pending ones, and mined ones a reorg may have orphaned (their nonce is not used on chain)
                 pending_rows = self._db.execute(

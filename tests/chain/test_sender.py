@@ -73,6 +73,37 @@ def test_restart_rebroadcasts_journalled_tx_and_never_reuses_its_nonce(tmp_path,
     assert [j["status"] for j in s2.journal()] == ["mined"] * 3
 
 
+def test_fresh_chain_with_the_same_id_never_gets_the_old_chains_transactions(tmp_path, tester_w3, tester_keys, probe,
+                                                                             probe_artifact, monkeypatch):
+    """A local chain restarted from genesis has the same chain id: the journal of the old one (mined and
+    never-sent transactions alike) must not be replayed onto it, and nonces start again from the chain's."""
+    from web3 import EthereumTesterProvider, Web3
+
+    db = tmp_path / "txs.sqlite"
+    s1 = TxSender(tester_w3, tester_keys[0], db_path=db)
+    s1.send(probe.functions.ping(1, TAG))
+    monkeypatch.setattr(tester_w3.eth, "send_raw_transaction", lambda raw: (_ for _ in ()).throw(SystemExit("killed")))
+    with pytest.raises(SystemExit):
+        s1.send(probe.functions.ping(2, TAG))
+    monkeypatch.undo()
+    s1.close()
+
+    import time
+
+    fresh = Web3(EthereumTesterProvider())
+    while fresh.eth.get_block(0)["hash"] == tester_w3.eth.get_block(0)["hash"]:  # genesis carries the second
+        time.sleep(0.2)
+        fresh = Web3(EthereumTesterProvider())
+    assert fresh.eth.chain_id == tester_w3.eth.chain_id
+    s2 = TxSender(fresh, tester_keys[0], db_path=db)
+    assert fresh.eth.get_transaction_count(s2.address, "pending") == 0  # nothing replayed
+    assert [j["status"] for j in s2.journal()] == ["other-chain", "other-chain"]
+    fresh_probe = deploy_probe(fresh, s2, probe_artifact)
+    assert fresh.eth.get_transaction(fresh.eth.get_block(1)["transactions"][0])["nonce"] == 0
+    r = s2.send(fresh_probe.functions.ping(7, TAG))
+    assert r.nonce == 1 and fresh_probe.functions.last().call() == 7
+
+
 def test_notices_other_senders_of_the_same_account(tester_w3, tester_keys, probe):
     s = TxSender(tester_w3, tester_keys[0])
     s.send(probe.functions.ping(1, TAG))
