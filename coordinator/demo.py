@@ -329,9 +329,9 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
-    from coordinator.remote_adapter import evaluate_state, fetch_adapter
+    from coordinator.remote_adapter import fetch_adapter
+    from node.train.local import evaluate_adapter
 
     console = console or Console()
     t_start = time.monotonic()
@@ -391,8 +391,8 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
         console.print(f"fetched adapter {adapter_id} from peers: {len(fetched['shards'])} shard files, every hash "
                       f"matches the chain; written to {out} ({fetched['format']} format)")
         console.print("evaluating on the held-back split (before / after) ...")
-        before = evaluate_state(spec, None)
-        after = evaluate_state(spec, fetched["state"])
+        before = evaluate_adapter(spec, None)
+        after = evaluate_adapter(spec, fetched["state"])
         summary.update(_collect(cl, spec, sid, pid, adapter_id, before, after))
         png = workdir / "loss.png"
         _loss_plot(summary["losses"], png, spec.training.sync_interval)
@@ -421,7 +421,6 @@ def _addr(p: NodeProc) -> str:
 def _collect(cl: Cluster, spec, sid: int, pid: int, adapter_id: int, before: dict, after: dict) -> dict:
     full_bytes = 0
     try:
-        from node.model import load_shard  # noqa: F401
         from node.train.local import build_model, count_parameters
 
         full_bytes = count_parameters(build_model(spec, 0, None, "cpu"))[1] * 4

@@ -116,15 +116,3 @@ def _export(spec, state, out: Path) -> str:
         return "peft"
     E.export_bsns(spec, state, out)
     return "bsns"
-
-
-def evaluate_state(spec, state: dict | None, device: str | None = None) -> dict:
-    """Validation metrics of the whole model with ``state`` as its adapter (None: the seeded initial one)."""
-    from node.train import local as L
-
-    dev = L.resolve_device(device)
-    model = L.build_model(spec, 0, None, dev)
-    if state is not None:
-        L.load_trainable_state(model, spec, state)
-    data = L.build_data(spec, train_limit=1)  # only the validation split is needed
-    return L.evaluate(model, data.val, spec.task.kind, dev)

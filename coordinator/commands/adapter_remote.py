@@ -52,12 +52,13 @@ def eval_(
     import tempfile
 
     from coordinator.commands._chainopts import chain_ctx
-    from coordinator.remote_adapter import evaluate_state, fetch_adapter
+    from coordinator.remote_adapter import fetch_adapter
+    from node.train.local import evaluate_adapter
 
     ctx = chain_ctx(rpc, deployment, signer=False)
     folder = out or Path(tempfile.mkdtemp(prefix="bsns-adapter-"))
     got = fetch_adapter(ctx.w3, ctx.deployment, adapter_id, folder, spec_dirs=[spec_dir] if spec_dir else [])
-    m = evaluate_state(got["spec"], got["state"], device)
+    m = evaluate_adapter(got["spec"], got["state"], device)
     if "accuracy" in m:
         typer.echo(f"adapter {adapter_id}: accuracy {100 * m['accuracy']:.2f}% on {m['examples']} held-back "
                    f"examples (loss {m['loss']:.4f})")

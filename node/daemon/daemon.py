@@ -446,7 +446,6 @@ class Daemon:
         finished: the node at (shard 0, replica 0) first, other shard-0 replicas after a grace period
         each (in case it is down)."""
         from node.chain.clients import AdapterRecord, SessionState
-        from node.chain.errors import ContractRevert
 
         while not self.stop.is_set():
             if self.sessions.get_session(sid).state == SessionState.COMPLETED:
@@ -469,10 +468,12 @@ class Daemon:
         if self.stop.is_set() or self.adapters.adapter_of_session(sid):
             return
         losses = [r["loss"] for r in self.store.rounds(sid) if r["loss"] is not None]
-        metrics = json.dumps({"final_train_loss": round(losses[-1], 5) if losses else None}, separators=(",", ":"))
+        metrics = {"final_train_loss": round(losses[-1], 5) if losses else None, **self._evaluate(sid, spec, hashes)}
+        accuracy_bps = round(10_000 * metrics["accuracy"]) if "accuracy" in metrics else 0
         rec = AdapterRecord(manifest_hash=mh, base_model=spec.model.id, base_model_hash=spec.model.weights_hash,
                             method=spec.method.name, task=spec.task.kind, shard_hashes=tuple(hashes), session_id=sid,
-                            parent_id=0, accuracy_bps=0, metrics_uri="data:application/json," + metrics)
+                            parent_id=0, accuracy_bps=accuracy_bps,
+                            metrics_uri="data:application/json," + json.dumps(metrics, separators=(",", ":")))
         try:
             res, adapter_id = self.adapters.publish(rec)
             self.chain_port._count(res)
@@ -480,6 +481,38 @@ class Daemon:
             _ev("published", session=sid, adapter=adapter_id, manifest=mh)
         except BsnsError as exc:  # AlreadyPublished: another replica was first
             _ev("publish_skipped", session=sid, reason=str(exc))
+
+    def _evaluate(self, sid: int, spec, hashes: list[str]) -> dict:
+        """The final adapter's validation metrics on the whole model (every shard's final update, fetched by
+        hash where another node holds it): what the published record's accuracy says, and anyone can check
+        with `bsns adapter eval`. A failure leaves the record without them rather than unpublished."""
+        from node.train.adapter_state import merged_state, state_from_bytes
+        from node.train.local import evaluate_adapter
+
+        try:
+            states = []
+            for shard, h in enumerate(hashes):
+                data = self.store.get_blob(h)
+                if data is None:
+                    holders = [m.peer_id for m in self.chain_port.members(sid) if m.shard == shard and m.peer_id]
+                    data = self._fetch_any(holders, h)
+                states.append(state_from_bytes(data))
+            m = evaluate_adapter(spec, merged_state(states), self.cfg.device())
+        except Exception as exc:  # noqa: BLE001 - evaluation is informative; publication must not depend on it
+            _ev("evaluate_failed", session=sid, error=str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return {}
+        m = {k: round(v, 5) if isinstance(v, float) else v for k, v in m.items()}
+        _ev("evaluated", session=sid, **m)
+        return m
+
+    def _fetch_any(self, peers: list[str], h: str) -> bytes:
+        last: Exception | None = None
+        for peer in peers:
+            try:
+                return self.net.fetch(peer, h, timeout=30.0)
+            except Exception as exc:  # noqa: BLE001 - try the next holder
+                last = exc
+        raise DaemonError(f"no session member served {h}: {last}")
 
     def serve_finished(self) -> None:
         """Re-serve the final adapters and manifests of finished sessions (after a restart)."""

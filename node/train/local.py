@@ -342,6 +342,27 @@ def evaluate(model, val: D.TokenizedSet, task: str, device: str, batch_size: int
     return {"perplexity": math.exp(min(mean, 50.0)), "loss": mean, "tokens": count}
 
 
+def evaluate_adapter(spec, state: dict | None, device: str | None = None) -> dict:
+    """Validation metrics of the spec's whole model with ``state`` (every shard's adapter, merged) plugged in;
+    ``state`` None scores the seeded initial adapter. What a published adapter's accuracy means."""
+    dev = resolve_device(device)
+    if spec.fedpeat is not None:
+        # a FedPEAT adapter lives on the adapter-bearing layers only (node.emulator owns that layout)
+        from node.emulator.spec import adapt, load_full_model
+        from node.tuners import load_adapter_state_dict
+
+        model = adapt(spec, load_full_model(spec, dev))
+        if state is not None:
+            load_adapter_state_dict(model, {k: v.to(dev) for k, v in state.items()})
+        model.eval()
+    else:
+        model = build_model(spec, 0, None, dev)
+        if state is not None:
+            load_trainable_state(model, spec, state)
+    data = build_data(spec, train_limit=1)  # only the validation split is needed
+    return evaluate(model, data.val, spec.task.kind, dev)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The trainer
 

@@ -88,6 +88,13 @@ def test_cli_status_and_adapter_eval(finished_session):
     ev = _bsns("adapter", "eval", str(s["aid"]), *common, "--spec-dir", str(cl.procs[0].data_dir / "specs"))
     assert ev.returncode == 0, ev.stderr
     assert f"adapter {s['aid']}: accuracy" in ev.stdout and "held-back" in ev.stdout
+    # the accuracy the publishing node put on chain is the one anyone measures with `bsns adapter eval`
+    import re
+
+    measured = float(re.search(r"accuracy ([0-9.]+)%", ev.stdout).group(1))
+    rec = s["fetched"]["record"]
+    assert rec.accuracy_bps > 0 and abs(rec.accuracy_bps / 100 - measured) < 0.01, (rec.accuracy_bps, measured)
+    assert '"accuracy"' in rec.metrics_uri and '"examples":32' in rec.metrics_uri
     bad = _bsns("adapter", "fetch", "99", *common)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1].startswith("error: adapter 99 is not in the AdapterRegistry")
