@@ -2,8 +2,9 @@
 against the emulator the controller's on-chain plan gives it, or sits the round out.
 
 A FedPEAT job (``[fedpeat]`` in the spec, docs/fedpeat.md) is proposed, voted and joined like any job; its
-session runner differs from ``node.daemon.session.SessionRunner`` in the round only. Session round ``r``
-(0-based, TrainingSessions) obeys the ledger's plan ``r + 1`` (1-based, FedPeatLedger):
+session runner is ``node.daemon.session.SessionRunner`` with another round before the sync (``_work_round``)
+and the same sync protocol (``SessionRunner._sync``). Session round ``r`` (0-based, TrainingSessions) obeys the
+ledger's plan ``r + 1`` (1-based, FedPeatLedger):
 
 1. wait until the plan is on chain (``ChainPort.round_plan``): per replica a retention in basis points, 0 =
    sits out. A replica takes part when its retention is > 0 and an emulator with that retention is attached
@@ -13,11 +14,12 @@ session runner differs from ``node.daemon.session.SessionRunner`` in the round o
    fetched by hash from session peers over ``/bsns/adapter/1`` and rebuilt from the blob alone), loads the
    round's global adapter into it, trains ``sync_interval`` steps on its data partition and announces its
    update. A sit-out replica trains nothing;
-3. every replica, sit-outs included, collects the participants' updates (it waits for exactly those: never
-   for a sit-out), agrees on the set as in ``SessionRunner`` (intersection of the announced sets), aggregates
-   them with the spec's rule and commits the aggregate hash (a sit-out's local-update hash is zero), so
-   finality needs nothing new from TrainingSessions. A round where nobody takes part commits the previous
-   global adapter unchanged.
+3. every replica, sit-outs included, syncs as in ``SessionRunner``, except that it waits for the participants'
+   updates only (never for a sit-out's), a sit-out commits with a zero local-update hash, a round where nobody
+   takes part commits the previous global adapter unchanged, a round that went final while this node
+   aggregated is still committed to when its aggregate is the final one (``commit_after_final``), and a node
+   that already committed only waits for finality after a restart (``resync_after_commit``). Finality needs
+   nothing new from TrainingSessions.
 
 Devices keep no optimizer state across rounds (a device's emulator may change from round to round): each round
 starts a fresh AdamW at the spec's learning rate, as the in-process harness (coordinator.fedpeat) does.
@@ -33,8 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from node.daemon.ports import ZERO_HASH, Announcement
-from node.daemon.session import SessionError, SessionRunner, Stopped, _Pulse
+from node.daemon.session import RoundWork, SessionError, SessionRunner
 
 BPS = 10_000
 
@@ -190,6 +191,12 @@ class EmulatorSource:
 class FedPeatRunner(SessionRunner):
     """``SessionRunner`` for a session whose spec has ``[fedpeat]`` (one shard; replica = device)."""
 
+    # A node that already committed only waits for finality after a restart, and a round that went final while
+    # this node aggregated is still committed to when it agrees: the contract records a commit just after
+    # finalization, so a sit-out's agreement is on chain too.
+    resync_after_commit = False
+    commit_after_final = True
+
     def __init__(self, *args, fetch_emulators: bool = False, cache_dir: str | Path | None = None,
                  emulator_wait_s: float = 300.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -205,16 +212,14 @@ class FedPeatRunner(SessionRunner):
         self._init: bytes | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
+    def _is_set_up(self) -> bool:
+        return self.source is not None
+
     def setup(self) -> None:
         from node.train import local as L
-        from node.train.partition import partition
 
         self.data = L.build_data(self.spec, train_limit=self.train_limit)
-        labels = self.data.train.targets
-        parts = partition(labels if self.spec.data.distribution == "dirichlet" else len(labels),
-                          self.replicas, self.spec.data.distribution, seed=self.spec.training.seed,
-                          dataset_hash=self.spec.data.hash or ZERO_HASH, alpha=self.spec.data.alpha)
-        self.part = parts[self.me.replica]
+        self.part = self._partition(self.data.train.targets)[self.me.replica]
         self.samples = len(self.part)
         self.source = EmulatorSource(self.spec, self.net, self.cache_dir, fetch=self.fetch_emulators,
                                      peers=self._peers, emit=lambda kind, **i: self._emit(kind, **i),
@@ -226,7 +231,7 @@ class FedPeatRunner(SessionRunner):
     def _peers(self) -> list[str]:
         return [m.peer_id for m in self._members() if m.address != self.me.address and m.peer_id]
 
-    # -- state ----------------------------------------------------------------------------------
+    # -- state: the global adapter as bytes (no shard in memory, no optimizer kept across rounds) ----
     def _initial_bytes(self, emu=None) -> bytes:
         """The seeded initial adapter: the same from every emulator and the full model (node.emulator.adapt)."""
         if self._init is None:
@@ -248,6 +253,15 @@ class FedPeatRunner(SessionRunner):
             self.global_bytes = self._initial_bytes(emu)
         return self.global_bytes
 
+    def _adopt(self, data: bytes) -> None:
+        self.global_bytes = data
+
+    def _adopt_initial(self) -> None:
+        self.global_bytes = None  # made from the first emulator this node holds (``_global``)
+
+    def _global_before(self, rnd: int) -> bytes:
+        return self._global()
+
     def _attached(self) -> dict[int, str]:
         while True:
             attached = self.chain.attached_emulators(self.sid)
@@ -255,59 +269,27 @@ class FedPeatRunner(SessionRunner):
                 return attached
             self._sleep(max(self.poll, 0.5))
 
-    def _restore(self, rnd: int) -> None:
-        """Make ``global_bytes`` the final adapter of round ``rnd - 1`` (None before round 0: the initial one)."""
-        if self.loaded_round == rnd - 1:
-            return
-        if rnd == 0:
-            self.global_bytes = None
-            self.loaded_round = -1
-            return
-        ck = self.store.checkpoint(self.sid, rnd - 1)
-        if ck is not None:
-            self.global_bytes = self._get(ck.adapter_hash)
+    # -- the round before the sync: obey the plan ---------------------------------------------------
+    def _work_round(self, rnd: int) -> RoundWork | None:
+        plan = self._wait_plan(rnd)
+        if plan is None:
+            return None  # the round went final without this node: restore and go on
+        attached = self.chain.attached_emulators(self.sid)
+        self.source.serve_all(attached)
+        parts, unusable = plan_participants(plan, self.replicas, attached)
+        if unusable:
+            self._emit("plan_unusable", round=rnd, replicas={str(r): b for r, b in unusable.items()},
+                       reason="no emulator with that retention is attached: those replicas sit out")
+        me = self.me.replica
+        local = None
+        if me in parts:
+            local = self._train(rnd, parts[me], attached[parts[me]])
         else:
-            final = self.chain.final_hash(self.sid, rnd - 1, 0)
-            if final is None:
-                raise SessionError(f"round {rnd - 1} of session {self.sid} is not final on chain")
-            self.global_bytes = self._get(final)
-            self.store.save_checkpoint(self.sid, rnd - 1, self.global_bytes, None, rnd * self.interval)
-            self.store.upsert_round(self.sid, 0, rnd - 1, status="final", final_hash=final, finished=time.time())
-        self.loaded_round = rnd - 1
-        self._emit("restored", round=rnd - 1)
-
-    # -- the loop -------------------------------------------------------------------------------
-    def run(self) -> None:
-        if self.source is None:
-            self.setup()
-        while True:
-            if self.stop.is_set():
-                raise Stopped()
-            rnd = self.chain.current_round(self.sid, 0)
-            if rnd >= self.rounds:
-                self._emit("shard_done", rounds=self.rounds)
-                return
-            try:
-                self._restore(rnd)
-            except SessionError as exc:
-                self._emit("restore_failed", round=rnd, error=str(exc))
-                self._sleep(2.0)
-                continue
-            plan = self._wait_plan(rnd)
-            if plan is None:
-                continue  # the round went final without this node: restore and go on
-            attached = self.chain.attached_emulators(self.sid)
-            self.source.serve_all(attached)
-            parts, unusable = plan_participants(plan, self.replicas, attached)
-            if unusable:
-                self._emit("plan_unusable", round=rnd, replicas={str(r): b for r, b in unusable.items()},
-                           reason="no emulator with that retention is attached: those replicas sit out")
-            local = None
-            if self.me.replica in parts:
-                local = self._train(rnd, parts[self.me.replica], attached[parts[self.me.replica]])
-            else:
-                self._emit("sat_out", round=rnd, ledger_round=rnd + 1)
-            self._sync_round(rnd, parts, local)
+            self._emit("sat_out", round=rnd, ledger_round=rnd + 1)
+        # only the participants' updates are waited for: a sit-out is never waited for
+        return RoundWork(local, frozenset(parts), self.samples, self.samples if local is not None else 0,
+                         update_extra={"kind": "update", "retention_bps": parts.get(me)},
+                         info={"trained": local is not None}, commit_info={"participants": sorted(parts)})
 
     def _wait_plan(self, rnd: int) -> list[int] | None:
         said = False
@@ -327,16 +309,13 @@ class FedPeatRunner(SessionRunner):
         import torch
 
         from node.emulator import adapt
-        from node.train import data as D
         from node.train import local as L
         from node.train.adapter_state import canonical_bytes, state_from_bytes
         from node.tuners import adapter_state_dict, load_adapter_state_dict
 
-        row = self.store.round(self.sid, 0, rnd)
-        if row and row["status"] in ("trained", "committed") and row["local_hash"] and \
-                self.store.get_blob(row["local_hash"]) is not None:
-            self._emit("train_skipped", round=rnd, reason="local update already made")
-            return self.store.get_blob(row["local_hash"])
+        earlier = self._earlier_update(rnd)
+        if earlier is not None:
+            return earlier
         emu = self.source.get(bps, emulator_hash)
         start = self._global(emu)
         with _BUILD_LOCK:
@@ -348,23 +327,15 @@ class FedPeatRunner(SessionRunner):
         opt = L.make_optimizer(model, t.learning_rate)
         self.store.upsert_round(self.sid, 0, rnd, status="training")
         self._round_bytes0 = self.net.bytes_moved()
-        first = rnd * self.interval
-        order = D.batch_indices(len(self.part), t.batch_size, t.seed, self.interval, start_step=first)
         self._emit("round_start", round=rnd, retention=bps / BPS, emulator=emulator_hash,
                    layers=list(emu.manifest.kept_layers))
         t_round = time.perf_counter()
         losses = []
-        for i in range(self.interval):
-            if self.stop.is_set():
-                raise Stopped()
-            step = first + i
-            batch = self.data.train.collate([self.part[j] for j in next(order)])
+        for step, batch in self._batches(rnd):
             t0 = time.perf_counter()
             loss = L.train_step(model, opt, batch, self.spec.task.kind, self.device, t.learning_rate, t.micro_batches)
-            dt = time.perf_counter() - t0
             losses.append(loss)
-            self.store.record_loss(self.sid, rnd, step, loss, dt)
-            self._emit("step", round=rnd, step=step, loss=round(loss, 5), seconds=round(dt, 4))
+            self._record_step(rnd, step, loss, time.perf_counter() - t0)
         with torch.no_grad():
             local = canonical_bytes({k: v.detach().cpu() for k, v in adapter_state_dict(model).items()})
         del model, opt
@@ -373,116 +344,3 @@ class FedPeatRunner(SessionRunner):
         self._emit("round_trained", round=rnd, retention=bps / BPS, emulator=emulator_hash, loss=round(mean, 5),
                    seconds=round(time.perf_counter() - t_round, 3))
         return local
-
-    def _sync_round(self, rnd: int, parts: dict[int, int], local: bytes | None) -> None:
-        from node.job import keccak_hex
-
-        t_sync = time.perf_counter()
-        sent0, recv0 = self.net.bytes_moved()
-        me = self.me.replica
-        pulse = _Pulse(self.net, 3.0)
-        h_local = ZERO_HASH
-        updates: dict[int, Announcement] = {}
-        blobs: dict[int, bytes] = {}
-        if local is not None:
-            h_local = self.net.serve(local)
-            self.store.put_blob(local)
-            mine = Announcement(self.sid, rnd, 0, me, h_local, self.samples, self._my_peer(),
-                                {"kind": "update", "retention_bps": parts[me]})
-            self.net.announce(mine)
-            pulse.every(mine)
-            updates[me], blobs[me] = mine, local
-
-        def final():
-            return self.chain.final_hash(self.sid, rnd, 0)
-
-        def collect():
-            for a in self.net.announcements(self.sid, rnd, 0):
-                if a.replica in parts and a.kind == "update":
-                    updates[a.replica] = a
-
-        h_agg = agg_bytes = None
-        chosen: dict[int, str] = {}
-        if not self.chain.committed(self.sid, rnd, 0):
-            # 1. the participants' updates, and only theirs: a sit-out is never waited for
-            deadline = time.monotonic() + self.sync_timeout
-            while not set(parts) <= set(updates) and time.monotonic() < deadline and final() is None:
-                collect()
-                pulse.tick()
-                self._sleep(self.poll)
-            collect()  # the round may have gone final with every update already announced
-            for rep in sorted(updates):
-                if rep in blobs:
-                    continue
-                try:
-                    blobs[rep] = self._fetch_update(updates[rep])
-                except Exception as exc:  # noqa: BLE001 - a participant we cannot fetch from is left out
-                    self._emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
-            chosen = {rep: updates[rep].hash for rep in blobs}
-            # 2. agree on the set (SessionRunner's intersection rule, among the participants we hold)
-            for _ in range(len(parts) + 1):
-                if chosen:
-                    agg_bytes, h_agg = self._aggregate(chosen, blobs, updates)
-                else:  # nobody takes part (or no update reached us): the global adapter stays as it was
-                    agg_bytes = self._global()
-                    h_agg = keccak_hex(agg_bytes)
-                    self.net.serve(agg_bytes)
-                msg = Announcement(self.sid, rnd, 0, me, h_local, self.samples, self._my_peer(),
-                                   {"kind": "set", "set": {str(k): v for k, v in sorted(chosen.items())},
-                                    "aggregate": h_agg})
-                self.net.announce(msg)
-                pulse.every(msg)
-                if not chosen:
-                    break
-                deadline = time.monotonic() + self.sync_timeout
-                others: dict[int, dict] = {}
-                while time.monotonic() < deadline and final() is None:
-                    for a in self.net.announcements(self.sid, rnd, 0, kind="set"):
-                        if a.replica in chosen and a.replica != me:
-                            others[a.replica] = {int(k): v for k, v in a.extra.get("set", {}).items()}
-                    if all(r in others for r in chosen if r != me):
-                        break
-                    pulse.tick()
-                    self._sleep(self.poll)
-                narrowed = {r: h for r, h in chosen.items() if all(o.get(r) == h for o in others.values())}
-                if narrowed == chosen or not narrowed:
-                    break
-                chosen = narrowed
-            self.store.upsert_round(self.sid, 0, rnd, aggregate_hash=h_agg, peers_used=len(chosen),
-                                    samples=self.samples if local is not None else 0)
-            # a round that went final while we aggregated is still committed to when we agree with it: the
-            # contract records a commit just after finalization, so a sit-out's agreement is on chain too
-            if final() in (None, h_agg) and not self.chain.committed(self.sid, rnd, 0):
-                self.chain.commit(self.sid, rnd, 0, h_agg, h_local)
-                self._emit("committed", round=rnd, aggregate=h_agg, local=h_local, trained=local is not None,
-                           participants=sorted(parts), replicas_used=sorted(chosen))
-            self.store.upsert_round(self.sid, 0, rnd, status="committed")
-
-        # 3. the round is final on chain (directly, or after the commit deadline)
-        h_final = None
-        while h_final is None:
-            h_final = final()
-            if h_final is not None:
-                break
-            self.chain.try_finalize_after_timeout(self.sid, rnd, 0)
-            pulse.tick()
-            self._sleep(self.poll)
-        if h_final == h_agg:
-            data = agg_bytes
-        else:
-            hints = [a.peer for a in self.net.announcements(self.sid, rnd, 0, kind="set")
-                     if a.extra.get("aggregate") == h_final]
-            data = self._get(h_final, hints)
-        self.store.put_blob(data)
-        self.net.serve(data)
-        self.global_bytes = data
-        self.store.save_checkpoint(self.sid, rnd, data, None, (rnd + 1) * self.interval)
-        sent1, recv1 = self.net.bytes_moved()
-        rs0, rr0 = getattr(self, "_round_bytes0", None) or (sent0, recv0)
-        self.store.upsert_round(self.sid, 0, rnd, status="final", final_hash=h_final, finished=time.time(),
-                                bytes_sent=sent1 - rs0, bytes_recv=recv1 - rr0,
-                                sync_sent=sent1 - sent0, sync_recv=recv1 - recv0)
-        self._round_bytes0 = None
-        self.loaded_round = rnd
-        self._emit("round_final", round=rnd, final=h_final, agreed=h_final == h_agg, trained=local is not None,
-                   sync_seconds=round(time.perf_counter() - t_sync, 3))

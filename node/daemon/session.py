@@ -1,20 +1,24 @@
 """One node's part in a training session: train its shard in its replica's pipeline, sync, commit, resume.
 
+This module owns the round loop and the sync protocol; ``node.daemon.fedpeat.FedPeatRunner`` reuses both and
+changes only what a round does before the sync (and the few protocol choices it says it changes).
+
 The round loop is driven by the chain, not by local memory: each iteration asks the chain for the
 shard's current round, restores the adapter and optimizer as they were when the previous round was
-final (local checkpoint, or the final aggregate fetched by hash from a replica), trains
-``sync_interval`` pipeline steps, and syncs:
+final (local checkpoint, or the final aggregate fetched by hash from a replica), does the round's local
+work (``_work_round``: here, train ``sync_interval`` pipeline steps), and syncs (``_sync``):
 
-1. serve the local adapter (content-addressed) and announce (round, shard, replica, hash, samples);
-2. collect the other replicas' announcements until all arrived or ``sync_timeout_s`` passed (a
-   replica that is down is left out), fetch their adapters by hash (verified);
-3. agree on the set: announce which updates it holds, keep only those every replica in its set also
-   holds (intersection; replicas that saw different sets converge instead of splitting the vote:
-   with two replicas a split could never be finalized), aggregate them in replica order with the
-   proposal's rule weighted by the samples each announced, and commit (aggregate hash, local hash)
-   unless this node already did (no duplicate transaction after a restart);
-4. wait until the round is final on chain, calling ``finalizeAfterTimeout`` once the deadline passed;
-   adopt the final aggregate (fetching it if it is not ours) and checkpoint it *before* moving on.
+1. serve the local update (content-addressed) and announce (round, shard, replica, hash, samples);
+2. collect the expected replicas' announcements (here: all replicas) until all arrived, the round is final
+   or ``sync_timeout_s`` passed (a replica that is down is left out), fetch their updates by hash (verified);
+3. agree on the set (``_agree_on_set``): announce which updates it holds, keep only those every replica in
+   its set also holds (intersection; replicas that saw different sets converge instead of splitting the
+   vote: with two replicas a split could never be finalized), aggregate them in replica order with the
+   proposal's rule weighted by the samples each announced, and commit (aggregate hash, local hash) unless
+   this node already did (no duplicate transaction after a restart) or the round is already final;
+4. wait until the round is final on chain, calling ``finalizeAfterTimeout`` once the deadline passed
+   (``_await_final``); adopt the final aggregate (ours, or fetched by hash from a replica that announced
+   it) and checkpoint it with the optimizer state *before* moving on (``_finish_round``).
 
 A neighbour stage that stops answering makes the step raise ``PipelineTimeout``; the round is then
 restarted from its checkpoint, or skipped if the chain moved on without this replica. After a kill -9
@@ -27,8 +31,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from node.daemon.ports import Announcement, ChainPort, Member, NetPort
+from node.daemon.ports import ZERO_HASH, Announcement, ChainPort, Member, NetPort
 from node.daemon.state import StateStore
 from node.errors import BsnsError
 
@@ -61,7 +66,26 @@ class _Pulse:
             self.last = time.monotonic()
 
 
+@dataclass
+class RoundWork:
+    """What a round's local work hands to the sync."""
+
+    local: bytes | None          # this node's local update; None: it sits the round out (zero local hash)
+    expected: frozenset[int]     # the replicas whose updates the sync waits for
+    samples: int                 # the weight announced with the update and the set
+    recorded_samples: int        # the round row's ``samples``
+    update_extra: dict = field(default_factory=dict)   # more fields of the update announcement
+    info: dict = field(default_factory=dict)           # more fields of the committed and round_final events
+    commit_info: dict = field(default_factory=dict)    # more fields of the committed event only
+
+
 class SessionRunner:
+    # The protocol choices where FedPEAT differs (node.daemon.fedpeat): whether a node that already committed
+    # collects and announces its set again after a restart (others may still be agreeing), and whether a round
+    # that went final while this node aggregated is still committed to when its aggregate is the final one.
+    resync_after_commit = True
+    commit_after_final = False
+
     def __init__(self, session_id: int, spec, me: Member, replicas: int, chain: ChainPort, net: NetPort,
                  store: StateStore, *, device: str = "cpu", pipeline_timeout: float = 60.0,
                  sync_timeout: float = 45.0, stop: threading.Event | None = None,
@@ -82,11 +106,12 @@ class SessionRunner:
         self.stage = me.shard
         self.start_layer, self.end_layer = spec.shards.layers[self.stage]
         self.shard = None
-        self.optimizer = None
+        self.optimizer = None  # stays None in a runner that keeps no optimizer state across rounds
         self.data = None
         self.part: list[int] | None = None
         self.samples = 0
         self.loaded_round: int | None = None  # the in-memory adapter is the final state of this round
+        self._round_bytes0: tuple[int, int] | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
     def _emit(self, kind: str, **info) -> None:
@@ -94,9 +119,11 @@ class SessionRunner:
         log.info(kind, extra={"fields": info})
         self.on_event(kind, info)
 
+    def _is_set_up(self) -> bool:
+        return self.shard is not None
+
     def setup(self) -> None:
         from node.train import local as L
-        from node.train.partition import partition
 
         self.shard = L.build_model(self.spec, self.start_layer, self.end_layer, self.device)
         self.optimizer = L.make_optimizer(self.shard, self.spec.training.learning_rate)
@@ -104,15 +131,19 @@ class SessionRunner:
         self._init_bytes = self._state_bytes()
         if self.stage == 0:
             self.data = L.build_data(self.spec, train_limit=self.train_limit)
-            labels = self.data.train.targets
-            parts = partition(labels if self.spec.data.distribution == "dirichlet" else len(labels),
-                              self.replicas, self.spec.data.distribution, seed=self.spec.training.seed,
-                              dataset_hash=self.spec.data.hash or "0x" + "00" * 32, alpha=self.spec.data.alpha)
-            self.part = parts[self.me.replica]
+            self.part = self._partition(self.data.train.targets)[self.me.replica]
             self.samples = len(self.part)
         else:
             self.samples = 0  # only the first stage sees the data; later stages announce its count
         self._emit("setup", layers=[self.start_layer, self.end_layer], samples=self.samples)
+
+    def _partition(self, labels) -> list[list[int]]:
+        """Every replica's training indices (deterministic: every node computes the same partition)."""
+        from node.train.partition import partition
+
+        d = self.spec.data
+        return partition(labels if d.distribution == "dirichlet" else len(labels), self.replicas, d.distribution,
+                         seed=self.spec.training.seed, dataset_hash=d.hash or ZERO_HASH, alpha=d.alpha)
 
     # -- state ----------------------------------------------------------------------------------
     def _state_bytes(self) -> bytes:
@@ -126,6 +157,33 @@ class SessionRunner:
         from node.train.adapter_state import state_from_bytes
 
         L.load_trainable_state(self.shard, self.spec, state_from_bytes(data))
+
+    def _adopt(self, data: bytes) -> None:
+        """Make ``data`` (a final aggregate) the adapter the next round starts from."""
+        self._load_bytes(data)
+
+    def _adopt_initial(self) -> None:
+        """Make the seeded initial adapter (and fresh optimizer moments) what round 0 starts from."""
+        from node.train import local as L
+
+        self._load_bytes(self._init_bytes)
+        self.optimizer = L.make_optimizer(self.shard, self.spec.training.learning_rate)
+
+    def _global_before(self, rnd: int) -> bytes:
+        """The adapter round ``rnd`` started from (the final one of round ``rnd - 1``)."""
+        if rnd == 0:
+            return self._init_bytes
+        return self._get(self.store.checkpoint(self.sid, rnd - 1).adapter_hash)
+
+    def _load_optimizer(self, ck) -> None:
+        if self.optimizer is None:
+            return
+        opt = self.store.load_optimizer_state(ck)
+        if opt is not None:
+            self.optimizer.load_state_dict(opt)
+
+    def _optimizer_state(self) -> dict | None:
+        return None if self.optimizer is None else self.optimizer.state_dict()
 
     def _members(self, shard: int | None = None) -> list[Member]:
         return [m for m in self.chain.members(self.sid) if shard is None or m.shard == shard]
@@ -154,32 +212,25 @@ class SessionRunner:
         if self.loaded_round == rnd - 1:
             return
         if rnd == 0:
-            from node.train import local as L
-
-            self._load_bytes(self._init_bytes)
-            self.optimizer = L.make_optimizer(self.shard, self.spec.training.learning_rate)
+            self._adopt_initial()
             self.loaded_round = -1
             return
         ck = self.store.checkpoint(self.sid, rnd - 1)
         if ck is not None:
-            self._load_bytes(self._get(ck.adapter_hash))
-            opt = self.store.load_optimizer_state(ck)
-            if opt is not None:
-                self.optimizer.load_state_dict(opt)
+            self._adopt(self._get(ck.adapter_hash))
+            self._load_optimizer(ck)
         else:
             # the round went final while this node was down: adopt the agreed adapter, keep the
             # newest optimizer moments this node has (or fresh ones)
             final = self.chain.final_hash(self.sid, rnd - 1, self.stage)
             if final is None:
-                raise SessionError(f"round {rnd - 1} of shard {self.stage} is not final on chain")
+                raise SessionError(f"round {rnd - 1} of session {self.sid}, shard {self.stage} is not final on chain")
             data = self._get(final)
-            self._load_bytes(data)
+            self._adopt(data)
             older = self.store.latest_checkpoint(self.sid)
             if older is not None and older.round < rnd - 1:
-                opt = self.store.load_optimizer_state(older)
-                if opt is not None:
-                    self.optimizer.load_state_dict(opt)
-            self.store.save_checkpoint(self.sid, rnd - 1, data, self.optimizer.state_dict(), rnd * self.interval)
+                self._load_optimizer(older)
+            self.store.save_checkpoint(self.sid, rnd - 1, data, self._optimizer_state(), rnd * self.interval)
             self.store.upsert_round(self.sid, self.stage, rnd - 1, status="final", final_hash=final,
                                     finished=time.time())
         self.loaded_round = rnd - 1
@@ -191,7 +242,7 @@ class SessionRunner:
             raise Stopped()
 
     def run(self) -> None:
-        if self.shard is None:
+        if not self._is_set_up():
             self.setup()
         while True:
             if self.stop.is_set():
@@ -206,9 +257,18 @@ class SessionRunner:
                 self._emit("restore_failed", round=rnd, error=str(exc))
                 self._sleep(2.0)
                 continue
-            if not self._train_round(rnd):
-                continue
-            self._sync(rnd)
+            work = self._work_round(rnd)
+            if work is not None:  # None: the round is to be tried again (or the chain moved on)
+                self._sync(rnd, work)
+
+    def _work_round(self, rnd: int) -> RoundWork | None:
+        """What this node does in round ``rnd`` before the sync: train its shard's steps in the pipeline."""
+        if not self._train_round(rnd):
+            return None
+        # later stages do not see the data: they weight their update by their first stage's count,
+        # which every node recomputes from the partition (deterministic, so no message is needed)
+        samples = self.samples or self._replica_samples(self.me.replica)
+        return RoundWork(self._state_bytes(), frozenset(range(self.replicas)), samples, samples)
 
     def _stage_peers(self) -> dict[int, Member]:
         peers = {}
@@ -217,17 +277,41 @@ class SessionRunner:
                 peers[m.shard] = m
         return peers
 
-    def _train_round(self, rnd: int) -> bool:
+    def _earlier_update(self, rnd: int) -> bytes | None:
+        """The local update this node made in round ``rnd`` before a restart, if it made (and kept) one."""
+        row = self.store.round(self.sid, self.stage, rnd)
+        if row and row["status"] in ("trained", "committed") and row["local_hash"]:
+            data = self.store.get_blob(row["local_hash"])
+            if data is not None:
+                self._emit("train_skipped", round=rnd, reason="local update already made")
+                return data
+        return None
+
+    def _batches(self, rnd: int):
+        """(step, batch) for each step of round ``rnd``; the batch is None on a stage that does not see the data."""
         from node.train import data as D
+
+        t = self.spec.training
+        first = rnd * self.interval
+        order = None
+        if self.part is not None:
+            order = D.batch_indices(len(self.part), t.batch_size, t.seed, self.interval, start_step=first)
+        for i in range(self.interval):
+            if self.stop.is_set():
+                raise Stopped()
+            yield first + i, None if order is None else self.data.train.collate([self.part[j] for j in next(order)])
+
+    def _record_step(self, rnd: int, step: int, loss: float, seconds: float) -> None:
+        self.store.record_loss(self.sid, rnd, step, loss, seconds)
+        self._emit("step", round=rnd, step=step, loss=round(loss, 5), seconds=round(seconds, 4))
+
+    def _train_round(self, rnd: int) -> bool:
         from node.train.local import lr_at
         from node.train.pipeline import PipelineError, ShardTrainer
 
-        row = self.store.round(self.sid, self.stage, rnd)
-        if row and row["status"] in ("trained", "committed") and row["local_hash"] and \
-                self.store.get_blob(row["local_hash"]) is not None:
-            # trained (and maybe committed) before a restart: go straight to the sync with that update
-            self._load_bytes(self.store.get_blob(row["local_hash"]))
-            self._emit("train_skipped", round=rnd, reason="local update already made")
+        earlier = self._earlier_update(rnd)
+        if earlier is not None:  # trained (and maybe committed) before a restart: sync with that update
+            self._load_bytes(earlier)
             return True
         t = self.spec.training
         transport = self.net.transport(self.sid, rnd, self.me.replica, self._stage_peers())
@@ -236,20 +320,10 @@ class SessionRunner:
                                timeout=self.pipeline_timeout, device=self.device)
         self.store.upsert_round(self.sid, self.stage, rnd, status="training")
         self._round_bytes0 = self.net.bytes_moved()
-        first_step = rnd * self.interval
-        order = None
-        if self.stage == 0:
-            order = D.batch_indices(len(self.part), t.batch_size, t.seed, self.interval, start_step=first_step)
         self._emit("round_start", round=rnd)
         t_round = time.perf_counter()
         losses = []
-        for i in range(self.interval):
-            if self.stop.is_set():
-                raise Stopped()
-            step = first_step + i
-            batch = None
-            if order is not None:
-                batch = self.data.train.collate([self.part[j] for j in next(order)])
+        for step, batch in self._batches(rnd):
             t0 = time.perf_counter()
             try:
                 loss = trainer.step(step, batch, lr_at(step, self.total_steps, t.learning_rate))
@@ -261,114 +335,148 @@ class SessionRunner:
                 if not moved:
                     self._sleep(1.0)
                 return False
-            dt = time.perf_counter() - t0
             losses.append(loss)
-            self.store.record_loss(self.sid, rnd, step, loss, dt)
-            self._emit("step", round=rnd, step=step, loss=round(loss, 5), seconds=round(dt, 4))
+            self._record_step(rnd, step, loss, time.perf_counter() - t0)
         mean = sum(losses) / len(losses)
         self.store.upsert_round(self.sid, self.stage, rnd, status="trained", loss=mean,
                                 local_hash=self.store.put_blob(self._state_bytes()))
         self._emit("round_trained", round=rnd, loss=round(mean, 5), seconds=round(time.perf_counter() - t_round, 3))
         return True
 
-    def _sync(self, rnd: int) -> None:
+    # -- the sync -------------------------------------------------------------------------------
+    def _final(self, rnd: int) -> str | None:
+        return self.chain.final_hash(self.sid, rnd, self.stage)
+
+    def _sync(self, rnd: int, work: RoundWork) -> None:
         t_sync = time.perf_counter()
         sent0, recv0 = self.net.bytes_moved()
-        local = self._state_bytes()
-        h_local = self.net.serve(local)
-        self.store.put_blob(local)
-        # later stages do not see the data: they weight their update by their first stage's count,
-        # which every node recomputes from the partition (deterministic, so no message is needed)
-        samples = self.samples or self._replica_samples(self.me.replica)
-        mine = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, samples, self._my_peer())
-        self.net.announce(mine)
         pulse = _Pulse(self.net, 3.0)
-        pulse.every(mine)
+        h_local = ZERO_HASH
+        updates: dict[int, Announcement] = {}
+        blobs: dict[int, bytes] = {}
+        if work.local is not None:
+            h_local = self.net.serve(work.local)
+            self.store.put_blob(work.local)
+            mine = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, work.samples, self._my_peer(),
+                                dict(work.update_extra))
+            self.net.announce(mine)
+            pulse.every(mine)
+            updates[self.me.replica], blobs[self.me.replica] = mine, work.local
 
-        # 1. the replicas' local updates: all of them, or those announced before the timeout
-        deadline = time.monotonic() + self.sync_timeout
-        updates: dict[int, Announcement] = {self.me.replica: mine}
-        while len(updates) < self.replicas and time.monotonic() < deadline:
-            if self.chain.final_hash(self.sid, rnd, self.stage) is not None:
-                break
-            for a in self.net.announcements(self.sid, rnd, self.stage):
-                if a.replica < self.replicas and a.kind == "update":
-                    updates[a.replica] = a
-            pulse.tick()
-            self._sleep(self.poll)
-        blobs: dict[int, bytes] = {self.me.replica: local}
-        for rep in sorted(updates):
-            if rep in blobs:
-                continue
-            try:
-                blobs[rep] = self._fetch_update(updates[rep])
-            except Exception as exc:  # noqa: BLE001 - a replica we cannot fetch from is left out
-                self._emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
-        chosen = {rep: updates[rep].hash for rep in blobs}
-
-        # 2. agree on the set: each node announces what it holds and keeps only what everyone it
-        # holds also holds (the intersection), so replicas that saw different sets converge on the
-        # same aggregate instead of splitting the vote
         h_agg = agg_bytes = None
-        if self.chain.final_hash(self.sid, rnd, self.stage) is None:
-            for _ in range(self.replicas + 1):
-                agg_bytes, h_agg = self._aggregate(chosen, blobs, updates)
-                msg = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, samples, self._my_peer(),
-                                   {"kind": "set", "set": {str(k): v for k, v in sorted(chosen.items())},
-                                    "aggregate": h_agg})
-                self.net.announce(msg)
-                pulse.every(msg)
-                deadline = time.monotonic() + self.sync_timeout
-                others: dict[int, dict] = {}
-                while time.monotonic() < deadline:
-                    for a in self.net.announcements(self.sid, rnd, self.stage, kind="set"):
-                        if a.replica in chosen and a.replica != self.me.replica:
-                            others[a.replica] = {int(k): v for k, v in a.extra.get("set", {}).items()}
-                    if all(r in others for r in chosen if r != self.me.replica):
-                        break
-                    if self.chain.final_hash(self.sid, rnd, self.stage) is not None:
-                        break
-                    pulse.tick()
-                    self._sleep(self.poll)
-                narrowed = {r: h for r, h in chosen.items() if all(o.get(r) == h for o in others.values())}
-                if narrowed == chosen or not narrowed:
-                    break
-                chosen = narrowed
-            self.store.upsert_round(self.sid, self.stage, rnd, aggregate_hash=h_agg, peers_used=len(chosen),
-                                    samples=samples)
-            if self.chain.final_hash(self.sid, rnd, self.stage) is None and \
-                    not self.chain.committed(self.sid, rnd, self.stage):
-                self.chain.commit(self.sid, rnd, self.stage, h_agg, h_local)
-                self._emit("committed", round=rnd, aggregate=h_agg, local=h_local, replicas_used=sorted(chosen))
-            self.store.upsert_round(self.sid, self.stage, rnd, status="committed")
+        if self.resync_after_commit or not self.chain.committed(self.sid, rnd, self.stage):
+            self._collect_updates(rnd, work.expected, updates, pulse)
+            for rep in sorted(updates):
+                if rep in blobs:
+                    continue
+                try:
+                    blobs[rep] = self._fetch_update(updates[rep])
+                except Exception as exc:  # noqa: BLE001 - a replica we cannot fetch from is left out
+                    self._emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
+            chosen = {rep: updates[rep].hash for rep in blobs}
+            if self.commit_after_final or self._final(rnd) is None:
+                chosen, agg_bytes, h_agg = self._agree_on_set(rnd, chosen, blobs, updates, h_local, work, pulse)
+                self.store.upsert_round(self.sid, self.stage, rnd, aggregate_hash=h_agg, peers_used=len(chosen),
+                                        samples=work.recorded_samples)
+                final = self._final(rnd)
+                if (final is None or (self.commit_after_final and final == h_agg)) and \
+                        not self.chain.committed(self.sid, rnd, self.stage):
+                    self.chain.commit(self.sid, rnd, self.stage, h_agg, h_local)
+                    self._emit("committed", round=rnd, aggregate=h_agg, local=h_local, **work.info,
+                               **work.commit_info, replicas_used=sorted(chosen))
+                self.store.upsert_round(self.sid, self.stage, rnd, status="committed")
 
-        # 3. the round is final on chain (directly, or after the commit deadline)
-        final = None
-        while final is None:
-            final = self.chain.final_hash(self.sid, rnd, self.stage)
-            if final is not None:
-                break
-            self.chain.try_finalize_after_timeout(self.sid, rnd, self.stage)
-            pulse.tick()
-            self._sleep(self.poll)
+        final = self._await_final(rnd, pulse)
         if final == h_agg:
             data = agg_bytes
         else:
             hints = [a.peer for a in self.net.announcements(self.sid, rnd, self.stage, kind="set")
                      if a.extra.get("aggregate") == final]
             data = self._get(final, hints)
+        self._finish_round(rnd, work, final, data, agreed=final == h_agg, t_sync=t_sync, sync0=(sent0, recv0))
+
+    def _collect_updates(self, rnd: int, expected: frozenset[int], updates: dict[int, Announcement],
+                         pulse: _Pulse) -> None:
+        """Add the expected replicas' update announcements to ``updates``: all of them, or those announced
+        before the timeout or the round's finality."""
+        def collect():
+            for a in self.net.announcements(self.sid, rnd, self.stage):
+                if a.replica in expected and a.kind == "update":
+                    updates[a.replica] = a
+
+        deadline = time.monotonic() + self.sync_timeout
+        while not expected <= set(updates) and time.monotonic() < deadline and self._final(rnd) is None:
+            collect()
+            pulse.tick()
+            self._sleep(self.poll)
+        if self.commit_after_final:
+            collect()  # the round may have gone final with every update announced: ours must still match it
+
+    def _agree_on_set(self, rnd: int, chosen: dict[int, str], blobs: dict[int, bytes],
+                      updates: dict[int, Announcement], h_local: str, work: RoundWork,
+                      pulse: _Pulse) -> tuple[dict[int, str], bytes, str]:
+        """(agreed set, aggregate bytes, aggregate hash). Each node announces what it holds and keeps only what
+        everyone it holds also holds (the intersection), so replicas that saw different sets converge on the
+        same aggregate instead of splitting the vote."""
+        from node.job import keccak_hex
+
+        for _ in range(len(work.expected) + 1):
+            if chosen:
+                agg_bytes, h_agg = self._aggregate(chosen, blobs, updates)
+            else:  # nobody took part (or no update reached us): the global adapter stays as it was
+                agg_bytes = self._global_before(rnd)
+                h_agg = keccak_hex(agg_bytes)
+                self.net.serve(agg_bytes)
+            msg = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, work.samples, self._my_peer(),
+                               {"kind": "set", "set": {str(k): v for k, v in sorted(chosen.items())},
+                                "aggregate": h_agg})
+            self.net.announce(msg)
+            pulse.every(msg)
+            if not chosen:
+                break
+            deadline = time.monotonic() + self.sync_timeout
+            others: dict[int, dict] = {}
+            while time.monotonic() < deadline:
+                for a in self.net.announcements(self.sid, rnd, self.stage, kind="set"):
+                    if a.replica in chosen and a.replica != self.me.replica:
+                        others[a.replica] = {int(k): v for k, v in a.extra.get("set", {}).items()}
+                if all(r in others for r in chosen if r != self.me.replica):
+                    break
+                if self._final(rnd) is not None:
+                    break
+                pulse.tick()
+                self._sleep(self.poll)
+            narrowed = {r: h for r, h in chosen.items() if all(o.get(r) == h for o in others.values())}
+            if narrowed == chosen or not narrowed:
+                break
+            chosen = narrowed
+        return chosen, agg_bytes, h_agg
+
+    def _await_final(self, rnd: int, pulse: _Pulse) -> str:
+        """The round's final hash, once it is final on chain (directly, or after the commit deadline)."""
+        while True:
+            final = self._final(rnd)
+            if final is not None:
+                return final
+            self.chain.try_finalize_after_timeout(self.sid, rnd, self.stage)
+            pulse.tick()
+            self._sleep(self.poll)
+
+    def _finish_round(self, rnd: int, work: RoundWork, final: str, data: bytes, *, agreed: bool, t_sync: float,
+                      sync0: tuple[int, int]) -> None:
+        """Adopt and checkpoint the final aggregate, serve it, and close the round's row and byte counters."""
         self.store.put_blob(data)
         self.net.serve(data)
-        self._load_bytes(data)
-        self.store.save_checkpoint(self.sid, rnd, data, self.optimizer.state_dict(), (rnd + 1) * self.interval)
+        self._adopt(data)
+        self.store.save_checkpoint(self.sid, rnd, data, self._optimizer_state(), (rnd + 1) * self.interval)
         sent1, recv1 = self.net.bytes_moved()
-        rs0, rr0 = getattr(self, "_round_bytes0", None) or (sent0, recv0)
+        rs0, rr0 = self._round_bytes0 or sync0
         self.store.upsert_round(self.sid, self.stage, rnd, status="final", final_hash=final, finished=time.time(),
                                 bytes_sent=sent1 - rs0, bytes_recv=recv1 - rr0,
-                                sync_sent=sent1 - sent0, sync_recv=recv1 - recv0)
+                                sync_sent=sent1 - sync0[0], sync_recv=recv1 - sync0[1])
         self._round_bytes0 = None
         self.loaded_round = rnd
-        self._emit("round_final", round=rnd, final=final, agreed=final == h_agg,
+        self._emit("round_final", round=rnd, final=final, agreed=agreed, **work.info,
                    sync_seconds=round(time.perf_counter() - t_sync, 3))
 
     def _aggregate(self, chosen: dict[int, str], blobs: dict[int, bytes],
@@ -405,7 +513,6 @@ class SessionRunner:
 
     def _replica_samples(self, replica: int) -> int:
         from node.train import data as D
-        from node.train.partition import partition
 
         if self.spec.task.kind == "sequence-classification":
             _, labels = D.read_sst2(D.resolve_data_path(self.spec.data.path))
@@ -417,8 +524,5 @@ class SessionRunner:
             from node.train import local as L
 
             ys = L.build_data(self.spec, train_limit=self.train_limit).train.targets
-        parts = partition(ys if self.spec.data.distribution == "dirichlet" else len(ys), self.replicas,
-                          self.spec.data.distribution, seed=self.spec.training.seed,
-                          dataset_hash=self.spec.data.hash or "0x" + "00" * 32, alpha=self.spec.data.alpha)
-        self.samples = len(parts[replica])
+        self.samples = len(self._partition(ys)[replica])
         return self.samples
