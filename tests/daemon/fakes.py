@@ -1,4 +1,5 @@
-"""In-memory chain and network for unit tests of the session runner (the e2e tests use the real ones).
+"""In-memory chain and network for unit tests of the session runners (the e2e tests use the real ones), and
+``run_runners``, which runs one runner per member in threads over them.
 
 ``FakeChain`` follows TrainingSessions' rules: per-shard rounds, a round is final inside the commit that
 brings ceil(2/3 x replicas) identical aggregate hashes, and ``finalizeAfterTimeout`` after a deadline
@@ -12,6 +13,8 @@ from collections import defaultdict
 
 from eth_utils import keccak
 
+from node.daemon.session import Stopped
+from node.daemon.state import StateStore
 from node.train.pipeline import QueueTransport
 
 
@@ -130,3 +133,38 @@ class _NetView:
 
     def bytes_moved(self):
         return self.n.sent[self.peer], 0
+
+
+def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, per_member=lambda m: {}, **kwargs):
+    """Build a ``cls`` runner (session 1) for each member with its own state under ``tmp/<peer id>``, run them in
+    threads until all return and give them back; the first error stops the others and fails the test."""
+    stop = threading.Event()
+    runners = []
+    # models are built one after another: loading patches module globals (meta-device init), which is fine in
+    # the daemons (one process each) but not for threads sharing one interpreter
+    for m in members:
+        r = cls(1, spec, m, replicas, chain.view(m), net.port(m.peer_id), StateStore(tmp / m.peer_id), stop=stop,
+                train_limit=200, poll=0.05, **kwargs, **per_member(m))
+        r.setup()
+        runners.append(r)
+    errors = []
+
+    def go(r):
+        try:
+            r.run()
+        except Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=go, args=(r,), daemon=True) for r in runners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    hung = [r.me.peer_id for r, t in zip(runners, threads) if t.is_alive()]
+    stop.set()
+    assert not errors, errors
+    assert not hung, f"runners {hung} did not finish"
+    return runners

@@ -9,7 +9,6 @@ hang it.
 """
 
 import copy
-import threading
 
 import pytest
 
@@ -18,38 +17,15 @@ torch.set_num_threads(1)
 
 from node.daemon.fedpeat import EmulatorSource, FedPeatRunner  # noqa: E402
 from node.daemon.ports import ZERO_HASH, Member  # noqa: E402
-from node.daemon.session import SessionError, Stopped  # noqa: E402
-from node.daemon.state import StateStore  # noqa: E402
+from node.daemon.session import SessionError  # noqa: E402
 from node.job import JobSpec, keccak_hex  # noqa: E402
 
-from .fakes import FakeChain, FakeNet, _ChainView  # noqa: E402
+from .fakes import FakeChain, FakeNet, _ChainView, run_runners  # noqa: E402
+from .specs import LORA, sst2_spec  # noqa: E402
 
-SPEC = """
-name = "fedpeat-runner"
-[model]
-id = "minilm"
-[data]
-dataset = "sst2"
-path = "data/sst2/train.tsv"
-max_seq_len = 16
-validation_size = 32
-[task]
-kind = "sequence-classification"
-[method]
-name = "lora"
-config = { r = 4, alpha = 8.0, target_modules = ["query", "value"] }
-[shards]
-layers = [[0, 6]]
-memory_mb = [256]
-[training]
-rounds = 3
-sync_interval = 2
-batch_size = 4
-learning_rate = 0.001
-seed = 5
-[fedpeat]
-options = [0.25, 0.5, 1.0]
-"""
+SPEC = sst2_spec("fedpeat-runner", method="lora", config=LORA, layers=[[0, 6]], memory_mb=[256],
+                 training={"rounds": 3, "sync_interval": 2, "batch_size": 4, "learning_rate": 0.001, "seed": 5},
+                 fedpeat={"options": [0.25, 0.5, 1.0]})
 PLANS = {1: [0, 0, 0], 2: [5000, 0, 10000], 3: [2500, 5000, 5000]}
 FETCHERS = {1, 2}
 
@@ -107,37 +83,14 @@ def run(spec, emulators, tmp_path_factory):
     chain = PlanChain(members, 3, 3, PLANS, attached)
     net = FakeNet()
     events = []
-    stop = threading.Event()
-    runners = []
-    for m in members:
-        def on_event(kind, info, r=m.replica):
-            events.append((r, kind, info))
 
-        r = FedPeatRunner(1, spec, m, 3, chain.view(m), net.port(m.peer_id), StateStore(tmp / m.peer_id),
-                          sync_timeout=600.0, stop=stop, train_limit=200, poll=0.05, on_event=on_event,
-                          fetch_emulators=m.replica in FETCHERS, emulator_wait_s=60.0)
-        r.setup()
-        runners.append(r)
-    errors = []
+    def per_member(m):
+        return {"on_event": lambda kind, info: events.append((m.replica, kind, info)),
+                "fetch_emulators": m.replica in FETCHERS}
 
-    def go(r):
-        try:
-            r.run()
-        except Stopped:
-            pass
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            stop.set()
-
-    threads = [threading.Thread(target=go, args=(r,), daemon=True) for r in runners]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=240)
-    hung = any(t.is_alive() for t in threads)
-    stop.set()
-    assert not errors, errors
-    assert not hung, "a runner did not finish (waiting for a sit-out's update would do this)"
+    # the sync timeout is far longer than the test may take: waiting for a sit-out's update would hang it
+    runners = run_runners(FedPeatRunner, spec, members, 3, chain, net, tmp, timeout=240, per_member=per_member,
+                          sync_timeout=600.0, emulator_wait_s=60.0)
     return {"chain": chain, "net": net, "events": events, "runners": runners, "members": members,
             "attached": attached}
 

@@ -4,48 +4,26 @@ Real model and data (MiniLM, SST-2, a few steps); what is faked is only the chai
 (tests/e2e runs the same runner in daemons over anvil and libp2p).
 """
 
-import threading
-
 import pytest
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from node.daemon.ports import Member  # noqa: E402
-from node.daemon.session import SessionRunner, Stopped  # noqa: E402
+from node.daemon.session import SessionRunner  # noqa: E402
 from node.daemon.state import StateStore  # noqa: E402
 from node.job import JobSpec  # noqa: E402
 
-from .fakes import FakeChain, FakeNet  # noqa: E402
+from .fakes import FakeChain, FakeNet, run_runners  # noqa: E402
+from .specs import sst2_spec  # noqa: E402
 
-SPEC = """
-name = "runner"
-[model]
-id = "minilm"
-[data]
-dataset = "sst2"
-path = "data/sst2/train.tsv"
-distribution = "dirichlet"
-alpha = 1.0
-max_seq_len = 16
-validation_size = 32
-[task]
-kind = "sequence-classification"
-[method]
-name = "houlsby"
-config = { bottleneck_size = 8 }
-[shards]
-layers = [[0, 3], [3, 6]]
-memory_mb = [256, 256]
-[training]
-rounds = 2
-sync_interval = 2
-batch_size = 4
-micro_batches = 2
-learning_rate = 0.001
-seed = 3
-aggregation = "AGG"
-"""
+
+def _spec(agg):
+    return JobSpec.from_text(sst2_spec(
+        "runner", method="houlsby", config={"bottleneck_size": 8}, layers=[[0, 3], [3, 6]], memory_mb=[256, 256],
+        data={"distribution": "dirichlet", "alpha": 1.0},
+        training={"rounds": 2, "sync_interval": 2, "batch_size": 4, "micro_batches": 2, "learning_rate": 0.001,
+                  "seed": 3, "aggregation": agg}))
 
 
 def _members():
@@ -53,42 +31,13 @@ def _members():
 
 
 def _run(tmp_path, members, chain, net, spec, skip=(), sync_timeout=10.0):
-    errors, runners = [], []
-    stop = threading.Event()
-
-    # models are built one after another: loading patches module globals (meta-device init), which
-    # is fine in the daemons (one process each) but not for threads sharing one interpreter
-    for m in members:
-        if m.peer_id in skip:
-            continue
-        r = SessionRunner(1, spec, m, 2, chain.view(m), net.port(m.peer_id), StateStore(tmp_path / m.peer_id),
-                          pipeline_timeout=5.0, sync_timeout=sync_timeout, stop=stop, train_limit=200, poll=0.05)
-        r.setup()
-        runners.append(r)
-
-    def go(r):
-        try:
-            r.run()
-        except Stopped:
-            pass
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            stop.set()
-
-    threads = [threading.Thread(target=go, args=(r,), daemon=True) for r in runners]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    stop.set()
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads)
-    return runners
+    return run_runners(SessionRunner, spec, [m for m in members if m.peer_id not in skip], 2, chain, net, tmp_path,
+                       pipeline_timeout=5.0, sync_timeout=sync_timeout)
 
 
 @pytest.mark.parametrize("agg", ["fedavg", "median"])
 def test_two_by_two_session_agrees_every_round(tmp_path, agg):
-    spec = JobSpec.from_text(SPEC.replace("AGG", agg))
+    spec = _spec(agg)
     members = _members()
     chain, net = FakeChain(members, 2, 2), FakeNet()
     _run(tmp_path, members, chain, net, spec)
@@ -105,7 +54,7 @@ def test_two_by_two_session_agrees_every_round(tmp_path, agg):
 
 
 def test_replica_down_is_left_out_after_timeout(tmp_path):
-    spec = JobSpec.from_text(SPEC.replace("AGG", "fedavg"))
+    spec = _spec("fedavg")
     members = _members()
     chain, net = FakeChain(members, 2, 2, deadline_s=0.5), FakeNet()
     net.down.update({"peer01", "peer11"})            # replica 1 never comes up
@@ -119,7 +68,7 @@ def test_replica_down_is_left_out_after_timeout(tmp_path):
 def test_replicas_that_saw_different_updates_converge_on_one_aggregate(tmp_path):
     """peer10 cannot fetch peer11's update: without agreement the two shard-1 replicas would commit
     different aggregates, and with two replicas such a split can never be finalized."""
-    spec = JobSpec.from_text(SPEC.replace("AGG", "fedavg"))
+    spec = _spec("fedavg")
     members = _members()
     chain, net = FakeChain(members, 2, 2, deadline_s=60.0), FakeNet()
     net.blocked.add(("peer10", "peer11"))

@@ -20,6 +20,8 @@ import os
 import subprocess
 import sys
 
+from tests.daemon.specs import LORA, sst2_spec  # noqa: E402
+
 TRAIN_LIMIT = 200
 FETCHERS = (1, 2)                                  # node indices with fetch_emulators = true
 # coordinator.fedpeat.controller.RandomStrategy with p = 0.67 and seed 0 plans, for 3 devices and options
@@ -27,34 +29,9 @@ FETCHERS = (1, 2)                                  # node indices with fetch_emu
 CONTROL = ["--strategy", "random", "--random-p", "0.67", "--seed", "0", "--eval-size", "32", "--poll", "0.5",
            "--round-timeout", "300"]
 
-SPEC = """\
-name = "e2e-fedpeat"
-[model]
-id = "minilm"
-[data]
-dataset = "sst2"
-path = "data/sst2/train.tsv"
-max_seq_len = 16
-validation_size = 32
-[task]
-kind = "sequence-classification"
-num_labels = 2
-[method]
-name = "lora"
-config = { r = 4, alpha = 8.0, target_modules = ["query", "value"] }
-[shards]
-layers = [[0, 6]]
-memory_mb = [1024]
-min_replicas = 3
-[training]
-rounds = 2
-sync_interval = 3
-batch_size = 8
-learning_rate = 0.001
-seed = 1
-[fedpeat]
-options = [0.5, 1.0]
-"""
+SPEC = sst2_spec("e2e-fedpeat", method="lora", config=LORA, layers=[[0, 6]], memory_mb=[1024], task={"num_labels": 2},
+                 shards={"min_replicas": 3}, fedpeat={"options": [0.5, 1.0]},
+                 training={"rounds": 2, "sync_interval": 3, "batch_size": 8, "learning_rate": 0.001, "seed": 1})
 
 
 def _events(p, kind):
