@@ -365,6 +365,7 @@ class SessionRunner:
 
         h_agg = agg_bytes = None
         if self.resync_after_commit or not self.chain.committed(self.sid, rnd, self.stage):
+            # a restarted node that already committed still announces its set: others may be agreeing yet
             self._collect_updates(rnd, work.expected, updates, pulse)
             for rep in sorted(updates):
                 if rep in blobs:
@@ -374,7 +375,7 @@ class SessionRunner:
                 except Exception as exc:  # noqa: BLE001 - a replica we cannot fetch from is left out
                     self._emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
             chosen = {rep: updates[rep].hash for rep in blobs}
-            if self.commit_after_final or self._final(rnd) is None:
+            if self.commit_after_final or self._final(rnd) is None:  # else nothing is left to agree on
                 chosen, agg_bytes, h_agg = self._agree_on_set(rnd, chosen, blobs, updates, h_local, work, pulse)
                 self.store.upsert_round(self.sid, self.stage, rnd, aggregate_hash=h_agg, peers_used=len(chosen),
                                         samples=work.recorded_samples)
