@@ -12,12 +12,10 @@ its record against the chain; the final adapter it scored is the session's last 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,24 +45,17 @@ def bsns_proc(args: list[str], env: dict, **kw):
 
 @pytest.fixture(scope="module")
 def controlled(tmp_path_factory):
-    from coordinator.demo import Cluster
     from node.chain.clients import FedPeatLedgerClient
     from node.chain.keys import dev_key
+    from tests.e2e.fedpeat_cluster import FedPeatCluster, cli_env, daemon_events
 
     if shutil.which("node") is None:
         pytest.skip("node.js is not installed")
 
-    @dataclass
-    class FedPeatCluster(Cluster):
-        def _write_config(self, i: int):
-            p = super()._write_config(i)
-            text = p.config.read_text().replace("memory_mb = 2048", f"memory_mb = {MEMORY_MB[i]}")
-            p.config.write_text(text + f"[fedpeat]\nfetch_emulators = {'true' if i == 0 else 'false'}\n")
-            return p
-
     wd = tmp_path_factory.mktemp("fedpeat-control")
     t0 = time.monotonic()
-    with FedPeatCluster(wd, nodes=2, train_limit=160, pipeline_timeout_s=30, sync_timeout_s=10) as cl:
+    with FedPeatCluster(wd, nodes=2, train_limit=160, pipeline_timeout_s=30, sync_timeout_s=10, memory_mb=MEMORY_MB,
+                        fetchers=(0,)) as cl:
         cl.wait_registered(240)
         spec, pid = cl.propose(spec_text())
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
@@ -72,9 +63,7 @@ def controlled(tmp_path_factory):
         ledger = FedPeatLedgerClient(cl.w3, cl.deployment.address("FedPeatLedger"), cl.sender)
         controller = dev_key(9, cl.w3.eth.chain_id).address
         ledger.set_controller(sid, controller)
-        env = dict(os.environ, BSNS_HOME=str(wd / "home"), BSNS_RPC=cl.chain.url, BSNS_DEPLOYMENT=str(cl.deployment_path),
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        env.pop("BSNS_DEV_ACCOUNT", None)
+        env = cli_env(cl, wd / "home")
 
         # the wrong account is refused with one line, before any model is loaded
         wrong = subprocess.run([sys.executable, "-m", "coordinator.cli", "fedpeat", "control", "--session", str(sid),
@@ -102,8 +91,7 @@ def controlled(tmp_path_factory):
         for p in cl.procs:  # each daemon's own record of what it did (daemon.jsonl), by replica
             addr = dev_key(p.dev_account, cl.w3.eth.chain_id).address
             rep = cl.sessions.assignment_of(sid, addr).replica
-            lines = (p.data_dir / "daemon.jsonl").read_text().splitlines()
-            events[rep] = [e for e in map(json.loads, lines) if e.get("session") == sid]
+            events[rep] = daemon_events(p, session=sid)
         yield {"cl": cl, "sid": sid, "events": events, "spec": spec, "ledger": ledger, "controller": controller, "wrong": wrong,
                "out": out, "record": record, "summary": json.loads(summary.read_text()), "finals": finals,
                "verify": verify, "seconds": time.monotonic() - t0}

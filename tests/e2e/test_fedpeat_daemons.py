@@ -21,6 +21,7 @@ import subprocess
 import sys
 
 from tests.daemon.specs import LORA, sst2_spec  # noqa: E402
+from tests.e2e.fedpeat_cluster import daemon_events as _events  # noqa: E402
 
 TRAIN_LIMIT = 200
 FETCHERS = (1, 2)                                  # node indices with fetch_emulators = true
@@ -34,43 +35,22 @@ SPEC = sst2_spec("e2e-fedpeat", method="lora", config=LORA, layers=[[0, 6]], mem
                  training={"rounds": 2, "sync_interval": 3, "batch_size": 8, "learning_rate": 0.001, "seed": 1})
 
 
-def _events(p, kind):
-    path = p.data_dir / "daemon.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if ev.get("event") == kind:
-            out.append(ev)
-    return out
-
-
 @pytest.fixture(scope="module")
 def fedpeat_session(tmp_path_factory):
     import torch
 
-    from coordinator.demo import Cluster, _addr
+    from coordinator.demo import _addr
     from node.chain.clients import FedPeatLedgerClient
     from node.emulator import emulator_for_spec, load_full_model
+    from tests.e2e.fedpeat_cluster import FedPeatCluster
 
     torch.set_num_threads(1)
     if shutil.which("node") is None:
         pytest.skip("node.js is not installed")
 
-    class FedPeatCluster(Cluster):
-        def _write_config(self, i):
-            p = super()._write_config(i)
-            if i in FETCHERS:
-                with open(p.config, "a") as fh:
-                    fh.write("[fedpeat]\nfetch_emulators = true\n")
-            return p
-
     wd = tmp_path_factory.mktemp("fedpeat-e2e")
-    with FedPeatCluster(wd, nodes=3, train_limit=TRAIN_LIMIT, sync_timeout_s=20, commit_timeout_blocks=10) as cl:
+    with FedPeatCluster(wd, nodes=3, train_limit=TRAIN_LIMIT, sync_timeout_s=20, commit_timeout_blocks=10,
+                        fetchers=FETCHERS) as cl:
         ledger = FedPeatLedgerClient(cl.w3, cl.deployment.address("FedPeatLedger"), cl.sender)
         cl.wait_registered(240)
         spec, pid = cl.propose(SPEC)
