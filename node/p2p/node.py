@@ -767,13 +767,9 @@ class P2PNode:
             hasher = keccak_hasher() if header.hash is not None else None
 
             def accept() -> None:
-                """Check and deliver the received payload (runs on the bulk thread for bulk transfers)."""
+                """Runs on the bulk thread for bulk transfers."""
                 nonlocal delivered
-                if hasher is not None and hasher.digest() != header.hash:
-                    raise HashMismatch(f"tensor {header.tags} from {sender} does not match its declared keccak-256")
-                value = wire.payload_to_tensor_set(buf, header) if header.meta else wire.payload_to_tensor(buf, header)
-                self.inbox.deliver(header.tags, value, sender)
-                self.bytes_received += header.payload_len
+                self._deliver(header, buf, hasher, sender)
                 delivered = True
 
             acked = await self._receive_payload(stream, view, timeout, hasher, accept)
@@ -785,6 +781,14 @@ class P2PNode:
         if not acked:
             await self._write(stream, wire.encode_reply(wire.ST_DONE), timeout)
         return True
+
+    def _deliver(self, header: wire.Header, buf, hasher, sender: str) -> None:
+        """Check a received payload against its declared hash and hand it to the inbox."""
+        if hasher is not None and hasher.digest() != header.hash:
+            raise HashMismatch(f"tensor {header.tags} from {sender} does not match its declared keccak-256")
+        value = wire.payload_to_tensor_set(buf, header) if header.meta else wire.payload_to_tensor(buf, header)
+        self.inbox.deliver(header.tags, value, sender)
+        self.bytes_received += header.payload_len
 
     # ------------------------------------------------------------------ pipeline sessions
     async def _accept_session(self, stream: Any, sender: str, timeout: float) -> bool:
@@ -857,11 +861,7 @@ class P2PNode:
             buf, view = wire.empty_payload(header.payload_len)
             hasher = keccak_hasher() if header.hash is not None else None
             ch.recv_payload(view, hasher)
-            if hasher is not None and hasher.digest() != header.hash:
-                raise HashMismatch(f"tensor {header.tags} from {sender} does not match its declared keccak-256")
-            value = wire.payload_to_tensor_set(buf, header) if header.meta else wire.payload_to_tensor(buf, header)
-            self.inbox.deliver(header.tags, value, sender)
-            self.bytes_received += header.payload_len
+            self._deliver(header, buf, hasher, sender)
             delivered = True
         except P2PError as exc:
             log.warning("rejected a message from %s: %s", sender, exc)
