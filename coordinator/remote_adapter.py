@@ -46,13 +46,34 @@ def spec_text_of(gov, proposal_id: int, spec_dirs=()) -> str:
     raise FetchError(f"the spec of proposal {proposal_id} is not on chain and no local copy hashes to {h}")
 
 
+class PeerFetcher:
+    """Fetches content-addressed blobs from daemons over ``/bsns/adapter/1`` with a throwaway identity: fetching
+    needs no registration (daemons serve adapter blobs to anyone), and it accepts no inbound streams. The p2p
+    layer checks every blob against the hash asked for; started on first use."""
+
+    def __init__(self) -> None:
+        self.node = None
+
+    def fetch(self, peer_id: str, addr: str, h: str, timeout: float) -> bytes:
+        import secrets
+
+        from node.p2p import P2PNode
+
+        if self.node is None:
+            self.node = P2PNode(secrets.token_bytes(32), lambda address, protocol: False).start()
+        self.node.connect(peer_id, [addr])
+        return self.node.fetch_blob(peer_id, h, timeout=timeout)
+
+    def close(self) -> None:
+        if self.node is not None:
+            self.node.close()
+            self.node = None
+
+
 def fetch_adapter(w3, deployment, adapter_id: int, out: Path, timeout: float = 60.0, spec_dirs=()) -> dict:
     """Download adapter ``adapter_id``; returns {"record", "spec", "state", "shards", "manifest", "format"}."""
-    import secrets
-
     from node.chain.errors import ContractRevert
     from node.job import JobSpec
-    from node.p2p import P2PNode
     from node.train.adapter_state import merged_state, save_adapter, state_from_bytes
 
     ad_client, sessions, registry, gov = _clients(w3, deployment)
@@ -74,15 +95,13 @@ def fetch_adapter(w3, deployment, adapter_id: int, out: Path, timeout: float = 6
             members.setdefault(shard, []).append((node.peer_id, node.announce_addr))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # a throwaway identity: fetching needs no registration, and it accepts no inbound streams
-    p2p = P2PNode(secrets.token_bytes(32), lambda addr, proto: False).start()
+    p2p = PeerFetcher()
     try:
         def get(h: str, candidates: list) -> bytes:
             errors = []
             for peer_id, addr in candidates:
                 try:
-                    p2p.connect(peer_id, [addr])
-                    return p2p.fetch_blob(peer_id, h, timeout=timeout)
+                    return p2p.fetch(peer_id, addr, h, timeout)
                 except Exception as exc:  # noqa: BLE001 - try the next peer that serves it
                     errors.append(f"{peer_id[:12]}: {str(exc).splitlines()[0][:120]}")
             raise FetchError(f"no peer served {h}: {'; '.join(errors) or 'no peers'}")

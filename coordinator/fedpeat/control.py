@@ -312,8 +312,10 @@ class Controller:
         devices = self.devices()
         own = None
         if self.fetch is None:
+            from coordinator.remote_adapter import PeerFetcher
+
             own = PeerFetcher()
-            self.fetch = own.fetch
+            self.fetch = lambda device, h, timeout: own.fetch(device.peer_id, device.addr, h, timeout)
         try:
             return self._loop(fp, models, info.rounds, devices)
         finally:
@@ -374,29 +376,6 @@ class Controller:
 
 
 # -- the real pieces -----------------------------------------------------------------------------------------
-
-class PeerFetcher:
-    """Fetches content-addressed blobs from session members over ``/bsns/adapter/1`` with a throwaway identity
-    (daemons serve adapters to anyone; the bytes are checked against the chain by the caller and the p2p layer)."""
-
-    def __init__(self) -> None:
-        self.node = None
-
-    def fetch(self, device: Device, h: str, timeout: float) -> bytes:
-        import secrets
-
-        from node.p2p import P2PNode
-
-        if self.node is None:
-            self.node = P2PNode(secrets.token_bytes(32), lambda addr, proto: False).start()
-        self.node.connect(device.peer_id, [device.addr])
-        return self.node.fetch_blob(device.peer_id, h, timeout=timeout)
-
-    def close(self) -> None:
-        if self.node is not None:
-            self.node.close()
-            self.node = None
-
 
 @dataclass
 class RealSpecModels:
