@@ -490,13 +490,9 @@ class Daemon:
         from node.train.local import evaluate_adapter
 
         try:
-            states = []
-            for shard, h in enumerate(hashes):
-                data = self.store.get_blob(h)
-                if data is None:
-                    holders = [m.peer_id for m in self.chain_port.members(sid) if m.shard == shard and m.peer_id]
-                    data = self._fetch_any(holders, h)
-                states.append(state_from_bytes(data))
+            runner, members = self._runners[sid], self.chain_port.members(sid)
+            states = [state_from_bytes(runner.fetch_blob(h, [m.peer_id for m in members if m.shard == shard]))
+                      for shard, h in enumerate(hashes)]
             m = evaluate_adapter(spec, merged_state(states), self.cfg.device())
         except Exception as exc:  # noqa: BLE001 - evaluation is informative; publication must not depend on it
             _ev("evaluate_failed", session=sid, error=str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
@@ -504,15 +500,6 @@ class Daemon:
         m = {k: round(v, 5) if isinstance(v, float) else v for k, v in m.items()}
         _ev("evaluated", session=sid, **m)
         return m
-
-    def _fetch_any(self, peers: list[str], h: str) -> bytes:
-        last: Exception | None = None
-        for peer in peers:
-            try:
-                return self.net.fetch(peer, h, timeout=30.0)
-            except Exception as exc:  # noqa: BLE001 - try the next holder
-                last = exc
-        raise DaemonError(f"no session member served {h}: {last}")
 
     def serve_finished(self) -> None:
         """Re-serve the final adapters and manifests of finished sessions (after a restart)."""

@@ -173,7 +173,7 @@ class SessionRunner:
         """The adapter round ``rnd`` started from (the final one of round ``rnd - 1``)."""
         if rnd == 0:
             return self._init_bytes
-        return self._get(self.store.checkpoint(self.sid, rnd - 1).adapter_hash)
+        return self.fetch_blob(self.store.checkpoint(self.sid, rnd - 1).adapter_hash)
 
     def _load_optimizer(self, ck) -> None:
         if self.optimizer is None:
@@ -188,7 +188,7 @@ class SessionRunner:
     def _members(self, shard: int | None = None) -> list[Member]:
         return [m for m in self.chain.members(self.sid) if shard is None or m.shard == shard]
 
-    def _get(self, h: str, hint_peers: list[str] = ()) -> bytes:
+    def fetch_blob(self, h: str, hint_peers: list[str] = ()) -> bytes:
         """A blob by hash: from the local store, else from the given peers, else any peer of the shard."""
         data = self.store.get_blob(h)
         if data is not None:
@@ -217,7 +217,7 @@ class SessionRunner:
             return
         ck = self.store.checkpoint(self.sid, rnd - 1)
         if ck is not None:
-            self._adopt(self._get(ck.adapter_hash))
+            self._adopt(self.fetch_blob(ck.adapter_hash))
             self._load_optimizer(ck)
         else:
             # the round went final while this node was down: adopt the agreed adapter, keep the
@@ -225,7 +225,7 @@ class SessionRunner:
             final = self.chain.final_hash(self.sid, rnd - 1, self.stage)
             if final is None:
                 raise SessionError(f"round {rnd - 1} of session {self.sid}, shard {self.stage} is not final on chain")
-            data = self._get(final)
+            data = self.fetch_blob(final)
             self._adopt(data)
             older = self.store.latest_checkpoint(self.sid)
             if older is not None and older.round < rnd - 1:
@@ -393,7 +393,7 @@ class SessionRunner:
         else:
             hints = [a.peer for a in self.net.announcements(self.sid, rnd, self.stage, kind="set")
                      if a.extra.get("aggregate") == final]
-            data = self._get(final, hints)
+            data = self.fetch_blob(final, hints)
         self._finish_round(rnd, work, final, data, agreed=final == h_agg, t_sync=t_sync, sync0=(sent0, recv0))
 
     def _collect_updates(self, rnd: int, expected: frozenset[int], updates: dict[int, Announcement],
