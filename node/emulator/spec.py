@@ -174,10 +174,11 @@ def _skeleton(spec, kept: tuple[int, ...]):
 def emulator_from_blob(blob: bytes, spec, expected_hash: str) -> Emulator:
     """The emulator a blob carries, built on the model's config alone; refuses a blob that does not hash to
     ``expected_hash`` or that is not an emulator of the spec's model."""
-    from eth_utils import keccak
     from safetensors.torch import load as load_safetensors
 
-    digest = "0x" + keccak(blob).hex()
+    from node.job import keccak_hex
+
+    digest = keccak_hex(blob)
     if digest != expected_hash.lower():
         raise EmulatorError(f"emulator blob hashes to {digest}, expected {expected_hash}")
     weights_bytes, manifest = split_blob(blob)
