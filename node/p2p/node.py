@@ -888,6 +888,9 @@ class P2PNode:
                 self._drop_session(ch)
                 if reused and attempt == 0:
                     continue  # a kept session that died (peer restarted): one retry on a new one
+                if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                    # the same event as an end of stream while reading, seen from the writing side
+                    exc = PeerUnavailable("peer closed the bulk channel mid-transfer")
                 raise PeerUnavailable(f"pipeline session to {peer_id} broke: {exc}") from None
             except BaseException:
                 self._drop_session(ch)
