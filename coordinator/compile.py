@@ -75,7 +75,7 @@ def standard_input() -> dict:
 def source_hash(std_in: dict | None = None) -> str:
     """keccak-256 of the canonical standard-JSON input: changes whenever a source or a setting does."""
     std_in = standard_input() if std_in is None else std_in
-    from node.job import keccak_hex
+    from node.hashing import keccak_hex
 
     return keccak_hex(json.dumps(std_in, sort_keys=True, separators=(",", ":")).encode())
 

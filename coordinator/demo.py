@@ -263,7 +263,7 @@ sync_timeout_s = {self.sync_timeout_s}
 
     def propose(self, spec_text: str):
         """Fill in the weights and data hashes, propose from dev account 0; returns (spec, proposal id)."""
-        from coordinator.commands.governance import prepare_spec
+        from coordinator.proposals import prepare_spec
 
         path = self.workdir / "spec.toml"
         path.write_text(spec_text)
@@ -331,7 +331,7 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from coordinator.remote_adapter import fetch_adapter
-    from node.train.local import evaluate_adapter
+    from node.train.evaluate import evaluate_adapter
 
     console = console or Console()
     t_start = time.monotonic()
@@ -421,7 +421,7 @@ def _addr(p: NodeProc) -> str:
 def _collect(cl: Cluster, spec, sid: int, pid: int, adapter_id: int, before: dict, after: dict) -> dict:
     full_bytes = 0
     try:
-        from node.train.local import build_model, count_parameters
+        from node.train.build import build_model, count_parameters
 
         full_bytes = count_parameters(build_model(spec, 0, None, "cpu"))[1] * 4
     except Exception:  # noqa: BLE001 - the size is informative only

@@ -33,7 +33,7 @@ def _clients(w3, deployment):
 def spec_text_of(gov, proposal_id: int, spec_dirs=()) -> str:
     """The proposal's spec text: from the chain's ``ProposalSpec`` event, else from a local copy
     (``bsns propose`` keeps one in .bsns/specs/) whose keccak-256 equals the on-chain spec hash."""
-    from node.job import keccak_hex
+    from node.hashing import keccak_hex
 
     text = gov.spec_text(proposal_id)
     if text is not None:
@@ -129,8 +129,9 @@ def fetch_adapter(w3, deployment, adapter_id: int, out: Path, timeout: float = 6
 
 def _export(spec, state, out: Path) -> str:
     from node.train import export as E
+    from node.tuners import get_method
 
-    if spec.method.name in getattr(E, "PEFT_METHODS", ()):
+    if get_method(spec.method.name).exports_to_peft:
         E.export_peft(spec, state, out)
         return "peft"
     E.export_bsns(spec, state, out)

@@ -18,27 +18,14 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from node.errors import BsnsError, validation_message
+from node.hashing import keccak_hex
+from node.vocab import Aggregation, Distribution, EmulatorRule, Task
 
 HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
-DISTRIBUTIONS = ("iid", "dirichlet", "contiguous")
-AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
-METHODS = ("houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt", "qlora", "full")
-TASKS = ("sequence-classification", "causal-lm")
 
 
 class SpecError(BsnsError):
     """The job spec is malformed; the message names the field."""
-
-
-def keccak_hex(data: bytes) -> str:
-    from eth_utils import keccak
-
-    return "0x" + keccak(data).hex()
-
-
-def file_keccak(path: str | Path) -> str:
-    """keccak-256 of a file's bytes, as 0x-hex (the hash of a data set or weights file)."""
-    return keccak_hex(Path(path).read_bytes())
 
 
 def _check_hex32(value: str | None) -> str | None:
@@ -62,7 +49,7 @@ class DataSection(_Section):
     dataset: str = Field(min_length=1)
     path: str = Field(min_length=1, description="path of the data file, relative to the repository or absolute")
     hash: str | None = None
-    distribution: Literal["iid", "dirichlet", "contiguous"] = "iid"
+    distribution: Distribution = Distribution.IID
     alpha: float = Field(default=0.5, gt=0, description="Dirichlet concentration (used when distribution='dirichlet')")
     max_seq_len: int = Field(default=64, ge=4, le=8192)
     validation_size: int = Field(default=872, ge=0)
@@ -71,14 +58,23 @@ class DataSection(_Section):
 
 
 class TaskSection(_Section):
-    kind: Literal["sequence-classification", "causal-lm"]
+    kind: Task
     num_labels: int = Field(default=2, ge=1)
     loss: Literal["cross-entropy"] = "cross-entropy"
 
 
 class MethodSection(_Section):
-    name: Literal["houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt", "qlora", "full"]
+    name: str = Field(description="a registered method (node.tuners): an adapter method or 'full'")
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from node.tuners import method_names
+
+        if name not in method_names():
+            raise ValueError(f"unknown method {name!r}; expected one of {', '.join(method_names())}")
+        return name
 
     def config_hash(self) -> str:
         """keccak-256 of the method's config as canonical JSON (sorted keys, compact)."""
@@ -123,7 +119,7 @@ class TrainingSection(_Section):
     micro_batches: int = Field(default=1, ge=1)
     learning_rate: float = Field(gt=0, lt=1)
     seed: int = Field(default=0, ge=0, lt=2**63)
-    aggregation: Literal["fedavg", "median", "trimmed-mean"] = "fedavg"
+    aggregation: Aggregation = Aggregation.FEDAVG
     trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
 
     @model_validator(mode="after")
@@ -141,7 +137,7 @@ class FedPeatSpec(_Section):
     options: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0], min_length=1, max_length=16,
                                  description="retentions the controller chooses from")
     k: int = Field(default=1, ge=1, description="adapter-bearing layers kept at each end")
-    rule: Literal["uniform", "importance"] = "uniform"
+    rule: EmulatorRule = EmulatorRule.UNIFORM
     distill_steps: int = Field(default=0, ge=0, le=1_000_000)
     shared_retention: float = Field(default=1.0, ge=0.0, le=1.0, description="case 2's one emulator")
 
@@ -180,7 +176,7 @@ class JobSpec(_Section):
         # are declared earlier and so already validated (absent from info.data when they failed)
         if fp is None:
             return fp
-        from node.emulator.adapters import LAYER_METHODS
+        from node.tuners import get_method, method_names
 
         shards, method = info.data.get("shards"), info.data.get("method")
         if shards is not None:
@@ -189,9 +185,9 @@ class JobSpec(_Section):
                                  f"not {len(shards.layers)}; each replica is a device")
             if 2 * fp.k >= shards.layers[0][1]:
                 raise ValueError(f"k={fp.k} adapter layers at each end leave no middle in {shards.layers[0][1]} layers")
-        if method is not None and method.name not in LAYER_METHODS:
+        if method is not None and not get_method(method.name).layer_local:
             raise ValueError(f"method.name {method.name!r} cannot be trained on an emulator "
-                             f"(a [fedpeat] job needs one of {', '.join(LAYER_METHODS)})")
+                             f"(a [fedpeat] job needs one of {', '.join(method_names(layer_local=True))})")
         return fp
 
     # -- loading ----------------------------------------------------------------------------------
@@ -252,16 +248,16 @@ class JobSpec(_Section):
             "baseModelHash": bytes.fromhex(self.model.weights_hash[2:]),
             "dataset": self.data.dataset,
             "datasetHash": bytes.fromhex(self.data.hash[2:]),
-            "task": self.task.kind,
+            "task": self.task.kind.value,
             "method": self.method.name,
             "methodConfigHash": bytes.fromhex(self.method.config_hash()[2:]),
             "layerBounds": self.shards.bounds,
             "shardMemoryMB": list(self.shards.memory_mb),
-            "distribution": DISTRIBUTIONS.index(self.data.distribution),
+            "distribution": self.data.distribution.code,
             "distributionParam": round(self.data.alpha * 1000),
             "syncInterval": self.training.sync_interval,
             "rounds": self.training.rounds,
-            "aggregation": AGGREGATIONS.index(self.training.aggregation),
+            "aggregation": self.training.aggregation.code,
             "minReplicas": self.shards.min_replicas,
             "learningRateE9": round(self.training.learning_rate * 1e9),
             "seed": self.training.seed,

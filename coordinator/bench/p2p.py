@@ -98,7 +98,7 @@ def run_bench(sizes_mb: list[int], reps: int, wire_dtype: str | None) -> list[di
     import torch
 
     from node.p2p import P2PNode, Tags
-    from node.p2p.store import keccak256
+    from node.hashing import keccak256
 
     torch.set_num_threads(1)
     sizes = [s * _MB for s in sizes_mb]

@@ -71,15 +71,17 @@ def _worker(args_json: str) -> None:
     from node.daemon.adapters import P2PTransport
     from node.daemon.ports import Member
     from node.p2p import P2PNode
-    from node.train import local as L
+    from node.train.build import build_model
+    from node.train.step import make_optimizer
+    from node.tuners import adapter_state_dict
     from node.train.adapter_state import canonical_bytes
     from node.train.pipeline import ShardTrainer
 
     a = json.loads(args_json)
     torch.set_num_threads(a["threads"])
     spec = _spec(a["steps"], a["batch_size"], a["max_seq_len"], a["micro_batches"], a["method"])
-    shard = L.build_model(spec, 3, 6, "cpu")
-    opt = L.make_optimizer(shard, spec.training.learning_rate)
+    shard = build_model(spec, 3, 6, "cpu")
+    opt = make_optimizer(shard, spec.training.learning_rate)
     node = P2PNode(secrets.token_bytes(32), lambda addr, proto: addr.lower() == a["peer_address"].lower()).start()
     print(json.dumps({"peer_id": node.peer_id, "addr": node.addrs[0].split("/p2p/")[0],
                       "address": node.eth_address}), flush=True)
@@ -89,7 +91,7 @@ def _worker(args_json: str) -> None:
                       micro_batches=spec.training.micro_batches, task=spec.task.kind, timeout=120)
     for i in range(a["steps"]):
         tr.step(i, None, spec.training.learning_rate)
-    h = node.serve_blob(canonical_bytes(L.trainable_state(shard, spec)))
+    h = node.serve_blob(canonical_bytes(adapter_state_dict(shard)))
     print(json.dumps({"adapter_hash": h, "compute_seconds": tr.compute_seconds}), flush=True)
     sys.stdin.readline()  # wait until the main process fetched it
     node.close()
@@ -107,12 +109,13 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
     from node.p2p import P2PNode
     from node.p2p.identity import eth_address_from_private_key
     from node.train import data as D
-    from node.train import local as L
+    from node.train.build import build_data, build_model, count_parameters
+    from node.train.step import make_optimizer, train_step
     from node.train.pipeline import ShardTrainer
 
     total = warmup + steps
     spec = _spec(total, batch_size, max_seq_len, micro_batches, method)
-    data = L.build_data(spec, train_limit=max(batch_size * total, 256))
+    data = build_data(spec, train_limit=max(batch_size * total, 256))
     batches = [data.train.collate(idx) for idx in D.batch_indices(len(data.train), batch_size, 0, total)]
     key = secrets.token_bytes(32)
     my_addr = eth_address_from_private_key(key)
@@ -125,8 +128,8 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
     node = None
     try:
         torch.set_num_threads(threads)
-        shard = L.build_model(spec, 0, 3, "cpu")
-        opt = L.make_optimizer(shard, spec.training.learning_rate)
+        shard = build_model(spec, 0, 3, "cpu")
+        opt = make_optimizer(shard, spec.training.learning_rate)
         hello = json.loads(proc.stdout.readline())
         node = P2PNode(key, lambda addr, proto: addr.lower() == hello["address"].lower()).start()
         node.connect(hello["peer_id"], [hello["addr"]])
@@ -136,15 +139,15 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
                           micro_batches=micro_batches, task=spec.task.kind, timeout=120)
         # the local baseline runs in this process, interleaved step by step with the pipeline (the
         # stage-1 process idles meanwhile), so both see the same background load on a shared machine
-        model = L.build_model(spec, 0, None, "cpu")
-        lopt = L.make_optimizer(model, spec.training.learning_rate)
+        model = build_model(spec, 0, None, "cpu")
+        lopt = make_optimizer(model, spec.training.learning_rate)
         times, ltimes = [], []
         sent0 = node.bytes_moved()[0]
         for i, b in enumerate(batches):
             t0 = time.perf_counter()
             tr.step(i, b, spec.training.learning_rate)
             t1 = time.perf_counter()
-            L.train_step(model, lopt, b, spec.task.kind, "cpu", spec.training.learning_rate, micro_batches)
+            train_step(model, lopt, b, spec.task.kind, "cpu", spec.training.learning_rate, micro_batches)
             t2 = time.perf_counter()
             if i >= warmup:
                 times.append(t1 - t0)
@@ -170,13 +173,13 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
             proc.wait()
 
     # the local baseline with other thread counts (same batches, `bsns train local`'s step)
-    trainable, params = L.count_parameters(model)
+    trainable, params = count_parameters(model)
     for n_threads in sorted(set(local_threads) - {threads}):
         torch.set_num_threads(n_threads)
         times = []
         for i, b in enumerate(batches):
             t0 = time.perf_counter()
-            L.train_step(model, lopt, b, spec.task.kind, "cpu", spec.training.learning_rate, micro_batches)
+            train_step(model, lopt, b, spec.task.kind, "cpu", spec.training.learning_rate, micro_batches)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
         out[f"local_step_s_{n_threads}t"] = sum(times) / len(times)

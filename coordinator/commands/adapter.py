@@ -45,10 +45,11 @@ def export(
     """Export a whole adapter: PEFT format (loads with PeftModel.from_pretrained) or the bsns format."""
     from node.errors import BsnsError
     from node.train import export as E
+    from node.tuners import get_method
 
     job, state = _load_all(spec, files)
     if fmt == "auto":
-        fmt = "peft" if job.method.name in E.PEFT_METHODS else "bsns"
+        fmt = "peft" if get_method(job.method.name).exports_to_peft else "bsns"
     if fmt == "peft":
         E.export_peft(job, state, out)
     elif fmt == "bsns":

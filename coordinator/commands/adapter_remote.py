@@ -53,7 +53,7 @@ def eval_(
 
     from coordinator.commands._chainopts import chain_ctx
     from coordinator.remote_adapter import fetch_adapter
-    from node.train.local import evaluate_adapter
+    from node.train.evaluate import evaluate_adapter
 
     ctx = chain_ctx(rpc, deployment, signer=False)
     folder = out or Path(tempfile.mkdtemp(prefix="bsns-adapter-"))

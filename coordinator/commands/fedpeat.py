@@ -34,12 +34,13 @@ def _workload(model: str, train_limit: int, eval_size: int, max_length: int, dis
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(threads)
-    from node.emulator import LAYER_METHODS
+    from node.tuners import get_method, method_names
+    from node.vocab import EmulatorRule
 
-    if rule not in ("uniform", "importance"):
-        raise BsnsError(f"unknown layer-drop rule {rule!r} (uniform, importance)")
-    if method not in LAYER_METHODS:
-        raise BsnsError(f"PEFT method {method!r} cannot be trained on an emulator (supported: {', '.join(LAYER_METHODS)})")
+    EmulatorRule.parse(rule)
+    if not get_method(method).layer_local:
+        raise BsnsError(f"PEFT method {method!r} cannot be trained on an emulator "
+                        f"(supported: {', '.join(method_names(layer_local=True))})")
     return Workload.load(WorkloadConfig(model=model, train_limit=train_limit, eval_size=eval_size, max_length=max_length,
                                         distill_steps=distill_steps, rule=rule, seed=seed, method=method))
 

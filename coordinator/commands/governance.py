@@ -13,36 +13,11 @@ from typing import Annotated
 import typer
 
 from coordinator.commands._chainopts import DeploymentOpt, DevAccountOpt, KeystoreOpt, RpcOpt
-from node.errors import BsnsError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Choice(str, Enum):
     for_ = "for"
     against = "against"
-
-
-def _resolve_file(path: str) -> Path:
-    p = Path(path).expanduser()
-    for candidate in (p, REPO_ROOT / p):
-        if candidate.is_file():
-            return candidate
-    raise BsnsError(f"data.path: file not found: {path}")
-
-
-def prepare_spec(path: Path):
-    """Load and validate the spec, filling in missing file hashes; raises ``SpecError`` naming the field."""
-    from node.job import JobSpec, file_keccak
-    from node.model import weights_hash
-
-    spec = JobSpec.from_toml(path)
-    data_hash = None if spec.data.hash else file_keccak(_resolve_file(spec.data.path))
-    w_hash = None if spec.model.weights_hash else weights_hash(spec.model.id)
-    if data_hash or w_hash:
-        spec = spec.with_hashes(weights_hash=w_hash, data_hash=data_hash)
-    spec.to_chain_params()  # the on-chain form must build too
-    return spec
 
 
 def propose(
@@ -54,6 +29,7 @@ def propose(
 ) -> None:
     """Propose a fine-tuning job from a TOML spec (validated before anything is sent)."""
     from coordinator.commands._chainopts import chain_ctx, home
+    from coordinator.proposals import prepare_spec
 
     spec = prepare_spec(spec_path)
     ctx = chain_ctx(rpc, deployment, keystore, dev_account)

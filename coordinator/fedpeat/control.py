@@ -259,7 +259,7 @@ class Controller:
     def final_adapter(self, session_round: int, devices: list[Device]) -> tuple[str, dict]:
         """The final aggregate of ``session_round``: waits for finality, fetches it by hash, verifies it."""
         from node.chain.clients import SessionState
-        from node.job import keccak_hex
+        from node.hashing import keccak_hex
         from node.train.adapter_state import state_from_bytes
 
         def final():
@@ -410,9 +410,9 @@ class RealSpecModels:
         return self.initial
 
     def evaluate(self, state: dict) -> dict:
-        from node.train import local as L
+        from node.train.evaluate import evaluate
 
         self.work.load_adapter_state(self.full, state)
         dev = str(next(self.full.parameters()).device)
-        m = L.evaluate(self.full, self.work.val_set, self.work.spec.task.kind, dev)
+        m = evaluate(self.full, self.work.val_set, self.work.spec.task.kind, dev)
         return {"loss": float(m["loss"]), "accuracy": float(m.get("accuracy", float("nan")))}

@@ -71,9 +71,9 @@ class RunConfig(BaseModel):
 
 def record_hash(record: dict) -> str:
     """keccak-256 of a record's canonical JSON (sorted keys, no spaces)."""
-    from eth_utils import keccak
+    from node.hashing import keccak_hex
 
-    return "0x" + keccak(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hex()
+    return keccak_hex(json.dumps(record, sort_keys=True, separators=(",", ":")).encode())
 
 
 def plan_hash(record: dict) -> str:

@@ -96,8 +96,8 @@ class Workload:
         ``emulator_for_spec`` and adapters from ``adapt``, so hashes and initial adapters are the daemons'."""
         import transformers
 
-        from node.emulator.spec import load_full_model
-        from node.train.local import build_data
+        from node.train.build import load_full_model
+        from node.train.build import build_data
 
         transformers.logging.set_verbosity_error()
         fp = spec.fedpeat
@@ -174,7 +174,7 @@ class Workload:
         from node.emulator import inject_adapters
 
         if self.spec is not None:  # the spec's adapter layers and initial adapter, as every daemon draws them
-            from node.emulator.spec import adapt
+            from node.train.build import adapt
 
             return adapt(self.spec, model)
         # the initial adapter is drawn from the seed alone, whatever ran before (and whichever model gets it)
@@ -195,7 +195,7 @@ class Workload:
 
     def adapted_full_model(self):
         """The full model with adapters on the adapter-bearing layers (plug-in target and case 3's device model)."""
-        from node.emulator import adapter_layer_indices
+        from node.train.build import adapter_layer_indices
 
         return self.with_adapters(self.full_model(), adapter_layer_indices(self.base.n_layers, self.cfg.k))
 

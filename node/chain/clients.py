@@ -17,15 +17,14 @@ from typing import Any
 
 from node.chain.artifacts import load_abi
 from node.chain.errors import ChainError, translate
-
-DEVICE_KINDS = ("cpu", "cuda", "mps")
+from node.vocab import DeviceKind, EmulatorRule, UnknownWord
 
 
 def device_kind_code(name: str) -> int:
     try:
-        return DEVICE_KINDS.index(name.lower())
-    except ValueError:
-        raise ChainError(f"unknown device kind {name!r}: use one of {', '.join(DEVICE_KINDS)}") from None
+        return DeviceKind.parse(name.lower()).code
+    except UnknownWord as exc:
+        raise ChainError(str(exc)) from None
 
 
 def snake(name: str) -> str:
@@ -656,10 +655,6 @@ class AdapterRegistryClient(ContractClient):
 
 # -- FedPeatLedger -----------------------------------------------------------------------------------
 
-#: ``importanceRule`` codes of FedPeatLedger (node.emulator's layer-drop rules).
-EMULATOR_RULES = ("uniform", "importance")
-
-
 def retention_bps(retention: float | None) -> int:
     """A retention ratio in basis points as the ledger stores it; None (sits out) is 0."""
     if retention is None:
@@ -706,9 +701,10 @@ class FedPeatLedgerClient(ContractClient):
     def register_emulator(self, emulator_hash: str | bytes, base_model_hash: str | bytes, retention_bps: int,
                           kept_each_end: int, importance_rule: int | str, distill_steps: int):
         if isinstance(importance_rule, str):
-            if importance_rule not in EMULATOR_RULES:
-                raise ChainError(f"unknown emulator rule {importance_rule!r}: use one of {', '.join(EMULATOR_RULES)}")
-            importance_rule = EMULATOR_RULES.index(importance_rule)
+            try:
+                importance_rule = EmulatorRule.parse(importance_rule).code
+            except UnknownWord as exc:
+                raise ChainError(str(exc)) from None
         return self._send("registerEmulator", _b32(emulator_hash), _b32(base_model_hash), retention_bps,
                           kept_each_end, importance_rule, distill_steps)
 

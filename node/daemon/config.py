@@ -45,6 +45,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from node.errors import BsnsError, validation_message
+from node.vocab import Task
 
 
 class ConfigError(BsnsError):
@@ -90,10 +91,17 @@ class StorageCfg(_S):
     data_dir: str = ".bsns/node"
 
 
+def _default_methods() -> list[str]:
+    """The adapter methods that run on any machine (full fine-tuning and CUDA-only methods are opt-in)."""
+    from node.tuners import get_method, method_names
+
+    return [m for m in method_names(trains_base=False) if get_method(m).requires is None]
+
+
 class PolicyCfg(_S):
     vote: Literal["auto", "manual"] = "auto"
-    methods: list[str] = Field(default_factory=lambda: ["houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt"])
-    tasks: list[str] = Field(default_factory=lambda: ["sequence-classification", "causal-lm"])
+    methods: list[str] = Field(default_factory=lambda: _default_methods())
+    tasks: list[str] = Field(default_factory=lambda: list(Task.names()))
     models: list[str] = Field(default_factory=list, description="allowed base models; empty = any")
     max_rounds: int = Field(default=10_000, ge=1)
     join: bool = True

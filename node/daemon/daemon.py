@@ -242,7 +242,7 @@ class Daemon:
         """A spec text handed over out of band (``<data_dir>/specs/<hash>.toml`` or ``.bsns/specs/``),
         for a governance contract that does not carry the text; accepted only if it hashes to the
         on-chain ``specHash``."""
-        from node.job import keccak_hex
+        from node.hashing import keccak_hex
 
         for folder in (self.cfg.data_dir / "specs", Path(".bsns") / "specs"):
             p = folder / f"{spec_hash}.toml"
@@ -487,7 +487,7 @@ class Daemon:
         hash where another node holds it): what the published record's accuracy says, and anyone can check
         with `bsns adapter eval`. A failure leaves the record without them rather than unpublished."""
         from node.train.adapter_state import merged_state, state_from_bytes
-        from node.train.local import evaluate_adapter
+        from node.train.evaluate import evaluate_adapter
 
         try:
             runner, members = self._runners[sid], self.chain_port.members(sid)

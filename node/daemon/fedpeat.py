@@ -114,7 +114,8 @@ class EmulatorSource:
         return emu
 
     def _build(self, bps: int, h: str):
-        from node.emulator import emulator_blob, emulator_for_spec, load_full_model
+        from node.emulator import emulator_blob, emulator_for_spec
+        from node.train.build import load_full_model
 
         if h in self._refused:
             raise SessionError(self._refused[h])
@@ -216,9 +217,9 @@ class FedPeatRunner(SessionRunner):
         return self.source is not None
 
     def setup(self) -> None:
-        from node.train import local as L
+        from node.train.build import build_data
 
-        self.data = L.build_data(self.spec, train_limit=self.train_limit)
+        self.data = build_data(self.spec, train_limit=self.train_limit)
         self.part = self._partition(self.data.train.targets)[self.me.replica]
         self.samples = len(self.part)
         self.source = EmulatorSource(self.spec, self.net, self.cache_dir, fetch=self.fetch_emulators,
@@ -235,7 +236,7 @@ class FedPeatRunner(SessionRunner):
     def _initial_bytes(self, emu=None) -> bytes:
         """The seeded initial adapter: the same from every emulator and the full model (node.emulator.adapt)."""
         if self._init is None:
-            from node.emulator import adapt
+            from node.train.build import adapt
             from node.train.adapter_state import canonical_bytes
             from node.tuners import adapter_state_dict
 
@@ -308,8 +309,8 @@ class FedPeatRunner(SessionRunner):
     def _train(self, rnd: int, bps: int, emulator_hash: str) -> bytes:
         import torch
 
-        from node.emulator import adapt
-        from node.train import local as L
+        from node.train.build import adapt
+        from node.train.step import make_optimizer, train_step
         from node.train.adapter_state import canonical_bytes, state_from_bytes
         from node.tuners import adapter_state_dict, load_adapter_state_dict
 
@@ -324,7 +325,7 @@ class FedPeatRunner(SessionRunner):
         model.to(self.device)
         model.eval()  # dropout off, as in every bsns trainer: the forward pass is a function of weights and batch
         t = self.spec.training
-        opt = L.make_optimizer(model, t.learning_rate)
+        opt = make_optimizer(model, t.learning_rate)
         self.store.upsert_round(self.sid, 0, rnd, status="training")
         self._round_bytes0 = self.net.bytes_moved()
         self._emit("round_start", round=rnd, retention=bps / BPS, emulator=emulator_hash,
@@ -333,7 +334,7 @@ class FedPeatRunner(SessionRunner):
         losses = []
         for step, batch in self._batches(rnd):
             t0 = time.perf_counter()
-            loss = L.train_step(model, opt, batch, self.spec.task.kind, self.device, t.learning_rate, t.micro_batches)
+            loss = train_step(model, opt, batch, self.spec.task.kind, self.device, t.learning_rate, t.micro_batches)
             losses.append(loss)
             self._record_step(rnd, step, loss, time.perf_counter() - t0)
         with torch.no_grad():

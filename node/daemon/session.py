@@ -123,14 +123,15 @@ class SessionRunner:
         return self.shard is not None
 
     def setup(self) -> None:
-        from node.train import local as L
+        from node.train.build import build_data, build_model
+        from node.train.step import make_optimizer
 
-        self.shard = L.build_model(self.spec, self.start_layer, self.end_layer, self.device)
-        self.optimizer = L.make_optimizer(self.shard, self.spec.training.learning_rate)
+        self.shard = build_model(self.spec, self.start_layer, self.end_layer, self.device)
+        self.optimizer = make_optimizer(self.shard, self.spec.training.learning_rate)
         self.loaded_round = -1  # the seeded initial adapter, identical on every replica
         self._init_bytes = self._state_bytes()
         if self.stage == 0:
-            self.data = L.build_data(self.spec, train_limit=self.train_limit)
+            self.data = build_data(self.spec, train_limit=self.train_limit)
             self.part = self._partition(self.data.train.targets)[self.me.replica]
             self.samples = len(self.part)
         else:
@@ -147,16 +148,16 @@ class SessionRunner:
 
     # -- state ----------------------------------------------------------------------------------
     def _state_bytes(self) -> bytes:
-        from node.train import local as L
+        from node.tuners import adapter_state_dict
         from node.train.adapter_state import canonical_bytes
 
-        return canonical_bytes(L.trainable_state(self.shard, self.spec))
+        return canonical_bytes(adapter_state_dict(self.shard))
 
     def _load_bytes(self, data: bytes) -> None:
-        from node.train import local as L
+        from node.tuners import load_adapter_state_dict
         from node.train.adapter_state import state_from_bytes
 
-        L.load_trainable_state(self.shard, self.spec, state_from_bytes(data))
+        load_adapter_state_dict(self.shard, state_from_bytes(data))
 
     def _adopt(self, data: bytes) -> None:
         """Make ``data`` (a final aggregate) the adapter the next round starts from."""
@@ -164,10 +165,10 @@ class SessionRunner:
 
     def _adopt_initial(self) -> None:
         """Make the seeded initial adapter (and fresh optimizer moments) what round 0 starts from."""
-        from node.train import local as L
+        from node.train.step import make_optimizer
 
         self._load_bytes(self._init_bytes)
-        self.optimizer = L.make_optimizer(self.shard, self.spec.training.learning_rate)
+        self.optimizer = make_optimizer(self.shard, self.spec.training.learning_rate)
 
     def _global_before(self, rnd: int) -> bytes:
         """The adapter round ``rnd`` started from (the final one of round ``rnd - 1``)."""
@@ -306,7 +307,7 @@ class SessionRunner:
         self._emit("step", round=rnd, step=step, loss=round(loss, 5), seconds=round(seconds, 4))
 
     def _train_round(self, rnd: int) -> bool:
-        from node.train.local import lr_at
+        from node.train.step import lr_at
         from node.train.pipeline import PipelineError, ShardTrainer
 
         earlier = self._earlier_update(rnd)
@@ -419,7 +420,7 @@ class SessionRunner:
         """(agreed set, aggregate bytes, aggregate hash). Each node announces what it holds and keeps only what
         everyone it holds also holds (the intersection), so replicas that saw different sets converge on the
         same aggregate instead of splitting the vote."""
-        from node.job import keccak_hex
+        from node.hashing import keccak_hex
 
         for _ in range(len(work.expected) + 1):
             if chosen:
@@ -482,14 +483,13 @@ class SessionRunner:
 
     def _aggregate(self, chosen: dict[int, str], blobs: dict[int, bytes],
                    updates: dict[int, Announcement]) -> tuple[bytes, str]:
-        from node.job import keccak_hex
+        from node.hashing import keccak_hex
         from node.train.adapter_state import canonical_bytes, state_from_bytes
-        from node.train.aggregate import aggregate
+        from node.train.aggregate import rule_for
 
         reps = sorted(chosen)  # replica order: every node aggregates in the same order
         t = self.spec.training
-        agg = aggregate(t.aggregation, [state_from_bytes(blobs[r]) for r in reps], [updates[r].samples for r in reps],
-                        trim=t.trim_fraction)
+        agg = rule_for(t).aggregate([state_from_bytes(blobs[r]) for r in reps], [updates[r].samples for r in reps])
         data = canonical_bytes(agg)
         self.net.serve(data)
         return data, keccak_hex(data)
@@ -522,8 +522,8 @@ class SessionRunner:
                 train_idx = train_idx[:self.train_limit]
             ys = [labels[i] for i in train_idx]
         else:
-            from node.train import local as L
+            from node.train.build import build_data
 
-            ys = L.build_data(self.spec, train_limit=self.train_limit).train.targets
+            ys = build_data(self.spec, train_limit=self.train_limit).train.targets
         self.samples = len(self._partition(ys)[replica])
         return self.samples

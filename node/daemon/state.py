@@ -191,9 +191,9 @@ class StateStore:
 
     def put_blob(self, data: bytes) -> str:
         """Store bytes under their keccak-256 hash (atomically) and return the hash."""
-        from eth_utils import keccak
+        from node.hashing import keccak_hex
 
-        h = "0x" + keccak(data).hex()
+        h = keccak_hex(data)
         p = self.blob_path(h)
         if not p.exists():
             tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
@@ -205,13 +205,13 @@ class StateStore:
         return h
 
     def get_blob(self, h: str) -> bytes | None:
-        from eth_utils import keccak
+        from node.hashing import keccak_hex
 
         p = self.blob_path(h)
         if not p.exists():
             return None
         data = p.read_bytes()
-        if "0x" + keccak(data).hex() != h.lower():
+        if keccak_hex(data) != h.lower():
             p.unlink()  # a torn or corrupted file: forget it, it will be fetched again
             return None
         return data

@@ -8,16 +8,17 @@ adapter weights so adapters trained on an emulator plug into the full model; ``s
 give a FedPEAT job spec's emulators and their wire form.
 """
 
-from node.emulator.build import (Emulator, EmulatorError, EmulatorManifest, adapter_layer_indices, block_influence,
-                                 build_emulator, canonical_weight_bytes, emulator_hash, find_layers)
-from node.emulator.adapters import LAYER_METHODS, inject_adapters
+from node.emulator.build import (Emulator, EmulatorError, EmulatorManifest, block_influence, build_emulator,
+                                 canonical_weight_bytes, emulator_hash, find_layers)
+from node.emulator.adapters import inject_adapters
 from node.emulator.distill import distill_emulator
 from node.emulator.plug import emulator_adapter_layers, emulator_to_full, full_to_emulator
 from node.emulator.store import load_emulator, save_emulator
-from node.emulator.spec import adapt, emulator_blob, emulator_for_spec, emulator_from_blob, load_full_model
+from node.emulator.spec import emulator_blob, emulator_for_spec, emulator_from_blob
 
 __all__ = [
-    "LAYER_METHODS", "Emulator", "adapt", "emulator_blob", "emulator_for_spec", "emulator_from_blob", "load_full_model", "EmulatorError", "EmulatorManifest", "adapter_layer_indices", "block_influence", "build_emulator",
+    "Emulator", "emulator_blob", "emulator_for_spec", "emulator_from_blob", "EmulatorError", "EmulatorManifest",
+    "block_influence", "build_emulator",
     "canonical_weight_bytes", "distill_emulator", "emulator_adapter_layers", "emulator_hash", "emulator_to_full",
     "find_layers", "full_to_emulator", "inject_adapters", "load_emulator", "save_emulator",
 ]

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal
 
 from node.errors import BsnsError
+from node.hashing import keccak_hex
+from node.train.build import adapter_layer_indices
+from node.train.errors import TrainError
 
 # Where the transformer layers live, by family; the first attribute path that resolves to a ModuleList wins.
 LAYER_PATHS = (
@@ -135,21 +138,6 @@ def _set_layers(model, path: str, layers) -> None:
     setattr(parent, last, layers)
 
 
-def adapter_layer_indices(num_layers: int, k: int, adapter_layers: Iterable[int] | None = None) -> tuple[int, ...]:
-    """The adapter-bearing layers: the given ones, or the first and last ``k`` (Offsite-Tuning's default)."""
-    if adapter_layers is not None:
-        idx = tuple(sorted(set(int(i) for i in adapter_layers)))
-        bad = [i for i in idx if not 0 <= i < num_layers]
-        if bad:
-            raise EmulatorError(f"adapter layers {bad} are outside the model's {num_layers} layers")
-        if not idx:
-            raise EmulatorError("at least one adapter layer is needed")
-        return idx
-    if k < 1 or 2 * k > num_layers:
-        raise EmulatorError(f"k={k} adapter layers at each end does not fit a model of {num_layers} layers")
-    return tuple(range(k)) + tuple(range(num_layers - k, num_layers))
-
-
 def middle_keep_count(n_middle: int, retention: float) -> int:
     if not (isinstance(retention, (int, float)) and 0.0 <= retention <= 1.0 and math.isfinite(retention)):
         raise EmulatorError(f"retention must be a number in [0, 1], got {retention!r}")
@@ -221,7 +209,10 @@ def build_emulator(model, *, retention: float, k: int = 1, adapter_layers: Itera
     if keyed and list(layers.keys()) != [str(i) for i in range(getattr(model, "n_layers", n))]:
         raise EmulatorError("an emulator is built from a shard that holds all of the model's layers "
                             f"(this one holds {list(layers.keys())})")
-    adapters = adapter_layer_indices(n, k, adapter_layers)
+    try:
+        adapters = adapter_layer_indices(n, k, adapter_layers)
+    except TrainError as exc:
+        raise EmulatorError(str(exc)) from None
     middle = tuple(i for i in range(adapters[0], adapters[-1] + 1) if i not in adapters)
     outside = tuple(i for i in range(n) if i not in adapters and i not in middle)
     if outside:
@@ -269,7 +260,5 @@ def canonical_weight_bytes(state: dict) -> bytes:
 
 
 def emulator_hash(model, manifest: EmulatorManifest) -> str:
-    from eth_utils import keccak
-
-    return "0x" + keccak(canonical_weight_bytes(model.state_dict()) + manifest.to_json().encode()).hex()
+    return keccak_hex(canonical_weight_bytes(model.state_dict()) + manifest.to_json().encode())
 

@@ -15,7 +15,7 @@ Splitting the blob at the end of the safetensors payload and building an empty s
 library does; it is written here.
 
 Adapters of a FedPEAT job sit on the adapter-bearing layers only (first and last ``k``) for every emulator and
-for the full model (``adapt``), with global layer names, so one adapter state fits all of them.
+for the full model (``node.train.build.adapt``), with global layer names, so one adapter state fits all of them.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import json
 import struct
 from contextlib import contextmanager
 
-from node.emulator.adapters import inject_adapters
-from node.emulator.build import Emulator, EmulatorError, EmulatorManifest, adapter_layer_indices, build_emulator, \
-    canonical_weight_bytes, emulator_hash
+from node.emulator.build import Emulator, EmulatorError, EmulatorManifest, build_emulator, canonical_weight_bytes, \
+    emulator_hash
+from node.hashing import keccak_hex
+from node.train.build import build_data, layer_seed, load_full_model
 
 # Fixed seed offsets: calibration and distillation draw their batches apart from training's batches.
 CALIBRATION_SEED_OFFSET = 104_729
@@ -35,48 +36,8 @@ CALIBRATION_BATCHES = 4
 DISTILL_LR = 1e-4
 
 
-def _fedpeat(spec):
-    if getattr(spec, "fedpeat", None) is None:
-        raise EmulatorError(f"job {spec.name!r} has no [fedpeat] table: it is not tuned on emulators")
-    return spec.fedpeat
-
-
-def _model_path(spec) -> str:
-    from node.model import resolve_model_path
-
-    return str(resolve_model_path(spec.model.id))
-
-
-def load_full_model(spec, device: str = "cpu"):
-    """The spec's whole model as one ``node.model`` shard (no adapters), head drawn from ``training.seed``."""
-    from node.model import load_shard
-
-    return load_shard(_model_path(spec), 0, None, task=spec.task.kind, num_labels=spec.task.num_labels,
-                      head_seed=spec.training.seed, device=device)
-
-
-def adapter_layers(spec) -> tuple[int, ...]:
-    """Global indices of the spec's adapter-bearing layers (first and last ``k``)."""
-    return adapter_layer_indices(spec.shards.layers[0][1], _fedpeat(spec).k)
-
-
-def adapt(spec, model):
-    """Inject the spec's method on the adapter-bearing layers of ``model`` (an emulator's model or the full
-    shard), in place. The initial adapter weights are drawn under a seed of their own, and the tuner only sees
-    the adapter layers, so every emulator and the full model start from the same adapter state."""
-    import torch
-
-    from node.train.local import layer_seed
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(layer_seed(spec.training.seed, -2))
-        inject_adapters(model, adapter_layers(spec), spec.method.name, dict(spec.method.config))
-    return model
-
-
 def _data_batches(spec, seed_offset: int, count: int, labels: bool):
     from node.train.data import batch_indices
-    from node.train.local import build_data
 
     data = build_data(spec)
     bs = spec.training.batch_size
@@ -106,7 +67,9 @@ def emulator_for_spec(spec, retention: float, base=None) -> Emulator:
     and left untouched; loaded here when None)."""
     import torch
 
-    fp = _fedpeat(spec)
+    if getattr(spec, "fedpeat", None) is None:
+        raise EmulatorError(f"job {spec.name!r} has no [fedpeat] table: it is not tuned on emulators")
+    fp = spec.fedpeat
     retention = float(retention)
     if retention not in fp.options:
         raise EmulatorError(f"retention {retention} is not one of the spec's fedpeat.options {fp.options}")
@@ -119,7 +82,6 @@ def emulator_for_spec(spec, retention: float, base=None) -> Emulator:
                              base_model=spec.model.id)
         if fp.distill_steps and emu.manifest.kept_middle:
             from node.emulator.distill import distill_emulator
-            from node.train.local import layer_seed
 
             with torch.random.fork_rng(devices=[]):  # distillation runs with dropout on: seed it
                 torch.manual_seed(layer_seed(spec.training.seed, -3))
@@ -158,7 +120,7 @@ def _skeleton(spec, kept: tuple[int, ...]):
     from node.model.loading import load_config
     from node.model.shard import ModelShard
 
-    _, config, family = load_config(_model_path(spec))
+    _, config, family = load_config(spec.model.id)
     if spec.task.kind == "sequence-classification":
         config.num_labels = spec.task.num_labels
     config._attn_implementation = "sdpa"
@@ -175,8 +137,6 @@ def emulator_from_blob(blob: bytes, spec, expected_hash: str) -> Emulator:
     """The emulator a blob carries, built on the model's config alone; refuses a blob that does not hash to
     ``expected_hash`` or that is not an emulator of the spec's model."""
     from safetensors.torch import load as load_safetensors
-
-    from node.job import keccak_hex
 
     digest = keccak_hex(blob)
     if digest != expected_hash.lower():

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from node.model.errors import ModelError
-from node.model.families import FAMILIES, FAMILY_OF_MODEL_TYPE, TASKS, base_parts, head_parts
+from node.model.families import FAMILY_OF_MODEL_TYPE, TASKS, base_parts, head_parts
 
 MINILM_ALIASES = (
     "minilm",
@@ -64,12 +64,15 @@ def weights_hash(model_id: str | os.PathLike) -> str:
 
     This is the ``model.weights_hash`` a proposal carries; a node recomputes it on the files it would load.
     """
-    from eth_utils import keccak
+    from node.hashing import keccak_hasher
 
     files = sorted(resolve_model_path(model_id).glob("*.safetensors"))
     if not files:
         raise ModelError(f"model.id: no .safetensors weights found for {str(model_id)!r}")
-    return "0x" + keccak(b"".join(f.read_bytes() for f in files)).hex()
+    h = keccak_hasher()
+    for f in files:  # file by file: a model of several GB is never held in memory twice
+        h.update(f.read_bytes())
+    return "0x" + h.digest().hex()
 
 def load_config(model_id: str | os.PathLike):
     from transformers import AutoConfig

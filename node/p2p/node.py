@@ -52,7 +52,8 @@ from node.p2p.errors import (HashMismatch, NotFound, P2PError, PeerUnavailable,
 from node.p2p.identity import (eth_address_from_peer_id, eth_address_from_private_key,
                                keypair_from_private_key)
 from node.p2p.inbox import Inbox
-from node.p2p.store import BlobStore, keccak_hasher, parse_hash
+from node.hashing import keccak256, keccak_hasher
+from node.p2p.store import BlobStore, parse_hash
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +217,6 @@ class P2PNode:
         if header.payload_len > self.max_frame:
             raise WireError(f"tensor of {header.payload_len} bytes exceeds the {self.max_frame}-byte frame limit")
         if with_hash:
-            from node.p2p.store import keccak256
-
             header.hash = keccak256(view)
         timeout = timeout or self.timeout
         if self._use_sessions and self._no_session.get(peer_id, 0.0) < time.monotonic():
@@ -1045,8 +1044,6 @@ class P2PNode:
         data = await self._exchange(peer_id, ADAPTER_PROTOCOL, timeout, exchange)
         if not data and data is not None:
             # b"" is also a valid blob: only a NOT_FOUND reply yields b"" for a non-empty-blob hash
-            from node.p2p.store import keccak256
-
             if digest != keccak256(b""):
                 raise NotFound(f"peer {peer_id} does not serve blob 0x{digest.hex()}")
         return data

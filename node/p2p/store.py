@@ -8,19 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from node.hashing import keccak256
 from node.p2p.errors import P2PError
-
-
-def keccak_hasher():
-    from Crypto.Hash import keccak  # pycryptodome: incremental, same digest as eth_utils.keccak
-
-    return keccak.new(digest_bits=256)
-
-
-def keccak256(data: bytes | bytearray | memoryview) -> bytes:
-    h = keccak_hasher()
-    h.update(data)
-    return h.digest()
 
 
 def parse_hash(value: str | bytes) -> bytes:

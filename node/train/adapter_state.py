@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from node.errors import BsnsError
-from node.job import keccak_hex
+from node.hashing import keccak_hex
 
 
 class AdapterStateError(BsnsError):

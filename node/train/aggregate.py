@@ -1,4 +1,9 @@
-"""Aggregation of replicas' adapter states: sample-weighted FedAvg, coordinate-wise median, trimmed mean.
+"""Aggregation of replicas' adapter states: one strategy object per rule, registered by its name.
+
+A rule (``AggregationRule``) turns one round's replica updates of a shard into the round's aggregate, the way
+Flower's ``Strategy.aggregate_fit`` does; rules register themselves under their ``node.vocab.Aggregation``
+name, and ``rule_for(training)`` gives the configured rule of a job spec. Built in: sample-weighted FedAvg,
+coordinate-wise median, trimmed mean.
 
 Every replica of a shard computes the aggregate itself and commits its hash on chain, so the result
 must be bit-identical on every node given the same inputs in the same order. That rules out
@@ -14,26 +19,14 @@ short hand-written code.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from node.errors import BsnsError
-
-RULES = ("fedavg", "median", "trimmed_mean")  # index = the on-chain uint8 `aggregation`
+from node.vocab import Aggregation, UnknownWord
 
 
 class AggregationError(BsnsError):
     """Inputs that cannot be aggregated (no states, mismatched names or shapes, bad weights)."""
-
-
-def rule_name(code: int | str) -> str:
-    """Map the on-chain uint8 (0 fedavg, 1 median, 2 trimmed mean) or a name to the rule name."""
-    if isinstance(code, str):
-        alias = {"trimmed-mean": "trimmed_mean", "trimmed": "trimmed_mean", "mean": "fedavg"}.get(code, code)
-        if alias not in RULES:
-            raise AggregationError(f"unknown aggregation rule {code!r}; expected one of {', '.join(RULES)}")
-        return alias
-    if not 0 <= int(code) < len(RULES):
-        raise AggregationError(f"unknown aggregation code {code}; expected 0 (fedavg), 1 (median) or 2 (trimmed mean)")
-    return RULES[int(code)]
 
 
 def _check(states: Sequence[Mapping]) -> list[str]:
@@ -115,12 +108,68 @@ def trimmed_mean(states: Sequence[Mapping], trim: float = 0.1) -> dict:
     return out
 
 
-def aggregate(rule: int | str, states: Sequence[Mapping], weights: Sequence[float] | None = None,
-              trim: float = 0.1) -> dict:
-    """Apply the proposal's rule (on-chain code or name) to the replicas' states."""
-    name = rule_name(rule)
-    if name == "fedavg":
+class AggregationRule:
+    """A registered rule: ``aggregate(states, weights)`` over the replicas' states in replica order."""
+
+    name: ClassVar[Aggregation]
+
+    @classmethod
+    def from_training(cls, training) -> "AggregationRule":
+        """The rule configured by a spec's ``[training]`` section (rules without parameters ignore it)."""
+        return cls()
+
+    def aggregate(self, states: Sequence[Mapping], weights: Sequence[float] | None = None) -> dict:
+        raise NotImplementedError
+
+
+_RULES: dict[Aggregation, type[AggregationRule]] = {}
+
+
+def register_rule(cls: type[AggregationRule]) -> type[AggregationRule]:
+    """Class decorator: make a rule available under its ``name``."""
+    _RULES[cls.name] = cls
+    return cls
+
+
+@register_rule
+class FedAvg(AggregationRule):
+    name = Aggregation.FEDAVG
+
+    def aggregate(self, states, weights=None):
         return fedavg(states, weights)
-    if name == "median":
+
+
+@register_rule
+class Median(AggregationRule):
+    name = Aggregation.MEDIAN
+
+    def aggregate(self, states, weights=None):
         return median(states)
-    return trimmed_mean(states, trim)
+
+
+@register_rule
+class TrimmedMean(AggregationRule):
+    name = Aggregation.TRIMMED_MEAN
+
+    def __init__(self, trim: float = 0.1) -> None:
+        self.trim = trim
+
+    @classmethod
+    def from_training(cls, training) -> "TrimmedMean":
+        return cls(training.trim_fraction)
+
+    def aggregate(self, states, weights=None):
+        return trimmed_mean(states, self.trim)
+
+
+def rule_class(rule: Aggregation | int | str) -> type[AggregationRule]:
+    """The registered rule for a name or an on-chain code."""
+    try:
+        return _RULES[Aggregation.parse(rule)]
+    except UnknownWord as exc:
+        raise AggregationError(str(exc)) from None
+
+
+def rule_for(training) -> AggregationRule:
+    """The aggregation rule a job spec's ``[training]`` section names, configured by it."""
+    return rule_class(training.aggregation).from_training(training)

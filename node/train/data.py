@@ -34,7 +34,7 @@ class DataError(BsnsError):
 
 def file_hash(path: str | Path) -> str:
     """keccak-256 of the file's bytes as 0x-hex (the ``dataset.hash`` of a job spec)."""
-    from node.job import keccak_hex
+    from node.hashing import keccak_hex
 
     p = Path(path)
     try:
@@ -81,10 +81,10 @@ def seeded_permutation(n: int, label: str, *numbers: int) -> list[int]:
     """A permutation of ``range(n)`` that depends only on (n, label, numbers): same in any process."""
     import random
 
-    from eth_utils import keccak
+    from node.hashing import keccak_text
 
-    material = ("bsns-data-v1|" + label + "|" + "|".join(str(int(x)) for x in numbers)).encode()
-    rng = random.Random(int.from_bytes(keccak(material), "big"))
+    material = "bsns-data-v1|" + label + "|" + "|".join(str(int(x)) for x in numbers)
+    rng = random.Random(int.from_bytes(keccak_text(material), "big"))
     perm = list(range(n))
     for i in range(n - 1, 0, -1):
         j = int(rng.random() * (i + 1))

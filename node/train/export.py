@@ -19,12 +19,11 @@ import re
 from pathlib import Path
 from typing import Mapping
 
-from node.job import keccak_hex
+from node.hashing import keccak_hex
 from node.train.adapter_state import AdapterStateError, adapter_hash, canonical_bytes, state_from_bytes
 
 BSNS_FORMAT = "bsns-adapter"
 BSNS_FORMAT_VERSION = 1
-PEFT_METHODS = ("lora", "ia3")
 PROBE_TOLERANCE = 1e-4
 
 
@@ -32,12 +31,13 @@ def build_adapted_model(spec, state: Mapping, device: str = "cpu"):
     """The whole model (one shard over all layers) with the spec's method injected and ``state`` loaded."""
     import torch
 
-    from node.train import local as L
+    from node.train.build import inject_method, load_base
+    from node.tuners import load_adapter_state_dict
 
-    shard = L.load_base(spec, 0, None, device, torch.float32)
-    L.inject_method(shard, spec)
+    shard = load_base(spec, 0, None, device, torch.float32)
+    inject_method(shard, spec)
     try:
-        L.load_trainable_state(shard, spec, dict(state))
+        load_adapter_state_dict(shard, dict(state))
     except AdapterStateError:
         raise
     except Exception as exc:  # TunerError / TrainError: the state is not this spec's adapter
@@ -74,24 +74,18 @@ def _peft_config(shard, spec):
     """The PEFT config equivalent to the shard's method, for the unsharded model."""
     from node.tuners.base import adapter_param_names
 
-    name = spec.method.name
-    cfg = shard.peft_config
-    if name == "lora":
-        from node.tuners.lora import peft_lora_config
+    from node.tuners import get_method, method_names
 
-        pcfg = peft_lora_config(shard, cfg)
-    elif name == "ia3":
-        from node.tuners.ia3.model import peft_ia3_config
-
-        pcfg = peft_ia3_config(shard, cfg)
-        if pcfg.feedforward_modules:
-            pcfg.feedforward_modules = _whole_model_pattern(shard.family, pcfg.feedforward_modules)
-    else:
-        raise AdapterStateError(f"the PEFT format holds lora and ia3 adapters, not {name!r} "
-                                "(use the bsns format for it)")
-    pcfg.target_modules = _whole_model_pattern(shard.family, pcfg.target_modules)
+    method = get_method(spec.method.name)
+    if not method.exports_to_peft:
+        raise AdapterStateError(f"the PEFT format holds {', '.join(method_names(exports_to_peft=True))} adapters, "
+                                f"not {method.name!r} (use the bsns format for it)")
+    pcfg = method.peft_config(shard, shard.peft_config)
+    for attr in ("target_modules", "feedforward_modules"):  # per-layer patterns -> whole-model ones
+        if getattr(pcfg, attr, None):
+            setattr(pcfg, attr, _whole_model_pattern(shard.family, getattr(pcfg, attr)))
     pcfg.task_type = "SEQ_CLS" if shard.task == "sequence-classification" else "CAUSAL_LM"
-    from node.train.local import resolve_model_path
+    from node.model import resolve_model_path
 
     # what transformers will record as the model's name_or_path (PEFT rewrites it to that anyway)
     pcfg.base_model_name_or_path = str(resolve_model_path(spec.model.id))
@@ -108,7 +102,7 @@ def _hf_model(spec, device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from node.train.local import resolve_model_path
+    from node.model import resolve_model_path
 
     from transformers.utils import logging as hf_logging
 
@@ -203,7 +197,7 @@ def _write_provenance(out: Path, spec, state: Mapping) -> None:
 def export_bsns(spec, state: Mapping, out_dir: str | Path) -> Path:
     """Write the bsns format: ``adapter.safetensors`` (canonical bytes) + ``adapter_config.json``."""
     from node.model import model_family
-    from node.train.local import resolve_model_path
+    from node.model import resolve_model_path
 
     shard = build_adapted_model(spec, state)  # proves the state fits the method before writing
     cfg = shard.peft_config.model_dump(mode="json") if spec.method.name != "full" else {}

@@ -17,26 +17,13 @@ import math
 import random
 from collections.abc import Sequence
 
-from eth_utils import keccak
-
 from node.errors import BsnsError
-
-STRATEGIES = ("iid", "dirichlet", "contiguous")  # index = the on-chain uint8 `distribution`
+from node.hashing import keccak256, keccak_hex
+from node.vocab import Distribution, UnknownWord
 
 
 class PartitionError(BsnsError):
     """A partition request that cannot be satisfied (bad strategy, alpha, or too few examples)."""
-
-
-def strategy_name(code: int | str) -> str:
-    """Map the on-chain uint8 (0 iid, 1 dirichlet, 2 contiguous) or a name to the strategy name."""
-    if isinstance(code, str):
-        if code not in STRATEGIES:
-            raise PartitionError(f"unknown data distribution {code!r}; expected one of {', '.join(STRATEGIES)}")
-        return code
-    if not 0 <= int(code) < len(STRATEGIES):
-        raise PartitionError(f"unknown data distribution code {code}; expected 0 (iid), 1 (dirichlet) or 2 (contiguous)")
-    return STRATEGIES[int(code)]
 
 
 def _seed_int(dataset_hash: str | bytes, strategy: str, alpha: float, seed: int, num_parts: int) -> int:
@@ -45,7 +32,7 @@ def _seed_int(dataset_hash: str | bytes, strategy: str, alpha: float, seed: int,
         dataset_hash = bytes.fromhex(h)
     material = b"bsns-partition-v1|" + dataset_hash + b"|" + strategy.encode() + b"|" + repr(float(alpha)).encode() \
         + b"|" + str(int(seed)).encode() + b"|" + str(int(num_parts)).encode()
-    return int.from_bytes(keccak(material), "big")
+    return int.from_bytes(keccak256(material), "big")
 
 
 def _shuffle(items: list[int], rng: random.Random) -> None:
@@ -93,7 +80,7 @@ def _split_even(items: list[int], k: int) -> list[list[int]]:
     return [items[bounds[i]:bounds[i + 1]] for i in range(k)]
 
 
-def partition(labels: Sequence[int] | int, num_parts: int, strategy: int | str, *, seed: int,
+def partition(labels: Sequence[int] | int, num_parts: int, strategy: Distribution | int | str, *, seed: int,
               dataset_hash: str | bytes, alpha: float = 0.5, min_size: int = 1) -> list[list[int]]:
     """Split example indices ``0..n-1`` into ``num_parts`` lists, one per replica.
 
@@ -104,16 +91,19 @@ def partition(labels: Sequence[int] | int, num_parts: int, strategy: int | str, 
     Draws are repeated from the same stream until every part has ``min_size`` examples.
     Each returned list is sorted ascending so that the batch order is decided by the trainer alone.
     """
-    name = strategy_name(strategy)
+    try:
+        dist = Distribution.parse(strategy)
+    except UnknownWord as exc:
+        raise PartitionError(str(exc)) from None
     if num_parts < 1:
         raise PartitionError(f"number of parts must be >= 1, got {num_parts}")
     n = labels if isinstance(labels, int) else len(labels)
     if n < num_parts * max(min_size, 1):
         raise PartitionError(f"{n} examples cannot fill {num_parts} parts of at least {max(min_size, 1)}")
-    if name == "contiguous":
+    if dist == Distribution.CONTIGUOUS:
         return _split_even(list(range(n)), num_parts)
-    rng = random.Random(_seed_int(dataset_hash, name, alpha if name == "dirichlet" else 0.0, seed, num_parts))
-    if name == "iid":
+    rng = random.Random(_seed_int(dataset_hash, dist, alpha if dist == Distribution.DIRICHLET else 0.0, seed, num_parts))
+    if dist == Distribution.IID:
         idx = list(range(n))
         _shuffle(idx, rng)
         return [sorted(p) for p in _split_even(idx, num_parts)]
@@ -145,7 +135,7 @@ def partition(labels: Sequence[int] | int, num_parts: int, strategy: int | str, 
 def partition_hash(parts: Sequence[Sequence[int]]) -> str:
     """keccak-256 of the partition as text, so two parties can compare who trained on what."""
     text = ";".join(",".join(str(int(i)) for i in p) for p in parts)
-    return "0x" + keccak(text.encode()).hex()
+    return keccak_hex(text.encode())
 
 
 def label_histogram(labels: Sequence[int], part: Sequence[int]) -> dict[int, int]:

@@ -9,7 +9,7 @@ micro-batch i+1 while stage k+1 works on micro-batch i.
 Exactness: the cut between two stages is a detach on the sender and ``requires_grad_`` on the
 receiver, so autograd computes the same gradients as one process holding the whole model. Each
 micro-batch's loss is the local trainer's ``loss_fn`` divided by the number of micro-batches, exactly
-as ``node.train.local.train_step`` does, and the learning rate of step i is the caller's
+as ``node.train.step.train_step`` does (the same ``begin_step``/``finish_step``), and the learning rate of step i is the caller's
 (``lr_at``), so the accumulated gradient and the AdamW step are the local trainer's. The micro-batches
 are cut from the batch padded once as a whole, so padding is identical too.
 
@@ -22,7 +22,6 @@ peers do not form).
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
@@ -30,6 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from node.errors import BsnsError
+from node.train.device import autocast
+from node.train.step import begin_step, finish_step, loss_fn
 
 FWD = "fwd"
 BWD = "bwd"
@@ -116,13 +117,6 @@ class ShardTrainer:
     def last(self) -> bool:
         return self.stage == self.num_stages - 1
 
-    def _autocast(self):
-        import torch
-
-        if str(self.device).startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _wire(self, t):
         t = t.detach()
         if self.send_dtype is not None and t.is_floating_point():
@@ -140,8 +134,6 @@ class ShardTrainer:
     def step(self, step: int, batch: Mapping[str, Any] | None = None, lr: float | None = None) -> float:
         import torch
 
-        from node.train.local import loss_fn
-
         mbs: list[dict] = []
         if self.first:
             if batch is None:
@@ -154,10 +146,7 @@ class ShardTrainer:
             labels = batch["labels"].chunk(self.micro_batches)
             mbs = [{"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(ids, masks, labels)]
 
-        if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
+        begin_step(self.optimizer, lr)
         saved = []  # per micro-batch: (input activation or None, output) for the backward pass
         total_loss = torch.zeros((), dtype=torch.float64)
 
@@ -166,7 +155,7 @@ class ShardTrainer:
             if self.first:
                 msg = mbs[m]
                 t0 = time.perf_counter()
-                with self._autocast():
+                with autocast(self.device):
                     out = self.shard(input_ids=self._dev(msg["input_ids"]),
                                      attention_mask=self._dev(msg["attention_mask"]))
                 h_in = None
@@ -177,7 +166,7 @@ class ShardTrainer:
                 msg = self.transport.recv(self.stage - 1, (step, m, FWD), self.timeout)
                 t0 = time.perf_counter()
                 h_in = self._dev(msg["hidden"], grad=True).requires_grad_()
-                with self._autocast():
+                with autocast(self.device):
                     out = self.shard(hidden_states=h_in, attention_mask=self._dev(msg["attention_mask"]))
             if self.last:
                 loss = loss_fn(out, {"labels": self._dev(msg["labels"])}, self.task) / self.micro_batches
@@ -212,11 +201,8 @@ class ShardTrainer:
                 saved[m] = None
 
         t0 = time.perf_counter()
-        if self.clip_grad_norm:
-            # per-shard clipping: a global norm would need one more round trip per step
-            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
-        self.optimizer.step()
+        # per-shard clipping: a global norm would need one more round trip per step
+        finish_step(self.optimizer, self.clip_grad_norm)
         self.compute_seconds += time.perf_counter() - t0
         return float(total_loss)
 

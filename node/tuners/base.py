@@ -1,16 +1,14 @@
-"""What every PEFT method shares: config validation, freezing, the method record, adapter state.
+"""What every PEFT method shares: config validation, freezing, adapter state.
 
-A method's ``inject(shard, cfg)`` freezes the whole shard, adds its trainable parameters in place
-and calls ``finish_injection``, which also unfreezes the task head of a classification shard (a new
-head must learn, as PEFT's ``modules_to_save`` does) and records which parameters are the adapter's.
+A registered method's ``inject(shard, cfg)`` (``node.tuners.registry``) freezes the whole shard, adds its
+trainable parameters in place and calls ``finish_injection``, which also unfreezes the task head of a
+classification shard (a new head must learn, as PEFT's ``modules_to_save`` does) and records which
+parameters are the adapter's.
 ``adapter_state_dict`` returns exactly those, under shard-local names that are the same on every
 replica of a shard (layers are named by their global index).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -59,24 +57,6 @@ def validate_config(method: str, config_class: type[TunerConfig], cfg) -> TunerC
     if not isinstance(cfg, dict):
         raise TunerError(f"{method} config must be a mapping of fields, got {type(cfg).__name__}")
     return config_class(**cfg)
-
-
-@dataclass(frozen=True)
-class Method:
-    """A registered PEFT method: ``config_class(**params)`` and ``inject(shard, cfg)``."""
-
-    name: str
-    config_class: type[TunerConfig]
-    _inject: Callable
-
-    def inject(self, shard, cfg=None):
-        cfg = validate_config(self.name, self.config_class, cfg)
-        if getattr(shard, "peft_method", None) is not None:
-            raise TunerError(f"this shard already has PEFT method {shard.peft_method!r}; load a fresh shard")
-        freeze(shard)
-        self._inject(shard, cfg)
-        finish_injection(shard, self.name, cfg)
-        return shard
 
 
 def freeze(shard) -> None:

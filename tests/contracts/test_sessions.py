@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import COMMIT_TIMEOUT, JOIN_WINDOW, MIN_STAKE, SLASH, VOTING_DELAY, VOTING_PERIOD, as_tuple, h, \
-    job_params, plain, propose_args, register
+from .conftest import COMMIT_TIMEOUT, JOIN_WINDOW, SLASH, VOTING_DELAY, VOTING_PERIOD, h, \
+    plain, propose_args, register
 
 JOINING, TRAINING, COMPLETED, FAILED = 1, 2, 3, 4
 WRONG_HASH, MISSING = 1, 2

@@ -67,7 +67,8 @@ def spec():
 @pytest.fixture(scope="module")
 def emulators(spec):
     """The controller's emulators (built in this process: the hashes the chain would hold) and the full model."""
-    from node.emulator import emulator_for_spec, load_full_model
+    from node.emulator import emulator_for_spec
+    from node.train.build import load_full_model
 
     base = load_full_model(spec)
     emus = {bps: emulator_for_spec(spec, bps / 10_000, base=base) for bps in (5000, 10000)}
@@ -140,19 +141,19 @@ def test_sit_out_trains_nothing_and_commits_the_same_aggregate(run):
 
 def test_aggregate_is_fedavg_of_the_participants_only(run):
     from node.train.adapter_state import canonical_bytes
-    from node.train.aggregate import aggregate
+    from node.train.aggregate import rule_class
 
     chain, net = run["chain"], run["net"]
     for rnd, reps in [(1, [0, 2]), (2, [1, 2])]:
         anns = {a.replica: a for a in net.port("x").announcements(1, rnd, 0) if a.kind == "update"}
         assert sorted(anns) == reps                                          # no sit-out announced an update
         states = [_state(net.blobs[f"peer{r}"][anns[r].hash]) for r in reps]
-        agg = aggregate("fedavg", states, [anns[r].samples for r in reps])
+        agg = rule_class("fedavg")().aggregate(states, [anns[r].samples for r in reps])
         assert keccak_hex(canonical_bytes(agg)) == chain.finals[(rnd, 0)]
 
 
 def test_nobody_takes_part_commits_the_initial_adapter(run, spec, emulators):
-    from node.emulator import adapt
+    from node.train.build import adapt
     from node.train.adapter_state import canonical_bytes
     from node.tuners import adapter_state_dict
 
@@ -175,7 +176,7 @@ def test_emulators_fetched_by_hash_and_served(run):
 
 
 def test_final_adapter_plugs_into_the_full_model(run, spec, emulators):
-    from node.emulator import adapt
+    from node.train.build import adapt
     from node.tuners import adapter_state_dict, load_adapter_state_dict
 
     _, base = emulators

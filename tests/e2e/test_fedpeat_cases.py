@@ -98,13 +98,14 @@ def _run_case(cl, wd, spec_text: str, name: str, env: dict) -> dict:
 def cases(tmp_path_factory):
     import torch
 
-    from coordinator.commands.governance import prepare_spec
+    from coordinator.proposals import prepare_spec
     from coordinator.demo import _addr
     from coordinator.fedpeat.control import RealSpecModels
     from node.chain.clients import NodeRegistryClient
     from node.chain.keys import dev_key
     from node.chain.sender import TxSender
-    from node.emulator import emulator_for_spec, load_full_model
+    from node.emulator import emulator_for_spec
+    from node.train.build import load_full_model
     from tests.e2e.fedpeat_cluster import FedPeatCluster, cli_env
 
     torch.set_num_threads(1)

@@ -41,7 +41,8 @@ def fedpeat_session(tmp_path_factory):
 
     from coordinator.demo import _addr
     from node.chain.clients import FedPeatLedgerClient
-    from node.emulator import emulator_for_spec, load_full_model
+    from node.emulator import emulator_for_spec
+    from node.train.build import load_full_model
     from tests.e2e.fedpeat_cluster import FedPeatCluster
 
     torch.set_num_threads(1)
@@ -186,9 +187,11 @@ def test_final_adapter_plugs_into_the_full_model(fedpeat_session):
 
     import torch
 
-    from node.emulator import adapt
-    from node.job import keccak_hex
-    from node.train import local as L
+    from node.train.build import adapt
+    from node.hashing import keccak_hex
+    from node.train.build import build_data
+    from node.train.evaluate import evaluate
+    from node.train.step import forward
     from node.train.adapter_state import state_from_bytes
     from node.tuners import load_adapter_state_dict
 
@@ -198,10 +201,10 @@ def test_final_adapter_plugs_into_the_full_model(fedpeat_session):
     fresh = adapt(spec, copy.deepcopy(s["base"]))
     full = adapt(spec, copy.deepcopy(s["base"]))
     load_adapter_state_dict(full, state_from_bytes(s["final_blob"]))  # strict: every key and shape of the full model
-    data = L.build_data(spec, train_limit=TRAIN_LIMIT)
+    data = build_data(spec, train_limit=TRAIN_LIMIT)
     batch = data.val.collate(list(range(8)))
     with torch.no_grad():
-        before, after = L.forward(fresh, batch, "cpu"), L.forward(full, batch, "cpu")
-        metrics = L.evaluate(full, data.val, spec.task.kind, "cpu")
+        before, after = forward(fresh, batch, "cpu"), forward(full, batch, "cpu")
+        metrics = evaluate(full, data.val, spec.task.kind, "cpu")
     assert not torch.allclose(before, after)                      # the trained adapters act in the full model
     assert metrics["loss"] > 0 and len(data.val) == spec.data.validation_size

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.emulator import EmulatorError, adapt, emulator_blob, emulator_for_spec, emulator_from_blob, load_full_model
+from node.emulator import EmulatorError, emulator_blob, emulator_for_spec, emulator_from_blob
+from node.train.build import adapt, load_full_model
 from node.job import JobSpec, SpecError
 
 torch.set_num_threads(1)

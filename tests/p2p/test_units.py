@@ -13,7 +13,8 @@ from node.p2p.errors import IntegrityError, P2PError, PeerUnavailable, WireError
 from node.p2p.identity import (eth_address_from_peer_id, eth_address_from_private_key,
                                peer_id_from_private_key)
 from node.p2p.inbox import Inbox, RecvTimeout
-from node.p2p.store import keccak256, parse_hash
+from node.hashing import keccak256
+from node.p2p.store import parse_hash
 from node.p2p.wire import Header, Tags
 from tests.p2p.peers import DEV_KEYS
 

@@ -2,12 +2,18 @@
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from node.train.aggregate import AggregationError, aggregate, fedavg, median, trimmed_mean
+from node.train.aggregate import AggregationError, fedavg, median, rule_for, trimmed_mean
 
+
+
+def aggregate(rule, states, weights=None, trim=0.1):
+    """The rule a spec's [training] section names (by name or on-chain code), applied."""
+    return rule_for(SimpleNamespace(aggregation=rule, trim_fraction=trim)).aggregate(states, weights)
 
 def _states(n, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -32,7 +38,7 @@ def test_median_and_trimmed_mean_resist_an_outlier():
 
 def test_single_state_is_returned_unchanged():
     s = _states(1)
-    for rule in ("fedavg", "median", "trimmed_mean"):
+    for rule in ("fedavg", "median", "trimmed-mean"):
         out = aggregate(rule, s, [10])
         assert all(torch.equal(out[k], s[0][k]) for k in s[0])
 
@@ -47,10 +53,10 @@ def _digest(state):
 def test_bit_identical_across_processes_and_threads(rule):
     here = _digest(aggregate(rule, _states(5, seed=42), [1, 2, 3, 4, 5], trim=0.2))
     code = ("import hashlib, torch; torch.set_num_threads(2);"
-            "from node.train.aggregate import aggregate;"
+            "from types import SimpleNamespace as NS; from node.train.aggregate import rule_for;"
             "g = torch.Generator().manual_seed(42);"
             "s = [{'a.w': torch.randn(33, 17, generator=g), 'b.bias': torch.randn(5, generator=g)} for _ in range(5)];"
-            f"o = aggregate({rule}, s, [1, 2, 3, 4, 5], trim=0.2);"
+            f"o = rule_for(NS(aggregation={rule}, trim_fraction=0.2)).aggregate(s, [1, 2, 3, 4, 5]);"
             "print(hashlib.sha256(b''.join(o[k].numpy().tobytes() for k in sorted(o))).hexdigest())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == here

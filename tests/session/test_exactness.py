@@ -41,12 +41,15 @@ seed = 5
 @pytest.mark.parametrize("micro", [1, 2])
 def test_two_shard_pipeline_equals_local_trainer(micro):
     from node.job import JobSpec
-    from node.train import local as L
+    from node.train.build import build_model, init_adapter_state
+    from node.train.local import LocalTrainer
+    from node.train.step import lr_at, make_optimizer
+    from node.tuners import adapter_state_dict
     from node.train.pipeline import QueueTransport, ShardTrainer, run_stages_in_threads
 
     spec = JobSpec.from_text(SPEC.replace("MICRO", str(micro)))
     steps = spec.training.rounds * spec.training.sync_interval
-    ref = L.LocalTrainer(spec, steps=steps, device="cpu", train_limit=400)
+    ref = LocalTrainer(spec, steps=steps, device="cpu", train_limit=400)
     batches = list(ref.batches())
     ref.run()
     want = {k: v.detach().clone() for k, v in ref.state().items()}
@@ -54,20 +57,20 @@ def test_two_shard_pipeline_equals_local_trainer(micro):
     hub = QueueTransport.Hub()
     trainers = []
     for stage, (start, end) in enumerate(spec.shards.layers):
-        shard = L.build_model(spec, start, end, "cpu")
-        opt = L.make_optimizer(shard, spec.training.learning_rate)
+        shard = build_model(spec, start, end, "cpu")
+        opt = make_optimizer(shard, spec.training.learning_rate)
         trainers.append(ShardTrainer(shard, stage, 2, QueueTransport(hub, stage), opt, micro_batches=micro,
                                      task=spec.task.kind, timeout=60))
-    lrs = [L.lr_at(i, steps, spec.training.learning_rate) for i in range(steps)]
+    lrs = [lr_at(i, steps, spec.training.learning_rate) for i in range(steps)]
     run_stages_in_threads(trainers, batches, lrs=lrs)
 
     got = {}
     for tr in trainers:
-        got.update({k: v.detach() for k, v in L.trainable_state(tr.shard, spec).items()})
+        got.update({k: v.detach() for k, v in adapter_state_dict(tr.shard).items()})
     assert sorted(got) == sorted(want)
     diff = max((got[k] - want[k]).abs().max().item() for k in want)
     print(f"max difference pipeline vs local: {diff:.3g}")
     assert diff <= 1e-5, f"max difference {diff:.3g}"
-    moved = max((want[k] - L.init_adapter_state(spec, 0, 6, spec.training.seed)[k]).abs().max().item()
+    moved = max((want[k] - init_adapter_state(spec, 0, 6, spec.training.seed)[k]).abs().max().item()
                 for k in list(want)[:4])
     assert moved > 1e-4  # training really changed the adapter (the comparison is not between two inits)

@@ -57,7 +57,7 @@ def test_file_hash_is_keccak_of_bytes(tmp_path):
 
 
 def test_sst2_tokenises_lazily_and_like_the_tokenizer():
-    from node.train.local import resolve_model_path
+    from node.model import resolve_model_path
 
     tok = data.load_tokenizer(str(resolve_model_path("minilm")))
     train, val = data.sst2_sets(tok, max_length=16, val_size=50)

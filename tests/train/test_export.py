@@ -54,7 +54,7 @@ def _spec(model, method, config="{}"):
 
 def _trained_state(spec):
     """The seeded initial adapter, moved away from its init (LoRA's B starts at zero, IA3 at one)."""
-    from node.train.local import init_adapter_state
+    from node.train.build import init_adapter_state
 
     g = torch.Generator().manual_seed(1)
     # built per shard and merged, as a finished session's adapter is
@@ -161,7 +161,7 @@ def test_bsns_format_round_trip_for_bottleneck(tiny, tmp_path):
         diff = (loaded(input_ids=ids, attention_mask=mask) - build_adapted_model(spec, state)(
             input_ids=ids, attention_mask=mask)).abs().max()
     assert diff == 0
-    with pytest.raises(BsnsError, match="PEFT format holds lora and ia3"):
+    with pytest.raises(BsnsError, match="PEFT format holds lora, ia3 adapters"):
         export_peft(spec, state, tmp_path / "nope")
     (out / "adapter.safetensors").write_bytes((out / "adapter.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(BsnsError, match="hashes to"):

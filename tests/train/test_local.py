@@ -107,7 +107,7 @@ def test_causal_lm_on_text_reports_perplexity(tmp_path):
 
     from node.job import JobSpec
     from node.train.local import LocalTrainer
-    from node.train.local import resolve_model_path
+    from node.model import resolve_model_path
 
     # a tiny GPT-2 that uses MiniLM's (offline) word-piece tokenizer
     tok = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))

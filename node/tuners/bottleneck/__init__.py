@@ -1,8 +1,9 @@
 """Bottleneck adapters (Houlsby and Pfeiffer placement); ours, since PEFT has none."""
 
 from node.tuners.bottleneck.config import BottleneckConfig, HoulsbyConfig, PfeifferConfig
-from node.tuners.bottleneck.layer import BottleneckAdapter
-from node.tuners.bottleneck.model import inject_bottleneck, injection_points
+from node.tuners.registry import Method, register_method
 
-__all__ = ["BottleneckAdapter", "BottleneckConfig", "HoulsbyConfig", "PfeifferConfig", "inject_bottleneck",
-           "injection_points"]
+for _name, _config in (("houlsby", HoulsbyConfig), ("pfeiffer", PfeifferConfig)):
+    register_method(Method(_name, _config, "node.tuners.bottleneck.model:inject_bottleneck", layer_local=True))
+
+__all__ = ["BottleneckConfig", "HoulsbyConfig", "PfeifferConfig"]

@@ -1,6 +1,9 @@
 """LoRA through Hugging Face PEFT."""
 
-from node.tuners.lora.config import DEFAULT_TARGETS, LoraConfig
-from node.tuners.lora.model import inject_lora, peft_lora_config
+from node.tuners.lora.config import LoraConfig
+from node.tuners.registry import Method, register_method
 
-__all__ = ["DEFAULT_TARGETS", "LoraConfig", "inject_lora", "peft_lora_config"]
+register_method(Method("lora", LoraConfig, "node.tuners.lora.model:inject_lora", layer_local=True,
+                       peft_config_path="node.tuners.lora.model:peft_lora_config"))
+
+__all__ = ["LoraConfig"]

@@ -1,7 +1,8 @@
 """Prefix tuning: trainable key/value prefixes for each layer the shard holds."""
 
 from node.tuners.prefix.config import PrefixConfig
-from node.tuners.prefix.layer import PrefixEncoder
-from node.tuners.prefix.model import inject_prefix, kv_geometry
+from node.tuners.registry import Method, register_method
 
-__all__ = ["PrefixConfig", "PrefixEncoder", "inject_prefix", "kv_geometry"]
+register_method(Method("prefix", PrefixConfig, "node.tuners.prefix.model:inject_prefix"))
+
+__all__ = ["PrefixConfig"]

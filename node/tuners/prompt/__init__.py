@@ -1,7 +1,8 @@
 """Prompt tuning: a trainable soft prompt on the first shard."""
 
 from node.tuners.prompt.config import PromptConfig
-from node.tuners.prompt.layer import SoftPrompt
-from node.tuners.prompt.model import inject_prompt
+from node.tuners.registry import Method, register_method
 
-__all__ = ["PromptConfig", "SoftPrompt", "inject_prompt"]
+register_method(Method("prompt", PromptConfig, "node.tuners.prompt.model:inject_prompt"))
+
+__all__ = ["PromptConfig"]

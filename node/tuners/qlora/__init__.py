@@ -1,6 +1,9 @@
 """QLoRA: LoRA over a 4-bit NF4 frozen base (CUDA + bitsandbytes only)."""
 
 from node.tuners.qlora.config import QLoraConfig
-from node.tuners.qlora.model import check_backend, inject_qlora
+from node.tuners.registry import Method, register_method
 
-__all__ = ["QLoraConfig", "check_backend", "inject_qlora"]
+register_method(Method("qlora", QLoraConfig, "node.tuners.qlora.model:inject_qlora",
+                       requires="a CUDA device and bitsandbytes"))
+
+__all__ = ["QLoraConfig"]

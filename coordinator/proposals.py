@@ -1,0 +1,33 @@
+"""Turning a spec file into what is proposed: validated, with the weights and data hashes filled in from the
+files, before anything is sent to the chain (``bsns propose``, the demo and the cluster harness use it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.errors import BsnsError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _resolve_file(path: str) -> Path:
+    p = Path(path).expanduser()
+    for candidate in (p, REPO_ROOT / p):
+        if candidate.is_file():
+            return candidate
+    raise BsnsError(f"data.path: file not found: {path}")
+
+
+def prepare_spec(path: Path):
+    """Load and validate the spec, filling in missing file hashes; raises ``SpecError`` naming the field."""
+    from node.hashing import file_keccak
+    from node.job import JobSpec
+    from node.model import weights_hash
+
+    spec = JobSpec.from_toml(path)
+    data_hash = None if spec.data.hash else file_keccak(_resolve_file(spec.data.path))
+    w_hash = None if spec.model.weights_hash else weights_hash(spec.model.id)
+    if data_hash or w_hash:
+        spec = spec.with_hashes(weights_hash=w_hash, data_hash=data_hash)
+    spec.to_chain_params()  # the on-chain form must build too
+    return spec

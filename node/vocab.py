@@ -1,0 +1,91 @@
+"""The project's word lists, each defined once: what a job spec, the chain, the daemon and the trainer call
+the same thing.
+
+Each list is a ``StrEnum`` whose order is its on-chain code (the ``uint8`` a contract stores), so the name a
+spec uses, the code the chain stores and the strategy the trainer runs are one fact. The contracts mirror
+these lists as Solidity enums (``contracts/interfaces``); ``tests/test_vocab_mirror.py`` compares the two.
+PEFT method names are not here: each tuner registers itself (``node.tuners.registry``) with its properties.
+
+A leaf module: it imports nothing of the project but ``node.errors``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from node.errors import BsnsError
+
+
+class UnknownWord(BsnsError, ValueError):
+    """A name or code that is not in the word list; the message lists what is."""
+
+
+class Vocab(StrEnum):
+    """A word list: members in on-chain code order; ``LABEL`` names the list in error messages."""
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.__doc__.split(":")[0].strip() if cls.__doc__ else cls.__name__
+
+    @property
+    def code(self) -> int:
+        """The on-chain ``uint8`` of this word."""
+        return list(type(self)).index(self)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
+    @classmethod
+    def parse(cls, value: "int | str | Vocab"):
+        """The member for a name or an on-chain code; ``UnknownWord`` otherwise."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                raise UnknownWord(f"unknown {cls.label()} {value!r}; expected one of {', '.join(cls.names())}") from None
+        members = list(cls)
+        if isinstance(value, int) and 0 <= value < len(members):
+            return members[value]
+        codes = ", ".join(f"{i} ({m.value})" for i, m in enumerate(members))
+        raise UnknownWord(f"unknown {cls.label()} code {value!r}; expected one of {codes}")
+
+
+class Distribution(Vocab):
+    """data distribution: how a session's training set is split among the replicas of a shard."""
+
+    IID = "iid"
+    DIRICHLET = "dirichlet"
+    CONTIGUOUS = "contiguous"
+
+
+class Aggregation(Vocab):
+    """aggregation rule: how the replicas of a shard combine their updates each round."""
+
+    FEDAVG = "fedavg"
+    MEDIAN = "median"
+    TRIMMED_MEAN = "trimmed-mean"
+
+
+class DeviceKind(Vocab):
+    """device kind: what a node trains on, as registered in the NodeRegistry."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class Task(Vocab):
+    """task: what the model is trained to do (and so its head and loss)."""
+
+    SEQUENCE_CLASSIFICATION = "sequence-classification"
+    CAUSAL_LM = "causal-lm"
+
+
+class EmulatorRule(Vocab):
+    """emulator rule: how a FedPEAT emulator chooses which middle layers to keep."""
+
+    UNIFORM = "uniform"
+    IMPORTANCE = "importance"
