@@ -3,7 +3,7 @@ against the emulator the controller's on-chain plan gives it, or sits the round 
 
 A FedPEAT job (``[fedpeat]`` in the spec, docs/fedpeat.md) is proposed, voted and joined like any job; its
 session runner is ``node.daemon.session.SessionRunner`` with another round before the sync (``_work_round``)
-and the same sync protocol (``SessionRunner._sync``). Session round ``r`` (0-based, TrainingSessions) obeys the
+and the same sync (``node.daemon.sync.RoundSync``). Session round ``r`` (0-based, TrainingSessions) obeys the
 ledger's plan ``r + 1`` (1-based, FedPeatLedger):
 
 1. wait until the plan is on chain (``ChainPort.round_plan``): per replica a retention in basis points, 0 =
@@ -17,8 +17,8 @@ ledger's plan ``r + 1`` (1-based, FedPeatLedger):
 3. every replica, sit-outs included, syncs as in ``SessionRunner``, except that it waits for the participants'
    updates only (never for a sit-out's), a sit-out commits with a zero local-update hash, a round where nobody
    takes part commits the previous global adapter unchanged, a round that went final while this node
-   aggregated is still committed to when its aggregate is the final one (``commit_after_final``), and a node
-   that already committed only waits for finality after a restart (``resync_after_commit``). Finality needs
+   aggregated is still committed to when its aggregate is the final one, and a node that already committed only
+   waits for finality after a restart (``FEDPEAT_SYNC``). Finality needs
    nothing new from TrainingSessions.
 
 Devices keep no optimizer state across rounds (a device's emulator may change from round to round): each round
@@ -35,9 +35,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from node.daemon.session import RoundWork, SessionError, SessionRunner
+from node.daemon.session import SessionError, SessionRunner
+from node.daemon.sync import RoundWork, SyncPolicy
 
 BPS = 10_000
+
+#: a restarted node that already committed only waits for finality, and a node that aggregated after the round went
+#: final still commits when its aggregate is the final one
+FEDPEAT_SYNC = SyncPolicy(resync_after_commit=False, commit_after_final=True)
 
 # Building models patches torch/transformers globals for a moment (meta-device init in emulator_from_blob and
 # node.model): one build at a time per process (the unit tests run several runners in threads).
@@ -192,11 +197,7 @@ class EmulatorSource:
 class FedPeatRunner(SessionRunner):
     """``SessionRunner`` for a session whose spec has ``[fedpeat]`` (one shard; replica = device)."""
 
-    # A node that already committed only waits for finality after a restart, and a round that went final while
-    # this node aggregated is still committed to when it agrees: the contract records a commit just after
-    # finalization, so a sit-out's agreement is on chain too.
-    resync_after_commit = False
-    commit_after_final = True
+    sync_policy = FEDPEAT_SYNC  # the contract records a commit just after finalization: a sit-out's agreement too
 
     def __init__(self, *args, fetch_emulators: bool = False, cache_dir: str | Path | None = None,
                  emulator_wait_s: float = 300.0, **kwargs) -> None:

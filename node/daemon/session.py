@@ -1,24 +1,14 @@
 """One node's part in a training session: train its shard in its replica's pipeline, sync, commit, resume.
 
-This module owns the round loop and the sync protocol; ``node.daemon.fedpeat.FedPeatRunner`` reuses both and
-changes only what a round does before the sync (and the few protocol choices it says it changes).
+This module owns the round loop; the sync protocol is ``node.daemon.sync.RoundSync`` (with the runner's
+``SyncPolicy``), and ``node.daemon.fedpeat.FedPeatRunner`` changes only what a round does before the sync.
 
 The round loop is driven by the chain, not by local memory: each iteration asks the chain for the
 shard's current round, restores the adapter and optimizer as they were when the previous round was
 final (local checkpoint, or the final aggregate fetched by hash from a replica), does the round's local
-work (``_work_round``: here, train ``sync_interval`` pipeline steps), and syncs (``_sync``):
-
-1. serve the local update (content-addressed) and announce (round, shard, replica, hash, samples);
-2. collect the expected replicas' announcements (here: all replicas) until all arrived, the round is final
-   or ``sync_timeout_s`` passed (a replica that is down is left out), fetch their updates by hash (verified);
-3. agree on the set (``_agree_on_set``): announce which updates it holds, keep only those every replica in
-   its set also holds (intersection; replicas that saw different sets converge instead of splitting the
-   vote: with two replicas a split could never be finalized), aggregate them in replica order with the
-   proposal's rule weighted by the samples each announced, and commit (aggregate hash, local hash) unless
-   this node already did (no duplicate transaction after a restart) or the round is already final;
-4. wait until the round is final on chain, calling ``finalizeAfterTimeout`` once the deadline passed
-   (``_await_final``); adopt the final aggregate (ours, or fetched by hash from a replica that announced
-   it) and checkpoint it with the optimizer state *before* moving on (``_finish_round``).
+work (``_work_round``: here, train ``sync_interval`` pipeline steps), syncs with the shard's other
+replicas until the round is final on chain, then adopts the final aggregate and checkpoints it with the
+optimizer state *before* moving on (``_finish_round``).
 
 A neighbour stage that stops answering makes the step raise ``PipelineTimeout``; the round is then
 restarted from its checkpoint, or skipped if the chain moved on without this replica. After a kill -9
@@ -31,10 +21,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from node.daemon.ports import ZERO_HASH, Announcement, ChainPort, Member, NetPort
+from node.daemon.ports import ZERO_HASH, ChainPort, Member, NetPort
 from node.daemon.state import StateStore
+from node.daemon.sync import PIPELINE_SYNC, RoundSync, RoundWork, SyncPolicy
 from node.errors import BsnsError
 
 log = logging.getLogger("bsns.session")
@@ -48,43 +38,8 @@ class Stopped(Exception):
     """The daemon is shutting down."""
 
 
-class _Pulse:
-    """Repeats the latest announcements every few seconds, for replicas that (re)subscribed late."""
-
-    def __init__(self, net: NetPort, period: float) -> None:
-        self.net, self.period = net, period
-        self.msgs: dict[str, Announcement] = {}
-        self.last = time.monotonic()
-
-    def every(self, ann: Announcement) -> None:
-        self.msgs[ann.kind] = ann
-
-    def tick(self) -> None:
-        if time.monotonic() - self.last >= self.period:
-            for ann in self.msgs.values():
-                self.net.announce(ann)
-            self.last = time.monotonic()
-
-
-@dataclass
-class RoundWork:
-    """What a round's local work hands to the sync."""
-
-    local: bytes | None          # this node's local update; None: it sits the round out (zero local hash)
-    expected: frozenset[int]     # the replicas whose updates the sync waits for
-    samples: int                 # the weight announced with the update and the set
-    recorded_samples: int        # the round row's ``samples``
-    update_extra: dict = field(default_factory=dict)   # more fields of the update announcement
-    info: dict = field(default_factory=dict)           # more fields of the committed and round_final events
-    commit_info: dict = field(default_factory=dict)    # more fields of the committed event only
-
-
 class SessionRunner:
-    # The protocol choices where FedPEAT differs (node.daemon.fedpeat): whether a node that already committed
-    # collects and announces its set again after a restart (others may still be agreeing), and whether a round
-    # that went final while this node aggregated is still committed to when its aggregate is the final one.
-    resync_after_commit = True
-    commit_after_final = False
+    sync_policy: SyncPolicy = PIPELINE_SYNC  # the round sync's choices (node.daemon.sync); FedPEAT declares its own
 
     def __init__(self, session_id: int, spec, me: Member, replicas: int, chain: ChainPort, net: NetPort,
                  store: StateStore, *, device: str = "cpu", pipeline_timeout: float = 60.0,
@@ -112,6 +67,10 @@ class SessionRunner:
         self.samples = 0
         self.loaded_round: int | None = None  # the in-memory adapter is the final state of this round
         self._round_bytes0: tuple[int, int] | None = None
+        from node.train.aggregate import rule_for
+
+        self.sync = RoundSync(session_id, me, chain, net, store, rule_for(t), self.sync_policy, sync_timeout, poll,
+                              self._sleep, self._emit, self.fetch_blob, self._global_before)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _emit(self, kind: str, **info) -> None:
@@ -345,124 +304,11 @@ class SessionRunner:
         return True
 
     # -- the sync -------------------------------------------------------------------------------
-    def _final(self, rnd: int) -> str | None:
-        return self.chain.final_hash(self.sid, rnd, self.stage)
-
     def _sync(self, rnd: int, work: RoundWork) -> None:
         t_sync = time.perf_counter()
-        sent0, recv0 = self.net.bytes_moved()
-        pulse = _Pulse(self.net, 3.0)
-        h_local = ZERO_HASH
-        updates: dict[int, Announcement] = {}
-        blobs: dict[int, bytes] = {}
-        if work.local is not None:
-            h_local = self.net.serve(work.local)
-            self.store.put_blob(work.local)
-            mine = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, work.samples, self._my_peer(),
-                                dict(work.update_extra))
-            self.net.announce(mine)
-            pulse.every(mine)
-            updates[self.me.replica], blobs[self.me.replica] = mine, work.local
-
-        h_agg = agg_bytes = None
-        if self.resync_after_commit or not self.chain.committed(self.sid, rnd, self.stage):
-            # a restarted node that already committed still announces its set: others may be agreeing yet
-            self._collect_updates(rnd, work.expected, updates, pulse)
-            for rep in sorted(updates):
-                if rep in blobs:
-                    continue
-                try:
-                    blobs[rep] = self._fetch_update(updates[rep])
-                except Exception as exc:  # noqa: BLE001 - a replica we cannot fetch from is left out
-                    self._emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
-            chosen = {rep: updates[rep].hash for rep in blobs}
-            if self.commit_after_final or self._final(rnd) is None:  # else nothing is left to agree on
-                chosen, agg_bytes, h_agg = self._agree_on_set(rnd, chosen, blobs, updates, h_local, work, pulse)
-                self.store.upsert_round(self.sid, self.stage, rnd, aggregate_hash=h_agg, peers_used=len(chosen),
-                                        samples=work.recorded_samples)
-                final = self._final(rnd)
-                if (final is None or (self.commit_after_final and final == h_agg)) and \
-                        not self.chain.committed(self.sid, rnd, self.stage):
-                    self.chain.commit(self.sid, rnd, self.stage, h_agg, h_local)
-                    self._emit("committed", round=rnd, aggregate=h_agg, local=h_local, **work.info,
-                               **work.commit_info, replicas_used=sorted(chosen))
-                self.store.upsert_round(self.sid, self.stage, rnd, status="committed")
-
-        final = self._await_final(rnd, pulse)
-        if final == h_agg:
-            data = agg_bytes
-        else:
-            hints = [a.peer for a in self.net.announcements(self.sid, rnd, self.stage, kind="set")
-                     if a.extra.get("aggregate") == final]
-            data = self.fetch_blob(final, hints)
-        self._finish_round(rnd, work, final, data, agreed=final == h_agg, t_sync=t_sync, sync0=(sent0, recv0))
-
-    def _collect_updates(self, rnd: int, expected: frozenset[int], updates: dict[int, Announcement],
-                         pulse: _Pulse) -> None:
-        """Add the expected replicas' update announcements to ``updates``: all of them, or those announced
-        before the timeout or the round's finality."""
-        def collect():
-            for a in self.net.announcements(self.sid, rnd, self.stage):
-                if a.replica in expected and a.kind == "update":
-                    updates[a.replica] = a
-
-        deadline = time.monotonic() + self.sync_timeout
-        while not expected <= set(updates) and time.monotonic() < deadline and self._final(rnd) is None:
-            collect()
-            pulse.tick()
-            self._sleep(self.poll)
-        if self.commit_after_final:
-            collect()  # the round may have gone final with every update announced: ours must still match it
-
-    def _agree_on_set(self, rnd: int, chosen: dict[int, str], blobs: dict[int, bytes],
-                      updates: dict[int, Announcement], h_local: str, work: RoundWork,
-                      pulse: _Pulse) -> tuple[dict[int, str], bytes, str]:
-        """(agreed set, aggregate bytes, aggregate hash). Each node announces what it holds and keeps only what
-        everyone it holds also holds (the intersection), so replicas that saw different sets converge on the
-        same aggregate instead of splitting the vote."""
-        from node.hashing import keccak_hex
-
-        for _ in range(len(work.expected) + 1):
-            if chosen:
-                agg_bytes, h_agg = self._aggregate(chosen, blobs, updates)
-            else:  # nobody took part (or no update reached us): the global adapter stays as it was
-                agg_bytes = self._global_before(rnd)
-                h_agg = keccak_hex(agg_bytes)
-                self.net.serve(agg_bytes)
-            msg = Announcement(self.sid, rnd, self.stage, self.me.replica, h_local, work.samples, self._my_peer(),
-                               {"kind": "set", "set": {str(k): v for k, v in sorted(chosen.items())},
-                                "aggregate": h_agg})
-            self.net.announce(msg)
-            pulse.every(msg)
-            if not chosen:
-                break
-            deadline = time.monotonic() + self.sync_timeout
-            others: dict[int, dict] = {}
-            while time.monotonic() < deadline:
-                for a in self.net.announcements(self.sid, rnd, self.stage, kind="set"):
-                    if a.replica in chosen and a.replica != self.me.replica:
-                        others[a.replica] = {int(k): v for k, v in a.extra.get("set", {}).items()}
-                if all(r in others for r in chosen if r != self.me.replica):
-                    break
-                if self._final(rnd) is not None:
-                    break
-                pulse.tick()
-                self._sleep(self.poll)
-            narrowed = {r: h for r, h in chosen.items() if all(o.get(r) == h for o in others.values())}
-            if narrowed == chosen or not narrowed:
-                break
-            chosen = narrowed
-        return chosen, agg_bytes, h_agg
-
-    def _await_final(self, rnd: int, pulse: _Pulse) -> str:
-        """The round's final hash, once it is final on chain (directly, or after the commit deadline)."""
-        while True:
-            final = self._final(rnd)
-            if final is not None:
-                return final
-            self.chain.try_finalize_after_timeout(self.sid, rnd, self.stage)
-            pulse.tick()
-            self._sleep(self.poll)
+        sync0 = self.net.bytes_moved()
+        res = self.sync.run(rnd, work)
+        self._finish_round(rnd, work, res.final, res.data, agreed=res.agreed, t_sync=t_sync, sync0=sync0)
 
     def _finish_round(self, rnd: int, work: RoundWork, final: str, data: bytes, *, agreed: bool, t_sync: float,
                       sync0: tuple[int, int]) -> None:
@@ -480,37 +326,6 @@ class SessionRunner:
         self.loaded_round = rnd
         self._emit("round_final", round=rnd, final=final, agreed=agreed, **work.info,
                    sync_seconds=round(time.perf_counter() - t_sync, 3))
-
-    def _aggregate(self, chosen: dict[int, str], blobs: dict[int, bytes],
-                   updates: dict[int, Announcement]) -> tuple[bytes, str]:
-        from node.hashing import keccak_hex
-        from node.train.adapter_state import canonical_bytes, state_from_bytes
-        from node.train.aggregate import rule_for
-
-        reps = sorted(chosen)  # replica order: every node aggregates in the same order
-        t = self.spec.training
-        agg = rule_for(t).aggregate([state_from_bytes(blobs[r]) for r in reps], [updates[r].samples for r in reps])
-        data = canonical_bytes(agg)
-        self.net.serve(data)
-        return data, keccak_hex(data)
-
-    def _fetch_update(self, a: Announcement) -> bytes:
-        data = self.store.get_blob(a.hash)
-        if data is not None:
-            return data
-        for attempt in range(3):
-            try:
-                data = self.net.fetch(a.peer, a.hash, timeout=30.0)
-                break
-            except Exception:  # noqa: BLE001 - a reset stream after a peer restart: redial and retry
-                if attempt == 2:
-                    raise
-                self._sleep(1.0)
-        self.store.put_blob(data)
-        return data
-
-    def _my_peer(self) -> str:
-        return self.me.peer_id
 
     def _replica_samples(self, replica: int) -> int:
         from node.train import data as D

@@ -1,0 +1,250 @@
+"""The round sync: how the replicas of one shard turn their local updates into the round's final aggregate.
+
+One component used by every session runner (``node.daemon.session.SessionRunner`` and its FedPEAT variant);
+where runners differ, they declare a ``SyncPolicy`` instead of overriding steps. For one (session, round,
+shard) ``RoundSync.run``:
+
+1. serves this node's local update (content-addressed) and announces (round, shard, replica, hash, samples)
+   on the session's topic; a node that sits the round out announces nothing and commits a zero local hash;
+2. collects the expected replicas' announcements until all arrived, the round is final or ``sync_timeout``
+   passed (a replica that is down is left out), and fetches their updates by hash (verified);
+3. agrees on the set (``_agree_on_set``): announces which updates it holds and keeps only those every replica
+   in its set also holds (the intersection), so replicas that saw different sets converge on one aggregate
+   instead of splitting the vote (with two replicas a split could never be finalized); aggregates them in
+   replica order with the spec's rule (``node.train.aggregate``) weighted by the samples each announced;
+4. commits (aggregate hash, local hash) unless this node already did (no duplicate transaction after a
+   restart) or the round is already final;
+5. waits until the round is final on chain, calling ``finalizeAfterTimeout`` once the deadline passed, and
+   returns the final hash with its bytes (ours, or fetched by hash from a replica that announced it).
+
+What happens next (adopting and checkpointing the aggregate, optimizer state) is the runner's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from node.daemon.ports import ZERO_HASH, Announcement, ChainPort, Member, NetPort
+from node.daemon.state import StateStore
+from node.hashing import keccak_hex
+
+PULSE_SECONDS = 3.0
+FETCH_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """Where runners' syncs differ.
+
+    resync_after_commit: a node that already committed the round (before a restart) still collects the updates
+        and announces its set, since other replicas may still be agreeing on theirs;
+    commit_after_final: a node whose aggregation finished after the round went final still commits when its
+        aggregate is the final one (so the chain shows every replica that computed it).
+    """
+
+    resync_after_commit: bool
+    commit_after_final: bool
+
+
+#: the pipeline runner: every replica takes part in every round
+PIPELINE_SYNC = SyncPolicy(resync_after_commit=True, commit_after_final=False)
+
+
+@dataclass
+class RoundWork:
+    """What a round's local work hands to the sync."""
+
+    local: bytes | None          # this node's local update; None: it sits the round out (zero local hash)
+    expected: frozenset[int]     # the replicas whose updates the sync waits for
+    samples: int                 # the weight announced with the update and the set
+    recorded_samples: int        # the round row's ``samples``
+    update_extra: dict = field(default_factory=dict)   # more fields of the update announcement
+    info: dict = field(default_factory=dict)           # more fields of the committed and round_final events
+    commit_info: dict = field(default_factory=dict)    # more fields of the committed event only
+
+
+@dataclass
+class SyncResult:
+    final: str          # the round's final aggregate hash, as on chain
+    data: bytes         # its bytes
+    agreed: bool        # whether it is the aggregate this node computed
+
+
+class _Pulse:
+    """Repeats the latest announcements every few seconds, for replicas that (re)subscribed late."""
+
+    def __init__(self, net: NetPort, period: float) -> None:
+        self.net, self.period = net, period
+        self.msgs: dict[str, Announcement] = {}
+        self.last = time.monotonic()
+
+    def every(self, ann: Announcement) -> None:
+        self.msgs[ann.kind] = ann
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last >= self.period:
+            for ann in self.msgs.values():
+                self.net.announce(ann)
+            self.last = time.monotonic()
+
+
+@dataclass
+class RoundSync:
+    """The sync of one node's (session, shard); the runner supplies its clock, events and blob access."""
+
+    session: int
+    me: Member
+    chain: ChainPort
+    net: NetPort
+    store: StateStore
+    rule: object                                  # a node.train.aggregate.AggregationRule
+    policy: SyncPolicy
+    sync_timeout: float
+    poll: float
+    sleep: Callable[[float], None]                # raises the runner's Stopped when the daemon stops
+    emit: Callable[..., None]
+    fetch_blob: Callable[[str, list[str]], bytes]  # (hash, peers to try first) -> verified bytes
+    global_before: Callable[[int], bytes]         # the adapter round r started from
+
+    @property
+    def shard(self) -> int:
+        return self.me.shard
+
+    def _final(self, rnd: int) -> str | None:
+        return self.chain.final_hash(self.session, rnd, self.shard)
+
+    def run(self, rnd: int, work: RoundWork) -> SyncResult:
+        pulse = _Pulse(self.net, PULSE_SECONDS)
+        h_local = ZERO_HASH
+        updates: dict[int, Announcement] = {}
+        blobs: dict[int, bytes] = {}
+        if work.local is not None:
+            h_local = self.net.serve(work.local)
+            self.store.put_blob(work.local)
+            mine = Announcement(self.session, rnd, self.shard, self.me.replica, h_local, work.samples,
+                                self.me.peer_id, dict(work.update_extra))
+            self.net.announce(mine)
+            pulse.every(mine)
+            updates[self.me.replica], blobs[self.me.replica] = mine, work.local
+
+        h_agg = agg_bytes = None
+        if self.policy.resync_after_commit or not self.chain.committed(self.session, rnd, self.shard):
+            self._collect_updates(rnd, work.expected, updates, pulse)
+            for rep in sorted(updates):
+                if rep in blobs:
+                    continue
+                try:
+                    blobs[rep] = self._fetch_update(updates[rep])
+                except Exception as exc:  # noqa: BLE001 - a replica we cannot fetch from is left out
+                    self.emit("update_unavailable", round=rnd, replica=rep, error=str(exc)[:200])
+            chosen = {rep: updates[rep].hash for rep in blobs}
+            if self.policy.commit_after_final or self._final(rnd) is None:  # else nothing is left to agree on
+                chosen, agg_bytes, h_agg = self._agree_on_set(rnd, chosen, blobs, updates, h_local, work, pulse)
+                self.store.upsert_round(self.session, self.shard, rnd, aggregate_hash=h_agg, peers_used=len(chosen),
+                                        samples=work.recorded_samples)
+                final = self._final(rnd)
+                if (final is None or (self.policy.commit_after_final and final == h_agg)) and \
+                        not self.chain.committed(self.session, rnd, self.shard):
+                    self.chain.commit(self.session, rnd, self.shard, h_agg, h_local)
+                    self.emit("committed", round=rnd, aggregate=h_agg, local=h_local, **work.info,
+                              **work.commit_info, replicas_used=sorted(chosen))
+                self.store.upsert_round(self.session, self.shard, rnd, status="committed")
+
+        final = self._await_final(rnd, pulse)
+        if final == h_agg:
+            return SyncResult(final, agg_bytes, True)
+        hints = [a.peer for a in self.net.announcements(self.session, rnd, self.shard, kind="set")
+                 if a.extra.get("aggregate") == final]
+        return SyncResult(final, self.fetch_blob(final, hints), False)
+
+    def _collect_updates(self, rnd: int, expected: frozenset[int], updates: dict[int, Announcement],
+                         pulse: _Pulse) -> None:
+        """Add the expected replicas' update announcements to ``updates``: all of them, or those announced
+        before the timeout or the round's finality."""
+        def collect():
+            for a in self.net.announcements(self.session, rnd, self.shard):
+                if a.replica in expected and a.kind == "update":
+                    updates[a.replica] = a
+
+        deadline = time.monotonic() + self.sync_timeout
+        while not expected <= set(updates) and time.monotonic() < deadline and self._final(rnd) is None:
+            collect()
+            pulse.tick()
+            self.sleep(self.poll)
+        if self.policy.commit_after_final:
+            collect()  # the round may have gone final with every update announced: ours must still match it
+
+    def _agree_on_set(self, rnd: int, chosen: dict[int, str], blobs: dict[int, bytes],
+                      updates: dict[int, Announcement], h_local: str, work: RoundWork,
+                      pulse: _Pulse) -> tuple[dict[int, str], bytes, str]:
+        """(agreed set, aggregate bytes, aggregate hash). Each node announces what it holds and keeps only what
+        everyone it holds also holds (the intersection), so replicas that saw different sets converge on the
+        same aggregate instead of splitting the vote."""
+        for _ in range(len(work.expected) + 1):
+            if chosen:
+                agg_bytes, h_agg = self._aggregate(chosen, blobs, updates)
+            else:  # nobody took part (or no update reached us): the global adapter stays as it was
+                agg_bytes = self.global_before(rnd)
+                h_agg = keccak_hex(agg_bytes)
+                self.net.serve(agg_bytes)
+            msg = Announcement(self.session, rnd, self.shard, self.me.replica, h_local, work.samples, self.me.peer_id,
+                               {"kind": "set", "set": {str(k): v for k, v in sorted(chosen.items())},
+                                "aggregate": h_agg})
+            self.net.announce(msg)
+            pulse.every(msg)
+            if not chosen:
+                break
+            deadline = time.monotonic() + self.sync_timeout
+            others: dict[int, dict] = {}
+            while time.monotonic() < deadline:
+                for a in self.net.announcements(self.session, rnd, self.shard, kind="set"):
+                    if a.replica in chosen and a.replica != self.me.replica:
+                        others[a.replica] = {int(k): v for k, v in a.extra.get("set", {}).items()}
+                if all(r in others for r in chosen if r != self.me.replica):
+                    break
+                if self._final(rnd) is not None:
+                    break
+                pulse.tick()
+                self.sleep(self.poll)
+            narrowed = {r: h for r, h in chosen.items() if all(o.get(r) == h for o in others.values())}
+            if narrowed == chosen or not narrowed:
+                break
+            chosen = narrowed
+        return chosen, agg_bytes, h_agg
+
+    def _await_final(self, rnd: int, pulse: _Pulse) -> str:
+        """The round's final hash, once it is final on chain (directly, or after the commit deadline)."""
+        while True:
+            final = self._final(rnd)
+            if final is not None:
+                return final
+            self.chain.try_finalize_after_timeout(self.session, rnd, self.shard)
+            pulse.tick()
+            self.sleep(self.poll)
+
+    def _aggregate(self, chosen: dict[int, str], blobs: dict[int, bytes],
+                   updates: dict[int, Announcement]) -> tuple[bytes, str]:
+        from node.train.adapter_state import canonical_bytes, state_from_bytes
+
+        reps = sorted(chosen)  # replica order: every node aggregates in the same order
+        agg = self.rule.aggregate([state_from_bytes(blobs[r]) for r in reps], [updates[r].samples for r in reps])
+        data = canonical_bytes(agg)
+        self.net.serve(data)
+        return data, keccak_hex(data)
+
+    def _fetch_update(self, a: Announcement) -> bytes:
+        data = self.store.get_blob(a.hash)
+        if data is not None:
+            return data
+        for attempt in range(3):
+            try:
+                data = self.net.fetch(a.peer, a.hash, timeout=FETCH_TIMEOUT)
+                break
+            except Exception:  # noqa: BLE001 - a reset stream after a peer restart: redial and retry
+                if attempt == 2:
+                    raise
+                self.sleep(1.0)
+        self.store.put_blob(data)
+        return data
