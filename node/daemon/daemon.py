@@ -4,36 +4,32 @@ Owns the node's life: unlock the key, connect to the chain and the deployment, s
 (authorising only peers active in the NodeRegistry), register (or update the announce address after a
 restart), and then react to the chain:
 
-- ``ProposalCreated`` → remember it; while it is Active, vote by the configured policy (does a shard fit
-  my memory? do I support the method, task and model? is it within my round limit?) unless the policy
-  is ``manual`` (then the operator runs ``bsns vote``); a Succeeded proposal is executed (anyone may);
-- ``SessionOpened`` → read the spec from the chain (``ProposalSpec`` event, checked against the agreed
-  params), join in the join window if a shard fits, call ``start`` once the window closed;
+- ``ProposalCreated`` → remember it; while it is Active, vote by the node's policy
+  (``node.daemon.proposals.VotePolicy``) unless the policy is ``manual`` (then the operator runs ``bsns vote``);
+  a Succeeded proposal is executed (anyone may);
+- ``SessionOpened`` → read the spec from the chain (``SpecSource``: the ``ProposalSpec`` event, checked against
+  the agreed params), join in the join window if a shard fits, call ``start`` once the window closed;
 - a started session with this node assigned → ``SessionRunner`` trains, syncs and commits round after
-  round (node.daemon.session), or ``FedPeatRunner`` for a spec with ``[fedpeat]`` (node.daemon.fedpeat:
-  each replica a device obeying the controller's round plans in FedPeatLedger); after the last round every node serves the manifest (rebuilt from the
-  chain's final hashes) and the node at (shard 0, replica 0) publishes it to the AdapterRegistry (other
-  shard-0 replicas after a grace period each, if it is down). The daemon keeps serving its blobs.
+  round (node.daemon.session), or ``FedPeatRunner`` for a spec with ``[fedpeat]`` (node.daemon.fedpeat);
+  after the last round ``node.daemon.publish.Publisher`` serves the manifest and publishes the adapter. The
+  daemon keeps serving its blobs.
 
 Events come through the chain layer's ``EventWatcher`` (checkpointed, exactly once); decisions are
 re-derived from chain views each tick, so a restart (even after kill -9) repeats nothing: votes,
 joins and commits are checked on chain (and in the sender's journal) before any transaction.
-Logs are one line per event, ``key=value`` on stderr and JSON lines in ``<data_dir>/daemon.jsonl``.
+Logs: node.daemon.logs.
 """
 
 from __future__ import annotations
 
-import functools
-
-import json
 import logging
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 from node.daemon.config import NodeConfig
+from node.daemon.logs import event, setup_logging
 from node.daemon.state import StateStore
 from node.errors import BsnsError
 
@@ -43,51 +39,6 @@ log = logging.getLogger("bsns.daemon")
 class DaemonError(BsnsError):
     """The daemon cannot start or go on (no deployment, locked key, chain unreachable...)."""
 
-
-# -- structured logs --------------------------------------------------------------------------------
-
-class _KVFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", None) or {}
-        kv = " ".join(f"{k}={v}" for k, v in fields.items())
-        ts = time.strftime("%H:%M:%S", time.localtime(record.created))
-        return f"{ts} {record.levelname.lower():5s} {getattr(record, 'node', '')} {record.getMessage()} {kv}".rstrip()
-
-
-class _JsonHandler(logging.Handler):
-    def __init__(self, path: Path, node: str) -> None:
-        super().__init__()
-        self.fh = open(path, "a", buffering=1, encoding="utf-8")
-        self.node = node
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            obj = {"t": round(record.created, 3), "level": record.levelname.lower(), "node": self.node,
-                   "event": record.getMessage(), **(getattr(record, "fields", None) or {})}
-            self.fh.write(json.dumps(obj, default=str) + "\n")
-        except Exception:  # noqa: BLE001 - logging must never kill the daemon
-            pass
-
-
-def setup_logging(data_dir: Path, node_name: str, verbose: bool = False) -> None:
-    root = logging.getLogger("bsns")
-    root.setLevel(logging.INFO)
-    root.handlers.clear()
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(_KVFormatter())
-    h.addFilter(lambda r: setattr(r, "node", node_name) or True)
-    if not verbose:
-        h.addFilter(lambda r: r.getMessage() != "step")  # per-step lines go to the JSON log only
-    root.addHandler(h)
-    root.addHandler(_JsonHandler(data_dir / "daemon.jsonl", node_name))
-    root.propagate = False
-
-
-def _ev(event: str, **fields) -> None:
-    log.info(event, extra={"fields": fields})
-
-
-# -- the daemon ---------------------------------------------------------------------------------------
 
 class Daemon:
     def __init__(self, cfg: NodeConfig, *, train_limit: int | None = None) -> None:
@@ -132,10 +83,18 @@ class Daemon:
         # FedPEAT sessions read their round plans and emulators from FedPeatLedger (absent in older deployments)
         self.fedpeat = (FedPeatLedgerClient(self.w3, d.addresses["FedPeatLedger"], self.sender)
                         if "FedPeatLedger" in d.addresses else None)
+        from node.daemon.proposals import SpecSource, VotePolicy
+
+        self.specs = SpecSource(self.gov, cfg.data_dir)
+        self.policy = VotePolicy(cfg, self.specs)
         self._start_p2p()
+        from node.daemon.publish import Publisher
+
+        self.publisher = Publisher(self.sessions, self.adapters, self.chain_port, self.net, self.store, self.stop,
+                                   cfg.device())
         self._ensure_registered()
         self._start_watcher()
-        _ev("started", address=self.address, peer=self.p2p.peer_id, addrs=",".join(self.p2p.addrs),
+        event("started", address=self.address, peer=self.p2p.peer_id, addrs=",".join(self.p2p.addrs),
             chain=chain_id, data_dir=str(cfg.data_dir))
 
     def _authorize(self, eth_address: str, protocol: str) -> bool:
@@ -185,12 +144,12 @@ class Daemon:
             stake = int(self.cfg.register_.stake_eth * 10**18)
             stake = max(stake, self.registry.min_stake())
             self.registry.register(self.p2p.peer_id, addr, res.memory_mb, kind, res.throughput, stake=stake)
-            _ev("registered", stake_wei=stake, announce=addr)
+            event("registered", stake_wei=stake, announce=addr)
         elif info.status != NodeStatus.ACTIVE:
             raise DaemonError(f"{self.address} is {info.status.name.lower()} in the NodeRegistry")
         elif info.peer_id != self.p2p.peer_id or info.announce_addr != addr or info.memory_mb != res.memory_mb:
             self.registry.update(self.p2p.peer_id, addr, res.memory_mb, kind, res.throughput)
-            _ev("registration_updated", announce=addr)
+            event("registration_updated", announce=addr)
 
     def _start_watcher(self) -> None:
         from node.chain.artifacts import load_abi
@@ -213,84 +172,13 @@ class Daemon:
         pid = int(ev.args["proposalId"])
         self._remember("proposal", pid)
         self._proposals.add(pid)
-        _ev("proposal_seen", proposal=pid, block=ev.block_number)
+        event("proposal_seen", proposal=pid, block=ev.block_number)
 
     def _on_session_opened(self, ev) -> None:
         sid = int(ev.args["sessionId"])
         self._remember("session", sid)
         self._sessions.add(sid)
-        _ev("session_opened", session=sid, proposal=int(ev.args["proposalId"]))
-
-    # -- policy -------------------------------------------------------------------------------------
-    def _spec_for(self, pid: int):
-        """The proposal's spec text from the chain, verified against the agreed params; None if absent."""
-        from node.job import JobSpec, SpecError
-
-        text = self.gov.spec_text(pid)
-        if text is None:
-            text = self._spec_from_cache(self.gov.get_params(pid).spec_hash)
-        if text is None:
-            return None
-        spec = JobSpec.from_text(text, source=f"proposal {pid}")
-        try:
-            spec.check_against_chain(self.gov.get_params(pid).as_chain_dict())
-        except SpecError as exc:
-            raise DaemonError(f"proposal {pid}: the spec text does not match the agreed params: {exc}") from None
-        return spec
-
-    def _spec_from_cache(self, spec_hash: str) -> str | None:
-        """A spec text handed over out of band (``<data_dir>/specs/<hash>.toml`` or ``.bsns/specs/``),
-        for a governance contract that does not carry the text; accepted only if it hashes to the
-        on-chain ``specHash``."""
-        from node.hashing import keccak_hex
-
-        for folder in (self.cfg.data_dir / "specs", Path(".bsns") / "specs"):
-            p = folder / f"{spec_hash}.toml"
-            if p.exists():
-                text = p.read_text()
-                if keccak_hex(text.encode()) == spec_hash.lower():
-                    return text
-        return None
-
-    def decide(self, pid: int) -> tuple[bool, str]:
-        """The policy's vote on a proposal and why."""
-        p = self.gov.get_params(pid)
-        pol = self.cfg.policy
-        mem = self.cfg.resources.memory_mb
-        if p.method not in pol.methods:
-            return False, f"method {p.method} not supported"
-        if p.task not in pol.tasks:
-            return False, f"task {p.task} not supported"
-        if pol.models and p.base_model not in pol.models:
-            return False, f"model {p.base_model} not allowed"
-        if p.rounds > pol.max_rounds:
-            return False, f"{p.rounds} rounds exceed max_rounds {pol.max_rounds}"
-        if not any(m <= mem for m in p.shard_memory_mb):
-            return False, f"no shard fits {mem} MB (needs {min(p.shard_memory_mb)} MB)"
-        if not self._fetches_emulators_for(pid):
-            try:
-                local = _local_weights_hash(p.base_model)
-            except BsnsError as exc:
-                return False, f"model {p.base_model} not available here: {exc}"
-            if local != p.base_model_hash:
-                return False, f"my weights of {p.base_model} hash to {local[:10]}…, not the proposal's {p.base_model_hash[:10]}…"
-        try:
-            if self._spec_for(pid) is None:
-                return False, "spec text not on chain"
-        except BsnsError as exc:
-            return False, str(exc)
-        return True, "a shard fits; method, task and model supported"
-
-    def _fetches_emulators_for(self, pid: int) -> bool:
-        """A FedPEAT job on a node that fetches its emulators by on-chain hash: it never reads local weights,
-        so their hash is no reason to vote against."""
-        if not self.cfg.fedpeat.fetch_emulators:
-            return False
-        try:
-            spec = self._spec_for(pid)
-        except BsnsError:
-            return False
-        return spec is not None and spec.fedpeat is not None
+        event("session_opened", session=sid, proposal=int(ev.args["proposalId"]))
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -301,9 +189,9 @@ class Daemon:
                 self.watcher.poll_once()
                 self.tick()
             except RpcUnavailable as exc:
-                _ev("chain_unreachable", error=str(exc))
+                event("chain_unreachable", error=str(exc))
             except BsnsError as exc:
-                _ev("error", error=str(exc))
+                event("error", error=str(exc))
             self.stop.wait(self.cfg.chain.poll_interval_s)
 
     def tick(self) -> None:
@@ -330,19 +218,19 @@ class Daemon:
             if not self.gov.can_vote(pid, self.address):
                 self.store.record_vote(pid, False, "not eligible (registered after the proposal)", None)
                 return
-            support, reason = self.decide(pid)
+            support, reason = self.policy.decide(pid)
             try:
                 res = self.gov.cast_vote(pid, support)
                 self.chain_port._count(res)
                 self.store.record_vote(pid, support, reason, res.hash)
-                _ev("voted", proposal=pid, support=support, reason=reason)
+                event("voted", proposal=pid, support=support, reason=reason)
             except ContractRevert as exc:
                 self.store.record_vote(pid, support, f"vote refused: {exc.name}", None)
         elif st == ProposalState.SUCCEEDED:
             try:
                 res, sid = self.gov.execute(pid)
                 self.chain_port._count(res)
-                _ev("executed", proposal=pid, session=sid)
+                event("executed", proposal=pid, session=sid)
             except BsnsError as exc:  # another node executed it first (refused, or mined after theirs)
                 if getattr(exc, "name", "") != "NotSucceeded" and self.gov.state(pid) != ProposalState.EXECUTED:
                     raise
@@ -358,9 +246,9 @@ class Daemon:
         info = self.sessions.get_session(sid)
         if row is None:
             try:
-                spec = self._spec_for(info.proposal_id)
+                spec = self.specs.spec_for(info.proposal_id)
             except BsnsError as exc:
-                _ev("session_refused", session=sid, reason=str(exc))
+                event("session_refused", session=sid, reason=str(exc))
                 return
             if spec is None:
                 return
@@ -374,21 +262,21 @@ class Daemon:
                 needs = [self.sessions.get_shard(sid, s).memory_mb for s in range(info.num_shards)]
                 if not any(m <= mem for m in needs):
                     self.store.upsert_session(sid, status="left")
-                    _ev("not_joining", session=sid, reason=f"no shard fits {mem} MB")
+                    event("not_joining", session=sid, reason=f"no shard fits {mem} MB")
                     return
                 try:
                     res = self.sessions.join(sid)
                     self.chain_port._count(res)
                     a = self.sessions.joined_assignment(res.receipt)
                     self.store.upsert_session(sid, shard=a.shard, replica=a.replica, status="joined")
-                    _ev("joined", session=sid, shard=a.shard, replica=a.replica)
+                    event("joined", session=sid, shard=a.shard, replica=a.replica)
                 except ContractRevert as exc:
-                    _ev("join_refused", session=sid, reason=str(exc))
+                    event("join_refused", session=sid, reason=str(exc))
             elif a.joined and head + 1 > info.join_deadline:
                 try:
                     res = self.sessions.start(sid)
                     self.chain_port._count(res)
-                    _ev("session_start_sent", session=sid)
+                    event("session_start_sent", session=sid)
                 except BsnsError as exc:
                     if getattr(exc, "name", "") != "WrongSessionState" and \
                             self.sessions.get_session(sid).state == SessionState.JOINING:
@@ -397,14 +285,14 @@ class Daemon:
             return
         if info.state == SessionState.FAILED:
             self.store.upsert_session(sid, status="failed")
-            _ev("session_failed", session=sid, replicas=info.replicas, min_replicas=info.min_replicas)
+            event("session_failed", session=sid, replicas=info.replicas, min_replicas=info.min_replicas)
             return
         if not a.joined:
             self.store.upsert_session(sid, status="left")
             return
         if a.replica >= info.replicas:
             self.store.upsert_session(sid, shard=a.shard, replica=a.replica, replicas=info.replicas, status="spare")
-            _ev("spare_replica", session=sid, shard=a.shard, replica=a.replica, replicas=info.replicas)
+            event("spare_replica", session=sid, shard=a.shard, replica=a.replica, replicas=info.replicas)
             self.store.upsert_session(sid, status="left")
             return
         self.store.upsert_session(sid, shard=a.shard, replica=a.replica, replicas=info.replicas, status="training")
@@ -437,69 +325,9 @@ class Daemon:
             runner.run()
         except Stopped:
             return
-        self._publish(sid, spec, shard, replica)
+        self.publisher.publish(sid, spec, shard, replica, runner)
         self.store.upsert_session(sid, status="done")
-        _ev("session_done", session=sid, shard=shard, replica=replica)
-
-    def _publish(self, sid: int, spec, shard: int, replica: int) -> None:
-        """Serve the manifest (every node can rebuild it from the chain) and publish it once every shard
-        finished: the node at (shard 0, replica 0) first, other shard-0 replicas after a grace period
-        each (in case it is down)."""
-        from node.chain.clients import AdapterRecord, SessionState
-
-        while not self.stop.is_set():
-            if self.sessions.get_session(sid).state == SessionState.COMPLETED:
-                break
-            self.stop.wait(1.0)
-        else:
-            return
-        last = spec.training.rounds - 1
-        hashes = [self.chain_port.final_hash(sid, last, s) for s in range(spec.num_shards)]
-        manifest = manifest_bytes(spec, sid, hashes)
-        mh = self.net.serve(manifest)
-        self.store.put_blob(manifest)
-        if shard != 0:
-            return
-        grace = time.monotonic() + 20.0 * replica
-        while time.monotonic() < grace and not self.stop.is_set():
-            if self.adapters.adapter_of_session(sid):
-                return
-            self.stop.wait(1.0)
-        if self.stop.is_set() or self.adapters.adapter_of_session(sid):
-            return
-        losses = [r["loss"] for r in self.store.rounds(sid) if r["loss"] is not None]
-        metrics = {"final_train_loss": round(losses[-1], 5) if losses else None, **self._evaluate(sid, spec, hashes)}
-        accuracy_bps = round(10_000 * metrics["accuracy"]) if "accuracy" in metrics else 0
-        rec = AdapterRecord(manifest_hash=mh, base_model=spec.model.id, base_model_hash=spec.model.weights_hash,
-                            method=spec.method.name, task=spec.task.kind, shard_hashes=tuple(hashes), session_id=sid,
-                            parent_id=0, accuracy_bps=accuracy_bps,
-                            metrics_uri="data:application/json," + json.dumps(metrics, separators=(",", ":")))
-        try:
-            res, adapter_id = self.adapters.publish(rec)
-            self.chain_port._count(res)
-            self.store.upsert_session(sid, published_id=adapter_id)
-            _ev("published", session=sid, adapter=adapter_id, manifest=mh)
-        except BsnsError as exc:  # AlreadyPublished: another replica was first
-            _ev("publish_skipped", session=sid, reason=str(exc))
-
-    def _evaluate(self, sid: int, spec, hashes: list[str]) -> dict:
-        """The final adapter's validation metrics on the whole model (every shard's final update, fetched by
-        hash where another node holds it): what the published record's accuracy says, and anyone can check
-        with `bsns adapter eval`. A failure leaves the record without them rather than unpublished."""
-        from node.train.adapter_state import merged_state, state_from_bytes
-        from node.train.evaluate import evaluate_adapter
-
-        try:
-            runner, members = self._runners[sid], self.chain_port.members(sid)
-            states = [state_from_bytes(runner.fetch_blob(h, [m.peer_id for m in members if m.shard == shard]))
-                      for shard, h in enumerate(hashes)]
-            m = evaluate_adapter(spec, merged_state(states), self.cfg.device())
-        except Exception as exc:  # noqa: BLE001 - evaluation is informative; publication must not depend on it
-            _ev("evaluate_failed", session=sid, error=str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-            return {}
-        m = {k: round(v, 5) if isinstance(v, float) else v for k, v in m.items()}
-        _ev("evaluated", session=sid, **m)
-        return m
+        event("session_done", session=sid, shard=shard, replica=replica)
 
     def serve_finished(self) -> None:
         """Re-serve the final adapters and manifests of finished sessions (after a restart)."""
@@ -516,31 +344,6 @@ class Daemon:
             self.watcher.close()
         if self.store is not None:
             self.store.close()
-
-
-@functools.lru_cache(maxsize=8)
-def _local_weights_hash(model_id: str) -> str:
-    """The weights hash of the model this node would load (cached: hashing reads every weights file)."""
-    from node.model import weights_hash
-
-    return weights_hash(model_id)
-
-
-def manifest_bytes(spec, session_id: int, shard_hashes: list[str]) -> bytes:
-    """The adapter manifest: which shard hash covers which layers; canonical JSON (its hash goes on chain)."""
-    doc = {
-        "format": "bsns-adapter-manifest/1",
-        "session": session_id,
-        "base_model": spec.model.id,
-        "base_model_hash": spec.model.weights_hash,
-        "method": spec.method.name,
-        "method_config": spec.method.config,
-        "task": spec.task.kind,
-        "num_labels": spec.task.num_labels,
-        "spec_hash": spec.spec_hash(),
-        "shards": [{"layers": list(spec.shards.layers[i]), "hash": h} for i, h in enumerate(shard_hashes)],
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 def run_daemon(config_path: str | Path, verbose: bool = False, train_limit: int | None = None) -> None:
@@ -570,4 +373,4 @@ def run_daemon(config_path: str | Path, verbose: bool = False, train_limit: int 
         d.run()
     finally:
         d.close()
-        _ev("stopped")
+        event("stopped")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from node.daemon.config import NodeConfig
-from node.daemon.daemon import Daemon
+from node.daemon.proposals import VotePolicy
 from node.model import weights_hash
 
 
@@ -16,12 +16,11 @@ def _daemon(tmp_path, **policy):
     p = tmp_path / "node.toml"
     p.write_text(f'[chain]\ndeployment = "d.json"\n[identity]\ndev_account = 1\n[resources]\nmemory_mb = 1024\n'
                  f'[policy]\n{lines}')
-    d = Daemon(NodeConfig.from_toml(p))
     params = SimpleNamespace(method="houlsby", task="sequence-classification", base_model="minilm", rounds=4,
                              shard_memory_mb=(1024, 2048), base_model_hash=weights_hash("minilm"))
-    d.gov = SimpleNamespace(get_params=lambda pid: params)
-    d._spec_for = lambda pid: object()  # a verified spec text is on chain
-    return d, params
+    # a verified spec text is on chain
+    specs = SimpleNamespace(gov=SimpleNamespace(get_params=lambda pid: params), spec_for=lambda pid: object())
+    return VotePolicy(NodeConfig.from_toml(p), specs), params
 
 
 def test_votes_for_a_job_it_can_do(tmp_path):
@@ -55,7 +54,7 @@ def test_weights_that_differ_from_the_proposal_are_a_no(tmp_path):
 
 def test_spec_missing_from_chain_is_a_no(tmp_path):
     d, _ = _daemon(tmp_path)
-    d._spec_for = lambda pid: None
+    d.specs.spec_for = lambda pid: None
     assert d.decide(1) == (False, "spec text not on chain")
 
 
