@@ -44,10 +44,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from coordinator.fedpeat.controller import (FixedStrategy, PPOStrategy, RandomStrategy, evaluate_in_env,
-                                                save_controller, train_controller)
+    from coordinator.fedpeat.policies import FixedPolicy, PPOPolicy, RandomPolicy
+    from coordinator.fedpeat.ppo import evaluate_in_env, save_controller, train_controller
     from coordinator.fedpeat.experiments import compare, fit_loss_model, offsite_table, plot_compare, save_json
-    from coordinator.fedpeat.runner import RunConfig, device_profile
+    from coordinator.fedpeat.harness import RunConfig, device_profile
     from coordinator.fedpeat.workload import Workload, WorkloadConfig
 
     out = Path(a.out)
@@ -77,15 +77,15 @@ def main() -> None:
                               zip(loss_model.retentions, loss_model.rate, loss_model.plateau)))
     save_json({"loss_model": loss_model.to_dict(), "runs": runs}, out / "fit.json")
     profile = device_profile(work, base)
-    from coordinator.fedpeat.runner import partitions
+    from coordinator.fedpeat.harness import partitions
 
     profile.data_weights = [float(len(p)) for p in partitions(work, base)[:base.devices]]
     log(f"training PPO for {a.timesteps} steps")
     ppo = train_controller(profile, loss_model, rounds=a.rounds, timesteps=a.timesteps, seed=a.seed)
     save_controller(ppo, profile, loss_model, a.rounds, out / "controller")
     in_env = {name: evaluate_in_env(s, profile, loss_model, rounds=a.rounds) for name, s in
-              (("ppo", PPOStrategy(ppo, base.options)), ("fixed", FixedStrategy(base.retention, base.devices)),
-               ("random", RandomStrategy(base.options, base.devices, base.random_p)))}
+              (("ppo", PPOPolicy(ppo, base.options)), ("fixed", FixedPolicy(base.retention, base.devices)),
+               ("random", RandomPolicy(base.options, base.devices, base.random_p)))}
     log(f"in the fitted environment: {in_env}")
     results = compare(work, base, ppo, log=log)
     save_json({"results": results, "in_env": in_env, "profile": profile.__dict__}, out / "compare.json")

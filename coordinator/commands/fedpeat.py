@@ -48,7 +48,7 @@ def _workload(model: str, train_limit: int, eval_size: int, max_length: int, dis
 def _run_config(**kw):
     from pydantic import ValidationError
 
-    from coordinator.fedpeat.runner import RunConfig
+    from coordinator.fedpeat.harness import RunConfig
 
     try:
         return RunConfig(**{k: v for k, v in kw.items() if v is not None})
@@ -119,24 +119,16 @@ def run_cmd(
 ) -> None:
     """Run FedPEAT rounds for real and print accuracy, bytes moved and peak device memory."""
     from coordinator.fedpeat.experiments import save_json
-    from coordinator.fedpeat.runner import run_fedpeat
+    from coordinator.fedpeat.harness import run_fedpeat
 
     cfg = _run_config(case=case, strategy=strategy, devices=devices, rounds=rounds, local_steps=local_steps,
                       retention=retention, shared_retention=shared_retention,
                       device_retentions=_floats(device_retentions, "device retentions"),
                       options=_floats(options, "options"), device_max_retention=_floats(device_classes, "device classes"),
                       server_participates=server, seed=seed)
-    strat = None
-    if cfg.strategy == "ppo":
-        from coordinator.fedpeat.controller import PPOStrategy, load_controller
+    from coordinator.fedpeat.harness import policy_for
 
-        if controller is None:
-            raise BsnsError("strategy ppo needs --controller DIR (bsns fedpeat train-controller)")
-        ppo, profile, _, _ = load_controller(controller)
-        if len(profile.capacities) != cfg.devices or profile.options != cfg.options:
-            raise BsnsError(f"controller was trained for {len(profile.capacities)} devices and options {profile.options}, "
-                            f"not {cfg.devices} and {cfg.options}")
-        strat = PPOStrategy(ppo, cfg.options)
+    strat = None if cfg.strategy == "fedft" else policy_for(cfg, controller)
     chain = None
     if session is not None:  # every chain refusal happens here, before the model is even loaded
         from coordinator.commands._chainopts import chain_ctx
@@ -262,10 +254,10 @@ def train_controller_cmd(
     threads: int = typer.Option(1),
 ) -> None:
     """Train the PPO controller in the environment fitted from real runs; compare it there with the baselines."""
-    from coordinator.fedpeat.controller import (FixedStrategy, PPOStrategy, RandomStrategy, evaluate_in_env,
-                                                save_controller, train_controller)
+    from coordinator.fedpeat.policies import FixedPolicy, PPOPolicy, RandomPolicy
+    from coordinator.fedpeat.ppo import evaluate_in_env, save_controller, train_controller
     from coordinator.fedpeat.env import LossModel
-    from coordinator.fedpeat.runner import device_profile, partitions
+    from coordinator.fedpeat.harness import device_profile, partitions
 
     try:
         lm = LossModel.from_dict(json.loads(fit.read_text())["loss_model"])
@@ -278,8 +270,8 @@ def train_controller_cmd(
     profile.data_weights = [float(len(p)) for p in partitions(work, cfg)[:cfg.devices]]
     ppo = train_controller(profile, lm, rounds=rounds, timesteps=timesteps, seed=seed)
     save_controller(ppo, profile, lm, rounds, out)
-    for name, s in (("ppo", PPOStrategy(ppo, cfg.options)), ("fixed", FixedStrategy(cfg.retention, cfg.devices)),
-                    ("random", RandomStrategy(cfg.options, cfg.devices, cfg.random_p))):
+    for name, s in (("ppo", PPOPolicy(ppo, cfg.options)), ("fixed", FixedPolicy(cfg.retention, cfg.devices)),
+                    ("random", RandomPolicy(cfg.options, cfg.devices, cfg.random_p))):
         r = evaluate_in_env(s, profile, lm, rounds=rounds)
         typer.echo(f"{name:7} reward {r['reward']:9.3f}  modelled final loss {r['final_loss']:.4f}")
 

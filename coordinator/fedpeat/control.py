@@ -37,7 +37,6 @@ import numpy as np
 from node.errors import BsnsError
 
 MB = 1_000_000  # NodeRegistry.memoryMB counts decimal megabytes (as every memory figure in docs/fedpeat.md)
-STRATEGIES = ("fixed", "list", "random", "ppo")
 
 
 class ControlError(BsnsError):
@@ -79,7 +78,7 @@ def emulator_retentions(fp) -> list[float]:
 
 def plan_record(t: int, case: int, strategy: str, choices: list, emulators: dict[float, str], extra: dict) -> dict:
     """The round's record: the plan (what ``runner.plan_hash`` covers) plus what the controller observed."""
-    from coordinator.fedpeat.runner import plan_hash, record_hash
+    from coordinator.fedpeat.harness import plan_hash, record_hash
 
     entries = []
     for i, r in enumerate(choices):
@@ -136,8 +135,10 @@ class Controller:
         from node.chain.clients import SessionState
         from node.job import JobSpec
 
-        if self.strategy_name not in STRATEGIES:
-            raise ControlError(f"unknown strategy {self.strategy_name!r} ({', '.join(STRATEGIES)})")
+        from coordinator.fedpeat.policies import policy_names
+
+        if self.strategy_name not in policy_names():
+            raise ControlError(f"unknown strategy {self.strategy_name!r} ({', '.join(policy_names())})")
         try:
             self.recorder = ChainRecorder.from_clients(self.clients, self.session_id, log=self.log)
         except FedPeatChainError as exc:
@@ -232,28 +233,20 @@ class Controller:
                              adapter_bytes=int(models.adapter_bytes))
 
     def make_strategy(self, n: int, options: list[float]):
-        from coordinator.fedpeat.controller import FixedStrategy, ListStrategy, PPOStrategy, RandomStrategy
+        """The participation policy for ``n`` devices (cases 2 and 3: every device on the one emulator)."""
+        from coordinator.fedpeat.policies import PolicySettings, make_policy
+        from coordinator.fedpeat.workload import FedPEATError
 
         fp = self.spec.fedpeat
-        if fp.case == 2:
-            return FixedStrategy(float(fp.shared_retention), n)
-        if fp.case == 3:
-            return FixedStrategy(1.0, n)
-        if self.strategy_name == "list":
-            if len(self.device_retentions) != n:
-                raise ControlError(f"--device-retentions has {len(self.device_retentions)} entries for {n} devices")
-            return ListStrategy([float(r) for r in self.device_retentions])
-        if self.strategy_name == "random":
-            return RandomStrategy(options, n, self.random_p)
-        if self.strategy_name == "ppo":
-            from coordinator.fedpeat.controller import load_controller
-
-            ppo, profile, _, _ = load_controller(self.controller_dir)
-            if len(profile.capacities) != n or list(profile.options) != list(options):
-                raise ControlError(f"controller was trained for {len(profile.capacities)} devices and options "
-                                   f"{profile.options}, not {n} and {options}")
-            return PPOStrategy(ppo, options)
-        return FixedStrategy(float(self.retention) if self.retention is not None else max(options), n)
+        if fp.case in (2, 3):
+            fixed = float(fp.shared_retention) if fp.case == 2 else 1.0
+            return make_policy("fixed", PolicySettings(n, tuple(options), retention=fixed))
+        try:
+            return make_policy(self.strategy_name, PolicySettings(
+                n, tuple(options), retention=self.retention, random_p=self.random_p, controller_dir=self.controller_dir,
+                device_retentions=tuple(float(r) for r in self.device_retentions) if self.device_retentions else None))
+        except FedPEATError as exc:
+            raise ControlError(str(exc)) from None
 
     # -- 3. the global adapter of a finished session round ------------------------------------------------
     def final_adapter(self, session_round: int, devices: list[Device]) -> tuple[str, dict]:

@@ -7,7 +7,7 @@ transmission time, for devices whose emulator exceeds a fraction of their memory
 exchanges beyond a per-device allowance.
 
 What is measured and what is assumed:
-- ``LossModel`` is FITTED from real runs of this project (``coordinator.fedpeat.runner`` at a fixed retention
+- ``LossModel`` is FITTED from real runs of this project (``coordinator.fedpeat.harness`` at a fixed retention
   with all devices): per retention r, the one-round map ``L' = L - a(r)·(L - L*(r))`` by least squares on
   consecutive (L_t, L_t+1) pairs of the real validation loss (constrained to 0 < a <= 1, 0 <= L* <= the
   lowest loss seen); between measured retentions a and L* are

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from coordinator.fedpeat.env import LossModel
-from coordinator.fedpeat.runner import RunConfig, device_profile, run_fedpeat
+from coordinator.fedpeat.harness import RunConfig, device_profile, run_fedpeat
 from coordinator.fedpeat.workload import Workload
 
 
@@ -63,11 +63,11 @@ def fit_loss_model(work: Workload, base: RunConfig, log=print) -> tuple[LossMode
 
 def compare(work: Workload, base: RunConfig, ppo_model, log=print) -> dict:
     """The controller and the three baselines on the same devices and data."""
-    from coordinator.fedpeat.controller import PPOStrategy
+    from coordinator.fedpeat.policies import PPOPolicy
 
     results = {}
     plans = [
-        ("ppo", base.model_copy(update={"case": 1, "strategy": "ppo"}), PPOStrategy(ppo_model, base.options)),
+        ("ppo", base.model_copy(update={"case": 1, "strategy": "ppo"}), PPOPolicy(ppo_model, base.options)),
         ("fixed", base.model_copy(update={"case": 1, "strategy": "fixed"}), None),
         ("random", base.model_copy(update={"case": 1, "strategy": "random"}), None),
         ("fedft", base.model_copy(update={"strategy": "fedft"}), None),

@@ -1,7 +1,7 @@
 """A FedPEAT run on chain: its emulators registered in FedPeatLedger and attached to the session, and each
 round's plan (per-device retention, 0 = sits out) recorded with the plan hash the runner keeps locally.
 
-Owns the mapping from the runner's records (coordinator.fedpeat.runner) to FedPeatLedger calls
+Owns the mapping from the runner's records (coordinator.fedpeat.harness) to FedPeatLedger calls
 (node.chain.clients.FedPeatLedgerClient). Everything that can be refused is checked before training starts
 (`check`): the deployment has a ledger, the session is open and ours to record (this account is its
 controller), it has enough rounds and none of them has a plan yet, and the run's model is the session's base

@@ -1,4 +1,4 @@
-"""What the FedPEAT end-to-end tests share: a ``coordinator.demo.Cluster`` whose daemons are FedPEAT devices
+"""What the FedPEAT end-to-end tests share: a ``coordinator.cluster.Cluster`` whose daemons are FedPEAT devices
 (registered memory and ``[fedpeat] fetch_emulators`` per node), reading a daemon's ``daemon.jsonl``, and
 ``bsns fedpeat control`` / ``verify-plans`` run as processes against the cluster's chain.
 """
@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.demo import Cluster, NodeProc
+from coordinator.cluster import Cluster, NodeProc
 
 ROOT = Path(__file__).resolve().parents[2]
 

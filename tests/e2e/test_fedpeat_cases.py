@@ -46,7 +46,7 @@ CASE3 = {"options": [1.0]}
 def _run_case(cl, wd, spec_text: str, name: str, env: dict) -> dict:
     """Propose, let the daemons vote/join/train under ``bsns fedpeat control``, and collect what the chain and
     the daemons recorded."""
-    from coordinator.demo import DemoError, _addr
+    from coordinator.cluster import ClusterError
     from node.chain.clients import FedPeatLedgerClient
     from tests.e2e.fedpeat_cluster import daemon_events, start_control, stop_process, verify_plans
 
@@ -69,12 +69,12 @@ def _run_case(cl, wd, spec_text: str, name: str, env: dict) -> dict:
         return all(daemon_events(p, "session_done", sid) for p in cl.procs)
     try:
         cl.wait_for(f"{name}: both daemons to finish the session", done, 60)
-    except DemoError:
+    except ClusterError:
         pass  # the checks below say what is missing
     ledger = FedPeatLedgerClient(cl.w3, cl.deployment.address("FedPeatLedger"), cl.sender)
     opened = cl.sessions.get_session(sid).opened_block
-    replica = {p.index: cl.sessions.assignment_of(sid, _addr(p)).replica for p in cl.procs}
-    replica_of_address = {_addr(p).lower(): replica[p.index] for p in cl.procs}
+    replica = {p.index: cl.sessions.assignment_of(sid, p.address).replica for p in cl.procs}
+    replica_of_address = {p.address.lower(): replica[p.index] for p in cl.procs}
     commits = [dict(lg["args"]) for lg in
                cl.sessions.contract.events.Committed().get_logs(from_block=opened, to_block="latest")
                if lg["args"]["sessionId"] == sid]
@@ -99,7 +99,6 @@ def cases(tmp_path_factory):
     import torch
 
     from coordinator.proposals import prepare_spec
-    from coordinator.demo import _addr
     from coordinator.fedpeat.control import RealSpecModels
     from node.chain.clients import NodeRegistryClient
     from node.chain.keys import dev_key
@@ -132,7 +131,7 @@ def cases(tmp_path_factory):
         sender = TxSender(cl.w3, key.private_key, db_path=wd / "node0-owner-txs.sqlite")
         try:
             reg = NodeRegistryClient(cl.w3, cl.deployment.address("NodeRegistry"), sender)
-            info = reg.get_node(_addr(small))
+            info = reg.get_node(small.address)
             reg.update(info.peer_id, info.announce_addr, 1000, info.device_kind, info.throughput)
         finally:
             sender.close()

@@ -25,7 +25,7 @@ from tests.e2e.fedpeat_cluster import daemon_events as _events  # noqa: E402
 
 TRAIN_LIMIT = 200
 FETCHERS = (1, 2)                                  # node indices with fetch_emulators = true
-# coordinator.fedpeat.controller.RandomStrategy with p = 0.67 and seed 0 plans, for 3 devices and options
+# coordinator.fedpeat.ppo.RandomPolicy with p = 0.67 and seed 0 plans, for 3 devices and options
 # [0.5, 1.0]: round 1 [0.5, -, 1.0], round 2 [-, 0.5, 1.0] (the test checks what is on chain, not this list)
 CONTROL = ["--strategy", "random", "--random-p", "0.67", "--seed", "0", "--eval-size", "32", "--poll", "0.5",
            "--round-timeout", "300"]
@@ -38,8 +38,6 @@ SPEC = sst2_spec("e2e-fedpeat", method="lora", config=LORA, layers=[[0, 6]], mem
 @pytest.fixture(scope="module")
 def fedpeat_session(tmp_path_factory):
     import torch
-
-    from coordinator.demo import _addr
     from node.chain.clients import FedPeatLedgerClient
     from node.emulator import emulator_for_spec
     from node.train.build import load_full_model
@@ -82,7 +80,7 @@ def fedpeat_session(tmp_path_factory):
         base = load_full_model(spec)
         emus = {bps: emulator_for_spec(spec, bps / 10_000, base=base) for bps in (5000, 10000)}
         aid = cl.wait_for("the adapter to be published", lambda: cl.adapters.adapter_of_session(sid), 120)
-        replica_of = {p.index: cl.sessions.assignment_of(sid, _addr(p)).replica for p in cl.procs}
+        replica_of = {p.index: cl.sessions.assignment_of(sid, p.address).replica for p in cl.procs}
         finals = [cl.sessions.final_hash(sid, r, 0) for r in range(spec.training.rounds)]
         opened = cl.sessions.get_session(sid).opened_block
         commits = [dict(lg["args"]) for lg in
@@ -158,9 +156,8 @@ def test_plan_obeyed_sit_outs_train_nothing_and_commit_the_aggregate(fedpeat_ses
 
 
 def _address(p):
-    from coordinator.demo import _addr
 
-    return _addr(p)
+    return p.address
 
 
 def test_fetching_daemons_receive_and_verify_emulators_over_libp2p(fedpeat_session):

@@ -11,7 +11,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
 
 def test_sigkill_mid_round_then_restart(tmp_path):
-    from coordinator.demo import Cluster, _addr, demo_spec_text
+    from coordinator.cluster import Cluster
+    from coordinator.demo import demo_spec_text
     from node.daemon.state import StateStore
 
     if shutil.which("node") is None:
@@ -25,7 +26,7 @@ def test_sigkill_mid_round_then_restart(tmp_path):
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
         cl.wait_for("the session to start", lambda: int(cl.sessions.get_session(sid).state) >= 2, 120)
         victim = next(p for p in cl.procs
-                      if (lambda a: a.shard == 1 and a.replica == 1)(cl.sessions.assignment_of(sid, _addr(p))))
+                      if (lambda a: a.shard == 1 and a.replica == 1)(cl.sessions.assignment_of(sid, p.address)))
 
         def mid_round_1():
             rows = cl.node_rows(victim, "SELECT round, step FROM losses WHERE session_id=? ORDER BY step DESC LIMIT 1",
@@ -42,7 +43,7 @@ def test_sigkill_mid_round_then_restart(tmp_path):
         cl.wait_for("the adapter to be published", lambda: cl.adapters.adapter_of_session(sid), 120)
         txs_after = cl.node_txs(victim)
         finals = {r: cl.sessions.final_hash(sid, r, 1) for r in range(3)}
-        onchain_nonce = cl.w3.eth.get_transaction_count(_addr(victim))
+        onchain_nonce = cl.w3.eth.get_transaction_count(victim.address)
         time.sleep(1)  # let the restarted daemon write its last checkpoint
         store = StateStore(victim.data_dir)
         ckpts = {r: store.checkpoint(sid, r) for r in range(3)}

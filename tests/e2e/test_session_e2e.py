@@ -17,7 +17,8 @@ TRAIN_LIMIT = 160
 
 @pytest.fixture(scope="module")
 def finished_session(tmp_path_factory):
-    from coordinator.demo import Cluster, demo_spec_text
+    from coordinator.cluster import Cluster
+    from coordinator.demo import demo_spec_text
 
     if shutil.which("node") is None:
         pytest.skip("node.js is not installed")
@@ -43,7 +44,7 @@ def test_published_adapter_matches_the_chain(finished_session):
     from node.train.adapter_state import file_adapter_hash
 
     s = finished_session
-    cl, rec = s["cl"], s["fetched"]["record"]
+    rec = s["fetched"]["record"]
     assert list(rec.shard_hashes) == s["finals"]                        # published = final round's hashes
     assert [file_adapter_hash(f) for f in s["fetched"]["shards"]] == s["finals"]
     assert rec.session_id == s["sid"] and rec.method == "houlsby"

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from coordinator.fedpeat.control import MB, ControlError, Controller, Device
-from coordinator.fedpeat.runner import plan_hash, record_hash
+from coordinator.fedpeat.harness import plan_hash, record_hash
 from node.chain.clients import SessionState
 from node.job import JobSpec
 from node.train.adapter_state import adapter_hash, canonical_bytes

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from coordinator.fedpeat.runner import RunConfig, run_fedpeat
+from coordinator.fedpeat.harness import RunConfig, run_fedpeat
 from coordinator.fedpeat.workload import Workload, WorkloadConfig
 
 torch.set_num_threads(1)

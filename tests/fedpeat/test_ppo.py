@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.fedpeat.controller import FixedStrategy, PPOStrategy, RandomStrategy, evaluate_in_env, train_controller
+from coordinator.fedpeat.policies import FixedPolicy, PPOPolicy, RandomPolicy
 from coordinator.fedpeat.env import (ChannelModel, DeviceProfile, LossModel, RewardWeights, feasible, gym_env_class,
                                      observation)
+from coordinator.fedpeat.ppo import evaluate_in_env, train_controller
 from coordinator.fedpeat.workload import FedPEATError
 
 OPTIONS = [0.25, 0.5, 0.75, 1.0]
@@ -95,7 +96,7 @@ def test_ppo_controller_choices_always_fit_memory():
     p = profile()
     lm = loss_model()
     model = train_controller(p, lm, rounds=4, timesteps=256, seed=0)
-    strat = PPOStrategy(model, OPTIONS)
+    strat = PPOPolicy(model, OPTIONS)
     rng = np.random.default_rng(0)
     for _ in range(200):
         obs = observation(p, rng.exponential(1.0, 4), rng.integers(0, 4, 4), float(rng.uniform(0.3, 0.7)), 0.7,
@@ -104,7 +105,7 @@ def test_ppo_controller_choices_always_fit_memory():
             assert r is None or p.memory_need[r] <= p.capacities[i]
     res = evaluate_in_env(strat, p, lm, rounds=4, episodes=3)
     assert np.isfinite(res["reward"])
-    for s in (FixedStrategy(0.5, 4), RandomStrategy(OPTIONS, 4)):
+    for s in (FixedPolicy(0.5, 4), RandomPolicy(OPTIONS, 4)):
         assert np.isfinite(evaluate_in_env(s, p, lm, rounds=4, episodes=2)["reward"])
 
 

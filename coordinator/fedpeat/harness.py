@@ -1,14 +1,14 @@
 """FedPEAT rounds, for real: devices tune adapters on their emulators, the server aggregates and plugs them in.
 
 The three cases of the paper are options of one run:
-- case 1: each device its own emulator; its retention (and whether it takes part) comes from a strategy
-  (fixed, per-device list, random, or the PPO controller);
+- case 1: each device its own emulator; its retention (and whether it takes part) comes from a participation
+  policy (``coordinator.fedpeat.policies``: fixed, per-device list, random, or the PPO controller);
 - case 2: one shared emulator for every device (by default retention 1.0: the model's frozen part as is);
 - case 3: no emulator: plain federated PEFT with the same adapters on the full model.
 ``strategy="fedft"`` is the federated full fine-tuning baseline (every weight trained and exchanged).
 The model owner's server can train on its own partition and join the average (``server_participates``).
 
-Each round: the strategy's choices pass the hard memory guard; each chosen device fetches its emulator if it
+Each round: the participation policy's choices pass the hard memory guard; each chosen device fetches its emulator if it
 does not hold that one (an emulator exchange), gets the global adapter (renamed to its emulator's layers),
 trains ``local_steps`` on its partition, and returns its adapter in the full model's naming; FedAvg
 (``node.train.aggregate.fedavg``, weights = partition sizes) makes the new global adapter, which is scored
@@ -32,7 +32,7 @@ from coordinator.fedpeat.workload import FedPEATError, Workload
 
 class RunConfig(BaseModel):
     case: Literal[1, 2, 3] = 1
-    strategy: Literal["fixed", "list", "random", "ppo", "fedft"] = "fixed"
+    strategy: str = "fixed"                               # a participation policy (policies.py), or "fedft"
     devices: int = Field(4, ge=1, le=64)
     rounds: int = Field(6, ge=1)
     local_steps: int = Field(10, ge=1)
@@ -54,6 +54,15 @@ class RunConfig(BaseModel):
         if not v or any(not 0.0 <= r <= 1.0 for r in v):
             raise ValueError("retention options must be a non-empty list of numbers in [0, 1]")
         return sorted(set(v))
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v):
+        from coordinator.fedpeat.policies import policy_names
+
+        if v not in (*policy_names(), "fedft"):
+            raise ValueError(f"unknown strategy {v!r}; expected one of {', '.join((*policy_names(), 'fedft'))}")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -119,6 +128,17 @@ def partitions(work: Workload, cfg: RunConfig) -> list[list[int]]:
                      alpha=cfg.alpha, min_size=work.cfg.batch_size)
 
 
+def policy_for(cfg: RunConfig, controller_dir=None):
+    """The participation policy a run config names (case 2: every device on the one shared emulator)."""
+    from coordinator.fedpeat.policies import PolicySettings, make_policy
+
+    if cfg.case == 2:
+        return make_policy("fixed", PolicySettings(cfg.devices, tuple(cfg.options), retention=cfg.shared_retention))
+    return make_policy(cfg.strategy, PolicySettings(
+        cfg.devices, tuple(cfg.options), retention=cfg.retention, random_p=cfg.random_p, controller_dir=controller_dir,
+        device_retentions=tuple(cfg.device_retentions) if cfg.device_retentions else None))
+
+
 def run_fedpeat(work: Workload, cfg: RunConfig, strategy=None, record_path: str | Path | None = None,
                 log=None, on_round=None) -> dict:
     """Run ``cfg.rounds`` real rounds; returns per-round records and totals (bytes, peak memory, accuracy).
@@ -138,18 +158,7 @@ def run_fedpeat(work: Workload, cfg: RunConfig, strategy=None, record_path: str 
     fedft = cfg.strategy == "fedft"
 
     if strategy is None:
-        from coordinator.fedpeat.controller import FixedStrategy, ListStrategy, RandomStrategy
-
-        if cfg.strategy == "ppo":
-            raise FedPEATError("strategy 'ppo' needs a trained controller (bsns fedpeat train-controller)")
-        if cfg.case == 2:
-            strategy = FixedStrategy(cfg.shared_retention, cfg.devices)
-        elif cfg.strategy == "list":
-            strategy = ListStrategy(cfg.device_retentions)
-        elif cfg.strategy == "random":
-            strategy = RandomStrategy(cfg.options, cfg.devices, cfg.random_p)
-        else:
-            strategy = FixedStrategy(cfg.retention, cfg.devices)
+        strategy = policy_for(cfg)
 
     # the global model the server holds; devices in case 3 and Fed-FT hold a copy of the full model
     if fedft:

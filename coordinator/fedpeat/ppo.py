@@ -1,9 +1,8 @@
-"""Who takes part in a FedPEAT round, and with which emulator: the PPO controller and the baselines.
+"""The PPO controller: trained in the fitted environment, evaluated there, saved and loaded.
 
-Every strategy answers ``choose(obs, rng) -> [retention or None per device]``; the runner then applies the
-hard memory guard (``env.feasible``), so no strategy can hand a device an emulator that does not fit it.
-The PPO controller is stable-baselines3's PPO on ``env.gym_env_class()``; it is saved as the SB3 zip plus a
-JSON of the device profile and the fitted loss model it was trained for.
+The controller is stable-baselines3's PPO on ``env.gym_env_class()``; it is saved as the SB3 zip plus a JSON of
+the device profile and the fitted loss model it was trained for. As a participation policy it is
+``policies.PPOPolicy``.
 """
 
 from __future__ import annotations
@@ -14,58 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.fedpeat.env import (ChannelModel, DeviceProfile, LossModel, RewardWeights, decode_action,
-                                     gym_env_class)
+from coordinator.fedpeat.env import ChannelModel, DeviceProfile, LossModel, RewardWeights, gym_env_class
 from coordinator.fedpeat.workload import FedPEATError
-
-
-class FixedStrategy:
-    """Fixed retention, every device, every round (the paper's first baseline)."""
-
-    name = "fixed"
-
-    def __init__(self, retention: float, n: int):
-        self.retention, self.n = retention, n
-
-    def choose(self, obs, rng) -> list:
-        return [self.retention] * self.n
-
-
-class ListStrategy:
-    """Each device keeps its own given retention (case 1 with per-device emulators chosen by hand)."""
-
-    name = "list"
-
-    def __init__(self, retentions: list[float]):
-        self.retentions = list(retentions)
-
-    def choose(self, obs, rng) -> list:
-        return list(self.retentions)
-
-
-class RandomStrategy:
-    """Random selection: each device takes part with probability ``p``, at a random retention."""
-
-    name = "random"
-
-    def __init__(self, options: list[float], n: int, p: float = 0.5):
-        self.options, self.n, self.p = list(options), n, p
-
-    def choose(self, obs, rng) -> list:
-        return [self.options[int(rng.integers(len(self.options)))] if rng.random() < self.p else None for _ in range(self.n)]
-
-
-class PPOStrategy:
-    """The trained controller, acting deterministically on the real round's observation."""
-
-    name = "ppo"
-
-    def __init__(self, model, options: list[float]):
-        self.model, self.options = model, list(options)
-
-    def choose(self, obs, rng) -> list:
-        action, _ = self.model.predict(obs, deterministic=True)
-        return decode_action(action, self.options)
 
 
 def train_controller(profile: DeviceProfile, loss_model: LossModel, *, rounds: int, timesteps: int, seed: int = 0,
@@ -82,9 +31,9 @@ def train_controller(profile: DeviceProfile, loss_model: LossModel, *, rounds: i
     return model
 
 
-def evaluate_in_env(strategy, profile: DeviceProfile, loss_model: LossModel, *, rounds: int, episodes: int = 20,
+def evaluate_in_env(policy, profile: DeviceProfile, loss_model: LossModel, *, rounds: int, episodes: int = 20,
                     seed: int = 0, channel: ChannelModel | None = None, weights: RewardWeights | None = None) -> dict:
-    """Mean episode reward and final modelled loss of a strategy in the environment (guard applied)."""
+    """Mean episode reward and final modelled loss of a participation policy in the environment (guard applied)."""
     from coordinator.fedpeat.env import feasible
 
     env = gym_env_class()(profile, loss_model, channel, rounds=rounds, weights=weights)
@@ -94,7 +43,7 @@ def evaluate_in_env(strategy, profile: DeviceProfile, loss_model: LossModel, *, 
         obs, _ = env.reset(seed=seed + ep)
         total, done = 0.0, False
         while not done:
-            choices = feasible(strategy.choose(obs, rng), profile)
+            choices = feasible(policy.choose(obs, rng), profile)
             action = [0 if r is None else profile.options.index(r) + 1 for r in choices]
             obs, rew, done, _, info = env.step(action)
             total += rew

@@ -17,7 +17,7 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-from coordinator.fedpeat.runner import RunConfig, plan_hash, record_hash, run_fedpeat
+from coordinator.fedpeat.harness import RunConfig, plan_hash, record_hash, run_fedpeat
 from coordinator.fedpeat.workload import Workload, WorkloadConfig
 
 torch.set_num_threads(1)
