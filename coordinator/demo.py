@@ -35,12 +35,12 @@ kind = "sequence-classification"
 num_labels = 2
 
 [method]
-name = "houlsby"
-config = {{ bottleneck_size = {bottleneck} }}
+name = "{method}"
+config = {method_config}
 
 [shards]
-layers = [[0, 3], [3, 6]]
-memory_mb = [1024, 1024]
+layers = {layers}
+memory_mb = {memory_mb}
 min_replicas = {min_replicas}
 
 [training]
@@ -51,14 +51,21 @@ micro_batches = {micro_batches}
 learning_rate = {learning_rate}
 seed = {seed}
 aggregation = "{aggregation}"
+trim_fraction = {trim_fraction}
 """
 
 
 def demo_spec_text(**over) -> str:
+    """The demo's spec text; any field can be changed by name (tests run it at small sizes, with other methods,
+    layouts and aggregation rules). ``bottleneck`` sets the Houlsby width unless ``method_config`` is given."""
     params = dict(distribution="iid", max_seq_len=48, validation_size=872, bottleneck=32, min_replicas=1,
                   rounds=4, sync_interval=30, batch_size=16, micro_batches=2, learning_rate=2e-3, seed=0,
-                  aggregation="fedavg")
+                  aggregation="fedavg", trim_fraction=0.1, method="houlsby", method_config=None,
+                  layers=[[0, 3], [3, 6]])
     params.update(over)
+    if params["method_config"] is None:
+        params["method_config"] = f"{{ bottleneck_size = {params['bottleneck']} }}"
+    params["memory_mb"] = [1024] * len(params["layers"])
     return DEMO_SPEC.format(**params)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.fedpeat.policies import FixedPolicy, PPOPolicy, RandomPolicy
 from coordinator.fedpeat.env import (ChannelModel, DeviceProfile, LossModel, RewardWeights, feasible, gym_env_class,
                                      observation)
+from coordinator.fedpeat.policies import PPOPolicy, RandomPolicy
 from coordinator.fedpeat.ppo import evaluate_in_env, train_controller
 from coordinator.fedpeat.workload import FedPEATError
 
@@ -92,21 +92,26 @@ def test_environment_follows_the_paper_reward_terms():
     assert swap < keep
 
 
-def test_ppo_controller_choices_always_fit_memory():
-    p = profile()
-    lm = loss_model()
-    model = train_controller(p, lm, rounds=4, timesteps=256, seed=0)
-    strat = PPOPolicy(model, OPTIONS)
+def test_ppo_learns_a_policy_that_beats_random_selection():
+    """PPO trained in a small fitted environment earns more reward there than random selection.
+
+    Measured on this environment (2,048 or 4,096 PPO steps, seeds 0-3, 20 evaluation episodes each): PPO's
+    mean episode reward 1.67 to 4.48, random selection's -2.19, so PPO led by 3.85 to 6.66. The margin of 2.0 is
+    about half the smallest lead seen: the test fails when PPO stops learning, not on an unlucky seed. (It does
+    not claim PPO beats the best fixed policy: fixed 0.5 earned 3.89, inside PPO's range; issue 17 asks that.)
+    The trained policy's choices also pass the memory guard unchanged or are cut down by it, never past it.
+    """
+    p, lm = profile(), loss_model()
+    policy = PPOPolicy(train_controller(p, lm, rounds=4, timesteps=2048, seed=0), OPTIONS)
+    ppo = evaluate_in_env(policy, p, lm, rounds=4, episodes=20, seed=100)["reward"]
+    random = evaluate_in_env(RandomPolicy(OPTIONS, 4), p, lm, rounds=4, episodes=20, seed=100)["reward"]
+    assert ppo - random >= 2.0, (ppo, random)
     rng = np.random.default_rng(0)
     for _ in range(200):
         obs = observation(p, rng.exponential(1.0, 4), rng.integers(0, 4, 4), float(rng.uniform(0.3, 0.7)), 0.7,
                           int(rng.integers(0, 4)), 4, 2)
-        for i, r in enumerate(feasible(strat.choose(obs, rng), p)):
+        for i, r in enumerate(feasible(policy.choose(obs, rng), p)):
             assert r is None or p.memory_need[r] <= p.capacities[i]
-    res = evaluate_in_env(strat, p, lm, rounds=4, episodes=3)
-    assert np.isfinite(res["reward"])
-    for s in (FixedPolicy(0.5, 4), RandomPolicy(OPTIONS, 4)):
-        assert np.isfinite(evaluate_in_env(s, p, lm, rounds=4, episodes=2)["reward"])
 
 
 def test_channel_rate_grows_with_gain_and_snr():
