@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from node.hashing import keccak_hex
 from tests.daemon.specs import LORA, sst2_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
@@ -46,7 +47,6 @@ CASE3 = {"options": [1.0]}
 def _run_case(cl, wd, spec_text: str, name: str, env: dict) -> dict:
     """Propose, let the daemons vote/join/train under ``bsns fedpeat control``, and collect what the chain and
     the daemons recorded."""
-    from coordinator.cluster import ClusterError
     from node.chain.clients import FedPeatLedgerClient
     from tests.e2e.fedpeat_cluster import daemon_events, start_control, stop_process, verify_plans
 
@@ -67,10 +67,7 @@ def _run_case(cl, wd, spec_text: str, name: str, env: dict) -> dict:
 
     def done():  # both daemons left the session (the next proposal needs their votes)
         return all(daemon_events(p, "session_done", sid) for p in cl.procs)
-    try:
-        cl.wait_for(f"{name}: both daemons to finish the session", done, 60)
-    except ClusterError:
-        pass  # the checks below say what is missing
+    cl.wait_for(f"{name}: both daemons to finish the session", done, 120)
     ledger = FedPeatLedgerClient(cl.w3, cl.deployment.address("FedPeatLedger"), cl.sender)
     opened = cl.sessions.get_session(sid).opened_block
     replica = {p.index: cl.sessions.assignment_of(sid, p.address).replica for p in cl.procs}
@@ -229,9 +226,9 @@ def test_case3_every_device_trains_on_the_full_model_the_fetcher_gets_it_by_hash
     assert not [e for e in small if e.get("event") == "emulator_built"]
     got = [e for e in small if e.get("event") == "emulator_fetched"]
     assert [e["hash"] for e in got] == [full.hash()]
-    assert got[0]["verified"] is True and got[0]["bytes"] > 50_000_000   # the weights travelled
+    assert got[0]["bytes"] > 50_000_000                                   # the weights travelled
     assert not [e for e in small if e.get("event") == "emulator_refused"]
     assert [e["hash"] for e in big if e.get("event") == "emulator_built"] == [full.hash()]
-    cached = cases["cl"].procs[SMALL].data_dir / "emulators" / f"{full.hash()[2:]}.bin"
-    assert cached.stat().st_size == got[0]["bytes"]
+    cached = (cases["cl"].procs[SMALL].data_dir / "emulators" / f"{full.hash()[2:]}.bin").read_bytes()
+    assert len(cached) == got[0]["bytes"] and keccak_hex(cached) == full.hash()  # re-hashed here, not taken on trust
 
