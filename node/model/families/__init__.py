@@ -68,6 +68,7 @@ class Family:
     norm: str | None = None
     rotary: str | None = None
     classifier: str = "score"         # the classification head's output layer (a new, trained layer)
+    lm_head: str = "lm_head"          # the language-model head (pretrained; tied to the embeddings in some models)
     word_embeddings: str              # the token embedding table, as a path inside the shard's embeddings
 
     # what the tuners adapt, inside one layer
@@ -101,12 +102,12 @@ class Family:
     def head_paths(self, task: str) -> dict[str, str]:
         """The task head's modules: shard-local name (under ``head.``) -> path (absent ones are skipped)."""
         if task == "causal-lm":
-            return {"lm_head": "lm_head"}
+            return {self.lm_head: self.lm_head}
         return {self.classifier: self.classifier}
 
     def head_layer(self, task: str) -> str:
         """The head's output layer: what training the head trains (anything else in the head is pretrained)."""
-        return "lm_head" if task == "causal-lm" else self.classifier
+        return self.lm_head if task == "causal-lm" else self.classifier
 
     def parts(self, model) -> BaseParts:
         if isinstance(self.embeddings, str):
