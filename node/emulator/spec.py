@@ -113,24 +113,10 @@ def split_blob(blob: bytes) -> tuple[bytes, EmulatorManifest]:
 
 def _skeleton(spec, kept: tuple[int, ...]):
     """A ModelShard of the spec's model holding only ``kept`` layers, parameters on the meta device (no weights read)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from node.model import shard_skeleton
 
-    from node.model.families import base_parts, head_parts
-    from node.model.loading import load_config
-    from node.model.shard import ModelShard
-
-    _, config, family = load_config(spec.model.id)
-    if spec.task.kind == "sequence-classification":
-        config.num_labels = spec.task.num_labels
-    config._attn_implementation = "sdpa"
-    auto = AutoModelForSequenceClassification if spec.task.kind == "sequence-classification" else AutoModelForCausalLM
-    with init_empty_weights(include_buffers=False):
-        full = auto.from_config(config, attn_implementation="sdpa")
-    embeddings, layers, norm, rotary = base_parts(full, family)
-    n = config.num_hidden_layers
-    return ModelShard(full.config, family, spec.task.kind, 0, n, embeddings, {i: layers[i] for i in kept}, norm,
-                      head_parts(full, family, spec.task.kind), rotary), n
+    model = shard_skeleton(spec.model.id, spec.task.kind, spec.task.num_labels, layers=kept)
+    return model, model.n_layers
 
 
 def emulator_from_blob(blob: bytes, spec, expected_hash: str) -> Emulator:

@@ -1,6 +1,7 @@
 """Resolve a model id and build a ModelShard that materialises only the parameters it holds.
 
-The full model is constructed on the meta device (accelerate's ``init_empty_weights`` keeps buffers
+The model's family (``node.model.families``, found by the config's ``model_type``) says which submodules a
+shard takes and what their checkpoint keys are. The full model is constructed on the meta device (accelerate's ``init_empty_weights`` keeps buffers
 such as rotary frequencies real), the shard takes the submodules it holds, and only the safetensors
 keys of those submodules are read from disk. Parameters the checkpoint lacks (a new task head) are
 initialised from a fixed seed so that every replica of the last shard, and the unsharded model,
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 from node.model.errors import ModelError
-from node.model.families import FAMILY_OF_MODEL_TYPE, TASKS, base_parts, head_parts
+from node.model.families import TASKS, family_for_model_type, family_names, get_family
 
 MINILM_ALIASES = (
     "minilm",
@@ -22,8 +23,6 @@ MINILM_ALIASES = (
     "sentence-transformers/all-minilm-l6-v2",
 )
 DEFAULT_MODEL = "minilm"
-
-_BASE_PREFIX = {"bert": "bert.", "gpt2": "transformer.", "llama": "model."}
 
 
 def resolve_model_path(model_id: str | os.PathLike) -> Path:
@@ -82,13 +81,7 @@ def load_config(model_id: str | os.PathLike):
         config = AutoConfig.from_pretrained(str(path))
     except Exception as exc:
         raise ModelError(f"cannot read the model config in {path}: {exc}".splitlines()[0]) from None
-    family = FAMILY_OF_MODEL_TYPE.get(config.model_type)
-    if family is None:
-        raise ModelError(
-            f"model type {config.model_type!r} is not supported "
-            f"(supported: {', '.join(sorted(FAMILY_OF_MODEL_TYPE))})"
-        )
-    return path, config, family
+    return path, config, family_for_model_type(config.model_type)
 
 
 def model_layer_count(model_id: str | os.PathLike) -> int:
@@ -97,8 +90,8 @@ def model_layer_count(model_id: str | os.PathLike) -> int:
 
 
 def model_family(model_id: str | os.PathLike) -> str:
-    """"bert", "gpt2" or "llama" for a supported model."""
-    return load_config(model_id)[2]
+    """The family name of a supported model ("bert", "gpt2", "llama", ...)."""
+    return load_config(model_id)[2].name
 
 
 def _weight_files(path: Path) -> dict[str, Path]:
@@ -122,53 +115,72 @@ def _default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _checked_config(model_id, start: int, end: int | None, task: str, num_labels: int):
+    """(path, config, family, end) for a valid request; ModelError names what is wrong."""
+    if task not in TASKS:
+        raise ModelError(f"unknown task {task!r} (expected one of: {', '.join(TASKS)})")
+    path, config, family = load_config(model_id)
+    n = config.num_hidden_layers
+    end = n if end is None else end
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= n):
+        raise ModelError(f"shard range [{start}, {end}) is invalid for a model with {n} layers")
+    if task not in family.tasks:
+        decoders = [name for name in family_names() if task in get_family(name).tasks]
+        raise ModelError(f"task {task!r} needs a decoder model ({', '.join(decoders)}), not {family.name}")
+    if task == "sequence-classification":
+        if not isinstance(num_labels, int) or num_labels < 1:
+            raise ModelError(f"num_labels must be a positive integer, got {num_labels!r}")
+        config.num_labels = num_labels
+    config._attn_implementation = "sdpa"
+    return path, config, family, end
+
+
+def _empty_shard(config, family, task: str, start: int, end: int, layer_indices):
+    """The shard's modules cut from the whole model built on the meta device (no weights read)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from node.model.shard import ModelShard
+
+    auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModelForCausalLM
+    with init_empty_weights(include_buffers=False):
+        full = auto.from_config(config, attn_implementation="sdpa")
+    parts = family.parts(full)
+    n = config.num_hidden_layers
+    return ModelShard(
+        full.config, family, task, start, end,
+        parts.embeddings if start == 0 else None,
+        {i: parts.layers[i] for i in layer_indices},
+        parts.norm if end == n else None,
+        family.head(full, task) if end == n else {},
+        parts.rotary,
+    )
+
+
+def shard_skeleton(model_id: str | os.PathLike, task: str = "sequence-classification", num_labels: int = 2,
+                   layers=None):
+    """The whole model as a ModelShard holding only ``layers`` (global indices; None = all), every parameter
+    on the meta device: the architecture from the config alone, for weights that arrive from elsewhere."""
+    _, config, family, n = _checked_config(model_id, 0, None, task, num_labels)
+    return _empty_shard(config, family, task, 0, n, range(n) if layers is None else layers)
+
+
 def load_shard(model_id: str | os.PathLike = DEFAULT_MODEL, start: int = 0, end: int | None = None,
                task: str = "sequence-classification", num_labels: int = 2, dtype=None, device=None,
                head_seed: int = 0):
     """Load layers [start, end) of ``model_id`` as a ModelShard (eval mode, all parameters trainable
     until a tuner freezes them). ``end=None`` means up to the last layer."""
     import torch
-    from accelerate import init_empty_weights
     from safetensors import safe_open
     from torch import nn
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from node.model.shard import ModelShard
-
-    if task not in TASKS:
-        raise ModelError(f"unknown task {task!r} (expected one of: {', '.join(TASKS)})")
     dtype = torch.float32 if dtype is None else dtype
     device = torch.device(device if device is not None else _default_device())
-    path, config, family = load_config(model_id)
-    n = config.num_hidden_layers
-    end = n if end is None else end
-    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= n):
-        raise ModelError(f"shard range [{start}, {end}) is invalid for a model with {n} layers")
-    if task == "causal-lm" and family == "bert":
-        raise ModelError("task 'causal-lm' needs a decoder model (gpt2 or the llama family), not bert")
-    if task == "sequence-classification":
-        if not isinstance(num_labels, int) or num_labels < 1:
-            raise ModelError(f"num_labels must be a positive integer, got {num_labels!r}")
-        config.num_labels = num_labels
-    config._attn_implementation = "sdpa"
-
-    auto = AutoModelForSequenceClassification if task == "sequence-classification" else AutoModelForCausalLM
-    with init_empty_weights(include_buffers=False):
-        full = auto.from_config(config, attn_implementation="sdpa")
-    embeddings, layers, norm, rotary = base_parts(full, family)
-    head = head_parts(full, family, task)
-    shard = ModelShard(
-        full.config, family, task, start, end,
-        embeddings if start == 0 else None,
-        {i: layers[i] for i in range(start, end)},
-        norm if end == n else None,
-        head if end == n else {},
-        rotary,
-    )
-    del full
+    path, config, family, end = _checked_config(model_id, start, end, task, num_labels)
+    shard = _empty_shard(config, family, task, start, end, range(start, end))
 
     files = _weight_files(path)
-    base_prefix = _BASE_PREFIX[family]
+    base_prefix = family.checkpoint_prefix
 
     def checkpoint_key(hf: str) -> str | None:
         for cand in (hf, hf[len(base_prefix):] if hf.startswith(base_prefix) else base_prefix + hf):
@@ -177,8 +189,8 @@ def load_shard(model_id: str | os.PathLike = DEFAULT_MODEL, start: int = 0, end:
         return None
 
     tie = bool(getattr(config, "tie_word_embeddings", False))
-    embed_hf = {"bert": "bert.embeddings.word_embeddings.weight", "gpt2": "transformer.wte.weight",
-                "llama": "model.embed_tokens.weight"}[family]
+    embed_hf = family.tied_embedding_key
+    lm_head = f"head.{family.head_layer('causal-lm')}.weight"
     generator = torch.Generator().manual_seed(head_seed)
     loaded: dict[str, nn.Parameter] = {}
     handles: dict[Path, object] = {}
@@ -186,7 +198,7 @@ def load_shard(model_id: str | os.PathLike = DEFAULT_MODEL, start: int = 0, end:
         for name, param in list(shard.named_parameters(remove_duplicate=False)):
             hf = shard.hf_name(name)
             key = checkpoint_key(hf)
-            if key is None and tie and name == "head.lm_head.weight":
+            if key is None and tie and name == lm_head:
                 key = checkpoint_key(embed_hf)
             tensor = None
             if key is not None:

@@ -2,7 +2,9 @@
 
 The shard reuses the Hugging Face layer modules unchanged and drives them itself, so it owns what
 the full model's ``forward`` would otherwise do around the layers: embeddings (first shard), the
-attention mask and position information (every shard), final norm and task head (last shard).
+attention mask and position information (every shard), final norm and task head (last shard). What
+differs by model family (the embedding forward, rotary positions, attention windows, how the head pools)
+it asks its ``arch``, the family object (``node.model.families``).
 The 4-D attention mask is built here by hand because a shard sees hidden states, not input ids,
 and because prefix tuning adds key/value positions that the library's mask helpers do not know of.
 
@@ -19,7 +21,6 @@ import torch
 from torch import nn
 
 from node.model.errors import ModelError
-from node.model.families import FAMILIES
 
 
 class PrefixCache:
@@ -45,11 +46,11 @@ class PrefixCache:
 class ModelShard(nn.Module):
     """Layers [start, end) of a model; see ``node.model.load_shard`` for how one is built."""
 
-    def __init__(self, config, family: str, task: str, start: int, end: int, embeddings, layers: dict,
+    def __init__(self, config, arch, task: str, start: int, end: int, embeddings, layers: dict,
                  norm, head: dict, rotary):
         super().__init__()
         self.config = config
-        self.family = family
+        self.arch = arch  # the model family (node.model.families.Family)
         self.task = task
         self.start, self.end = start, end
         self.n_layers = config.num_hidden_layers
@@ -70,9 +71,19 @@ class ModelShard(nn.Module):
         self.newly_initialized: list[str] = []
 
     # ---- naming -------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """The family's name ("bert", "gpt2", "llama", ...), as exports record it."""
+        return self.arch.name
+
     def hf_name(self, name: str) -> str:
         """The full Hugging Face model's name for a shard-local parameter name."""
-        return FAMILIES[self.family].hf_name(name)
+        return self.arch.hf_name(name)
+
+    @property
+    def word_embeddings(self):
+        """The token embedding table (first shard only; None elsewhere)."""
+        return None if self.embeddings is None else self.arch.word_embedding(self.embeddings)
 
     @property
     def layer_indices(self) -> list[int]:
@@ -110,18 +121,11 @@ class ModelShard(nn.Module):
             )
         return attention_mask.to(device)
 
-    def _layer_window(self, layer) -> int | None:
-        if self.config.model_type == "qwen2":
-            return getattr(layer.self_attn, "sliding_window", None)
-        if self.config.model_type == "mistral":
-            return getattr(self.config, "sliding_window", None)
-        return None
-
     def _mask_4d(self, mask2d, n_prefix: int, window: int | None, dtype) -> torch.Tensor | None:
         """(b, 1, q, prefix + q) mask (boolean for SDPA, additive otherwise), or None where SDPA's own
         causal flag is exact."""
         b, length = mask2d.shape
-        causal = FAMILIES[self.family].causal
+        causal = self.arch.causal
         no_window = window is None or window >= length
         if (n_prefix == 0 and no_window and self.config._attn_implementation == "sdpa"
                 and bool(mask2d.all())):
@@ -152,27 +156,10 @@ class ModelShard(nn.Module):
         prompt = self.prompt_encoder(b) if self.prompt_encoder is not None else None
         n = 0 if prompt is None else prompt.shape[1]
         length = input_ids.shape[1] + n
-        limit = getattr(self.config, "max_position_embeddings", None)
-        if self.family in ("bert", "gpt2") and limit is not None and length > limit:
+        limit = self.arch.position_limit(self.config)
+        if limit is not None and length > limit:
             raise ModelError(f"sequence of {length} positions exceeds the model's {limit}")
-        if self.family == "bert":
-            words = self.embeddings.word_embeddings(input_ids)
-            if prompt is not None:
-                words = torch.cat([prompt.to(words.dtype), words], dim=1)
-                if token_type_ids is not None:
-                    token_type_ids = torch.cat([token_type_ids.new_zeros((b, n)), token_type_ids], dim=1)
-            return self.embeddings(inputs_embeds=words, token_type_ids=token_type_ids, position_ids=position_ids)
-        if self.family == "gpt2":
-            words = self.embeddings["wte"](input_ids)
-            if prompt is not None:
-                words = torch.cat([prompt.to(words.dtype), words], dim=1)
-            if position_ids is None:
-                position_ids = torch.arange(length, device=words.device)[None]
-            return self.embeddings["drop"](words + self.embeddings["wpe"](position_ids))
-        words = self.embeddings["embed_tokens"](input_ids)
-        if prompt is not None:
-            words = torch.cat([prompt.to(words.dtype), words], dim=1)
-        return words
+        return self.arch.embed(self.embeddings, input_ids, prompt, token_type_ids, position_ids)
 
     def forward(self, input_ids=None, hidden_states=None, attention_mask=None, token_type_ids=None,
                 position_ids=None):
@@ -201,15 +188,12 @@ class ModelShard(nn.Module):
             cache = PrefixCache(self.prefix_encoder(b))
             n_prefix = self.prefix_encoder.num_tokens
 
-        kwargs = {}
-        if self.family == "llama":
-            kwargs["position_embeddings"] = self.rotary_emb(h, position_ids=position_ids)
-            kwargs["position_ids"] = position_ids
+        kwargs = self.arch.layer_kwargs(self.rotary_emb, h, position_ids)
         if cache is not None:
             kwargs[self._cache_kwarg()] = cache
         masks: dict = {}
         for layer in self.layers.values():
-            window = self._layer_window(layer) if self.family == "llama" else None
+            window = self.arch.attention_window(self.config, layer)
             if window not in masks:
                 masks[window] = self._mask_4d(mask2d, n_prefix, window, h.dtype)
             out = layer(h, attention_mask=masks[window], **kwargs)
@@ -231,17 +215,10 @@ class ModelShard(nn.Module):
         if self.norm is not None:
             h = self.norm(h)
         if self.task == "causal-lm":
-            logits = self.head["lm_head"](h)
+            logits = self.head[self.arch.head_layer(self.task)](h)
             # logits line up with the caller's input_ids: the soft prompt's positions are dropped
             return logits[:, self.num_virtual_tokens:] if self.num_virtual_tokens else logits
-        if self.family == "bert":
-            pooled = self.head["pooler"](h) if "pooler" in self.head else h[:, 0]
-            return self.head["classifier"](self.head["dropout"](pooled))
-        # decoders classify from the last attended token, as HF's *ForSequenceClassification does
-        positions = torch.arange(h.shape[1], device=h.device)
-        last = (positions * mask2d.to(positions.dtype)).argmax(-1)
-        pooled = h[torch.arange(h.shape[0], device=h.device), last]
-        return self.head["score"](pooled)
+        return self.arch.classify(self.head, h, mask2d)
 
     def extra_repr(self) -> str:
         return f"family={self.family}, task={self.task}, layers=[{self.start}, {self.end}) of {self.n_layers}"

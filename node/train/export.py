@@ -56,18 +56,11 @@ def _probe_batch(shard, batch: int = 3, length: int = 12):
     return ids, mask
 
 
-def _layer_regex(family: str) -> str:
-    from node.model.families import FAMILIES
-
-    full = dict(FAMILIES[family].prefix_map)["layers.{i}."]
-    return re.escape(full).replace(re.escape("{i}"), r"\d+")
-
-
-def _whole_model_pattern(family: str, targets) -> str:
+def _whole_model_pattern(family, targets) -> str:
     """A per-layer target spec (PEFT: a regex full-matched against the name inside one layer, or a list
     of name suffixes) rewritten as a regex over the whole model's module names, held layers only."""
     inner = targets if isinstance(targets, str) else r"(?:.*\.)?(?:" + "|".join(re.escape(t) for t in targets) + ")"
-    return _layer_regex(family) + "(?:" + inner + ")"
+    return family.hf_layer_pattern() + "(?:" + inner + ")"
 
 
 def _peft_config(shard, spec):
@@ -83,7 +76,7 @@ def _peft_config(shard, spec):
     pcfg = method.peft_config(shard, shard.peft_config)
     for attr in ("target_modules", "feedforward_modules"):  # per-layer patterns -> whole-model ones
         if getattr(pcfg, attr, None):
-            setattr(pcfg, attr, _whole_model_pattern(shard.family, getattr(pcfg, attr)))
+            setattr(pcfg, attr, _whole_model_pattern(shard.arch, getattr(pcfg, attr)))
     pcfg.task_type = "SEQ_CLS" if shard.task == "sequence-classification" else "CAUSAL_LM"
     from node.model import resolve_model_path
 
@@ -92,7 +85,7 @@ def _peft_config(shard, spec):
     head_modules = sorted({n.split(".")[1] for n in adapter_param_names(shard) if n.startswith("head.")})
     if shard.task == "sequence-classification":
         # the classifier is new (seeded by load_shard, then trained): it must travel with the adapter
-        head_modules = sorted(set(head_modules) | {"classifier" if shard.family == "bert" else "score"})
+        head_modules = sorted(set(head_modules) | {shard.arch.head_layer(shard.task)})
     pcfg.modules_to_save = head_modules or None
     return pcfg
 
@@ -196,9 +189,6 @@ def _write_provenance(out: Path, spec, state: Mapping) -> None:
 
 def export_bsns(spec, state: Mapping, out_dir: str | Path) -> Path:
     """Write the bsns format: ``adapter.safetensors`` (canonical bytes) + ``adapter_config.json``."""
-    from node.model import model_family
-    from node.model import resolve_model_path
-
     shard = build_adapted_model(spec, state)  # proves the state fits the method before writing
     cfg = shard.peft_config.model_dump(mode="json") if spec.method.name != "full" else {}
     data = canonical_bytes(state)
@@ -213,7 +203,7 @@ def export_bsns(spec, state: Mapping, out_dir: str | Path) -> Path:
         "config": cfg,
         "base_model": spec.model.id,
         "base_model_hash": spec.model.weights_hash,
-        "family": model_family(resolve_model_path(spec.model.id)),
+        "family": shard.family,
         "task": spec.task.kind,
         "num_labels": spec.task.num_labels if spec.task.kind == "sequence-classification" else None,
         "num_layers": shard.n_layers,

@@ -69,10 +69,9 @@ def finish_injection(shard, method: str, cfg: TunerConfig) -> None:
     if train_head is None:
         train_head = shard.task == "sequence-classification"
     if train_head and shard.is_last:
-        for name, p in shard.head.named_parameters():
-            # BERT's pooler is pretrained; like PEFT's SEQ_CLS default only the new classifier learns
-            if not name.startswith("pooler."):
-                p.requires_grad_(True)
+        # only the head's output layer learns (like PEFT's SEQ_CLS default), not a pretrained pooler before it
+        for p in shard.head[shard.arch.head_layer(shard.task)].parameters():
+            p.requires_grad_(True)
     shard.peft_method = method
     shard.peft_config = cfg
     shard.adapter_param_names = tuple(sorted(n for n, p in shard.named_parameters() if p.requires_grad))

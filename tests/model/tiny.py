@@ -4,29 +4,29 @@ from __future__ import annotations
 
 import torch
 
-FAMILY_OF = {"bert": "bert", "gpt2": "gpt2", "llama": "llama", "qwen2": "llama", "mistral": "llama"}
-MODEL_TYPES = tuple(FAMILY_OF)
 N_LAYERS = 4
 VOCAB = 64
+_LLAMA_LIKE = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+                   max_position_embeddings=64)
+# One tiny configuration per supported model type; the shard and tuner exactness tests run over all of them
+# (tests/model/test_families.py checks that every registered model type has one).
+TINY_CONFIGS = {
+    "bert": dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64),
+    "gpt2": dict(n_embd=32, n_head=4, n_positions=64),
+    "llama": _LLAMA_LIKE,
+    # sliding window on the upper layers only: exercises per-layer masks
+    "qwen2": dict(use_sliding_window=True, sliding_window=3, max_window_layers=2, **_LLAMA_LIKE),
+    "mistral": dict(sliding_window=3, **_LLAMA_LIKE),
+    "phi3": dict(sliding_window=3, bos_token_id=1, eos_token_id=2, **_LLAMA_LIKE),
+}
+MODEL_TYPES = tuple(TINY_CONFIGS)
 
 
 def tiny_config(model_type: str):
-    from transformers import BertConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import AutoConfig
 
-    common = dict(vocab_size=VOCAB, num_hidden_layers=N_LAYERS, pad_token_id=0)
-    if model_type == "bert":
-        return BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64,
-                          max_position_embeddings=64, **common)
-    if model_type == "gpt2":
-        return GPT2Config(n_embd=32, n_head=4, n_positions=64, **common)
-    llama_like = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=64, **common)
-    if model_type == "llama":
-        return LlamaConfig(**llama_like)
-    if model_type == "qwen2":
-        # sliding window on the upper layers only: exercises per-layer masks
-        return Qwen2Config(use_sliding_window=True, sliding_window=3, max_window_layers=2, **llama_like)
-    return MistralConfig(sliding_window=3, **llama_like)
+    return AutoConfig.for_model(model_type, vocab_size=VOCAB, num_hidden_layers=N_LAYERS, pad_token_id=0,
+                                **TINY_CONFIGS[model_type])
 
 
 def save_tiny(root, model_type: str, task: str, seed: int = 0) -> str:

@@ -135,7 +135,7 @@ def test_fresh_adapter_leaves_outputs_unchanged(tiny, method, model_type):
     assert not torch.allclose(shard(input_ids=ids, attention_mask=mask), expected)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama", "phi3"])
 def test_prompt_tuning_is_a_prepended_soft_prompt(tiny, model_type):
     """The shard with a soft prompt computes what the HF model computes on [prompt; embeddings]."""
     from transformers import AutoModelForSequenceClassification
@@ -194,7 +194,7 @@ def count(shard):
     return sum(shard.get_parameter(n).numel() for n in adapter_param_names(shard))
 
 
-@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama", "phi3"])
 def test_parameter_counts_follow_the_formulas(tiny, model_type):
     path = tiny(model_type)
     cfg = load_shard(path, 0, 1, device="cpu").config
@@ -203,7 +203,7 @@ def test_parameter_counts_follow_the_formulas(tiny, model_type):
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     hd = d // heads
     inner = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
-    ln = d if model_type == "llama" else 2 * d  # RMSNorm has no bias
+    ln = d if model_type in ("llama", "phi3") else 2 * d  # RMSNorm has no bias
     m = 8
 
     def whole(method, **cfg_):
@@ -223,6 +223,7 @@ def test_parameter_counts_follow_the_formulas(tiny, model_type):
         "bert": r * (d + d) * 2,                               # query, value
         "gpt2": r * (d + 3 * d),                               # fused c_attn
         "llama": r * (d + heads * hd) + r * (d + kv * hd),     # q_proj, v_proj
+        "phi3": r * (d + (heads + 2 * kv) * hd),               # fused qkv_proj
     }[model_type]
     assert whole("lora", train_head=False) == L * lora_per_layer
 
@@ -230,6 +231,7 @@ def test_parameter_counts_follow_the_formulas(tiny, model_type):
         "bert": d + d + inner,          # key, value outputs; FFN output projection's input
         "gpt2": 3 * d + inner,
         "llama": 2 * kv * hd + inner,
+        "phi3": (heads + 2 * kv) * hd + inner,  # the fused qkv_proj's outputs
     }[model_type]
     assert whole("ia3", train_head=False) == L * ia3_per_layer
 

@@ -1,4 +1,5 @@
-"""Injecting bottleneck adapters into the layers a shard holds, for each model family.
+"""Injecting bottleneck adapters into the layers a shard holds, where the model family says
+(``Family.bottleneck_points``: each sub-layer's output projection and its layer norm).
 
 The adapter is registered on the layer (``layers.<i>.adapter_attn`` / ``adapter_ffn``) and runs as
 a forward hook on the sub-layer's output projection, so the base model's parameter names and code
@@ -10,18 +11,10 @@ from __future__ import annotations
 from node.tuners.bottleneck.config import BottleneckConfig
 from node.tuners.bottleneck.layer import BottleneckAdapter
 
-# family -> sub-layer -> (output projection, layer norm belonging to that sub-layer)
-_POINTS = {
-    "bert": {"attn": ("attention.output.dense", "attention.output.LayerNorm"),
-             "ffn": ("output.dense", "output.LayerNorm")},
-    "gpt2": {"attn": ("attn.c_proj", "ln_1"), "ffn": ("mlp.c_proj", "ln_2")},
-    "llama": {"attn": ("self_attn.o_proj", "input_layernorm"),
-              "ffn": ("mlp.down_proj", "post_attention_layernorm")},
-}
 
-
-def injection_points(family: str, placement: str) -> dict[str, tuple[str, str]]:
-    points = _POINTS[family]
+def injection_points(family, placement: str) -> dict[str, tuple[str, str]]:
+    """sub-layer -> (output projection, its layer norm) for a placement (Pfeiffer: after the FFN only)."""
+    points = family.bottleneck_points
     return dict(points) if placement == "houlsby" else {"ffn": points["ffn"]}
 
 
@@ -30,7 +23,7 @@ def inject_bottleneck(shard, cfg: BottleneckConfig) -> None:
     for idx, layer in shard.layers.items():
         if int(idx) < cfg.skip_layers:
             continue
-        for where, (proj_name, norm_name) in injection_points(shard.family, cfg.placement).items():
+        for where, (proj_name, norm_name) in injection_points(shard.arch, cfg.placement).items():
             proj = layer.get_submodule(proj_name)
             ref = next(proj.parameters())
             adapter = BottleneckAdapter(d, cfg.bottleneck_size, cfg.non_linearity, cfg.init_std,

@@ -7,7 +7,7 @@ they are (the head is made trainable by ``finish_injection``, like PEFT's ``modu
 from __future__ import annotations
 
 from node.tuners.base import TunerError
-from node.tuners.lora.config import DEFAULT_TARGETS, LoraConfig
+from node.tuners.lora.config import LoraConfig
 
 PEFT_ADAPTER_NAME = "default"
 
@@ -15,11 +15,10 @@ PEFT_ADAPTER_NAME = "default"
 def peft_lora_config(shard, cfg: LoraConfig):
     import peft
 
-    targets = list(cfg.target_modules or DEFAULT_TARGETS[shard.family])
+    targets = list(cfg.target_modules or shard.arch.lora_targets)
     return peft.LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-        # GPT-2 stores its projections as Conv1D, i.e. transposed
-        fan_in_fan_out=shard.family == "gpt2", bias="none",
+        fan_in_fan_out=shard.arch.transposed_projections, bias="none",
     )
 
 

@@ -13,18 +13,12 @@ from node.tuners.prompt.config import PromptConfig
 from node.tuners.prompt.layer import SoftPrompt
 
 
-def _word_embeddings(shard):
-    if shard.family == "bert":
-        return shard.embeddings.word_embeddings
-    return shard.embeddings["wte" if shard.family == "gpt2" else "embed_tokens"]
-
-
 def inject_prompt(shard, cfg: PromptConfig) -> None:
     n = cfg.num_virtual_tokens
     shard.num_virtual_tokens = n
     if not shard.is_first:
         return
-    table = _word_embeddings(shard).weight
+    table = shard.word_embeddings.weight
     if cfg.init == "vocab":
         ids = torch.randint(0, table.shape[0], (n,))
         init = table.detach()[ids.to(table.device)]

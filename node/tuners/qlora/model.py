@@ -38,5 +38,5 @@ def inject_qlora(shard, cfg: QLoraConfig) -> None:
     for layer in shard.layers.values():
         quantize_layer(layer, compute_dtype, cfg.double_quant, device)
     peft_cfg = peft_lora_config(shard, cfg)
-    peft_cfg.fan_in_fan_out = False  # GPT-2's Conv1D projections are plain (out, in) Linear4bit now
+    peft_cfg.fan_in_fan_out = False  # transposed (Conv1D) projections are plain (out, in) Linear4bit now
     inject_peft(shard, peft_cfg)
