@@ -53,13 +53,18 @@ def _probe_batch(shard, batch: int = 3, length: int = 12):
     ids = torch.randint(5, min(shard.config.vocab_size, 1000), (batch, length), generator=g)
     mask = torch.ones_like(ids)
     mask[1, length - 4:] = 0  # one padded row, so masking is checked too
+    pad = getattr(shard.config, "pad_token_id", None)
+    if pad is not None:
+        # as the data pipeline pads: Hugging Face decoders find a row's last token by the pad id
+        ids[1, length - 4:] = pad
     return ids, mask
 
 
 def _whole_model_pattern(family, targets) -> str:
     """A per-layer target spec (PEFT: a regex full-matched against the name inside one layer, or a list
     of name suffixes) rewritten as a regex over the whole model's module names, held layers only."""
-    inner = targets if isinstance(targets, str) else r"(?:.*\.)?(?:" + "|".join(re.escape(t) for t in targets) + ")"
+    # sorted: PEFT keeps a target list as a set, whose order changes from run to run
+    inner = targets if isinstance(targets, str) else r"(?:.*\.)?(?:" + "|".join(re.escape(t) for t in sorted(targets)) + ")"
     return family.hf_layer_pattern() + "(?:" + inner + ")"
 
 

@@ -174,3 +174,29 @@ def test_state_of_another_method_is_refused(tiny):
     state = _trained_state(_spec(tiny, "lora"))
     with pytest.raises(BsnsError, match="does not fit"):
         build_adapted_model(_spec(tiny, "ia3"), state)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_decoder_classifier_exports_to_peft_and_merged(tmp_path, model_type):
+    """Decoders classify from a row's last real token, which Hugging Face finds by the pad id: the export's own
+    check pads the way the data does, and both the PEFT and the merged export reproduce our logits."""
+    import peft
+    from transformers import AutoModelForSequenceClassification
+
+    from model.tiny import batch, save_tiny
+    from node.train.export import build_adapted_model, export_merged, export_peft
+
+    path = save_tiny(tmp_path, model_type, "sequence-classification")
+    spec = JobSpec.from_text(SPEC.format(model=path, method="lora", config="{ r = 4 }")
+                             .replace("num_labels = 2", "num_labels = 3").replace("[[0, 1], [1, 2]]", "[[0, 2], [2, 4]]"))
+    state = _trained_state(spec)
+    ours = build_adapted_model(spec, state)
+    ids, mask = batch()
+    with torch.no_grad():
+        want = ours(input_ids=ids, attention_mask=mask)
+        base = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        got = peft.PeftModel.from_pretrained(base, export_peft(spec, state, tmp_path / "peft")).eval()(
+            input_ids=ids, attention_mask=mask).logits
+        merged = AutoModelForSequenceClassification.from_pretrained(export_merged(spec, state, tmp_path / "merged"))
+        got_merged = merged.eval()(input_ids=ids, attention_mask=mask).logits
+    assert (got - want).abs().max() <= 1e-5 and (got_merged - want).abs().max() <= 1e-5
