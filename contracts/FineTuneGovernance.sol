@@ -1,49 +1,19 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {NodeRegistry} from "./NodeRegistry.sol";
-import {TrainingSessions} from "./TrainingSessions.sol";
+import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {IFineTuneGovernance} from "./interfaces/IFineTuneGovernance.sol";
+import {ITrainingSessions, SESSION_MAX_REPLICAS, SESSION_MAX_SHARDS} from "./interfaces/ITrainingSessions.sol";
 
 /// @title FineTuneGovernance
 /// @notice Proposals to fine-tune: the job parameters the network must agree on, the vote of the
 ///         registered nodes, and the execution that opens a training session.
-/// @dev Modelled on OpenZeppelin Governor's states and numbering (Pending 0, Active 1, Canceled 2,
-///      Defeated 3, Succeeded 4, Executed 5) but written by hand: Governor's voting power comes from
+/// @dev Modelled on OpenZeppelin Governor's states and numbering (IFineTuneGovernance.ProposalState)
+///      but written by hand: Governor's voting power comes from
 ///      token checkpoints, while here the voters are the registry's nodes registered before the
 ///      proposal's creation block. castVote reads one registry slot (`eligibility`), writes the voter's
 ///      receipt and updates the tally that shares its slot with the (already non-zero) creation block.
-contract FineTuneGovernance {
-    enum ProposalState {
-        Pending,
-        Active,
-        Canceled,
-        Defeated,
-        Succeeded,
-        Executed
-    }
-
-    /// @notice The fields of a job spec that must be agreed on chain (the rest is in the TOML, hashed).
-    struct JobParams {
-        string baseModel;
-        bytes32 baseModelHash;
-        string dataset;
-        bytes32 datasetHash;
-        string task;
-        string method;
-        bytes32 methodConfigHash;
-        uint16[] layerBounds; // numShards + 1 increasing boundaries starting at 0, e.g. [0, 3, 6]
-        uint32[] shardMemoryMB; // memory each shard needs, MB
-        uint8 distribution; // 0 iid, 1 dirichlet, 2 contiguous
-        uint32 distributionParam; // e.g. dirichlet alpha x 1000
-        uint32 syncInterval; // local steps between syncs
-        uint32 rounds;
-        uint8 aggregation; // 0 fedavg, 1 median, 2 trimmed-mean
-        uint16 minReplicas;
-        uint64 learningRateE9; // learning rate x 1e9
-        uint64 seed;
-        bytes32 specHash; // keccak-256 of the canonical TOML spec
-    }
-
+contract FineTuneGovernance is IFineTuneGovernance {
     /// @dev The slot castVote reads and writes: non-zero from creation on, so a vote pays no zero->non-zero.
     struct ProposalCore {
         uint40 createdBlock;
@@ -58,25 +28,32 @@ contract FineTuneGovernance {
         uint96 eligibleWeight; // weight of the nodes registered before the creation block
     }
 
-    uint256 public constant MAX_SHARDS = 64;
+    /// @inheritdoc IFineTuneGovernance
+    uint256 public constant MAX_SHARDS = SESSION_MAX_SHARDS;
+    /// @inheritdoc IFineTuneGovernance
     uint256 public constant MAX_STRING_BYTES = 256;
-    uint256 public constant MAX_REPLICAS = 1024; // TrainingSessions.MAX_REPLICAS_PER_SHARD
+    /// @inheritdoc IFineTuneGovernance
+    uint256 public constant MAX_REPLICAS = SESSION_MAX_REPLICAS;
     uint256 private constant MAX_SPEC_BYTES = 32_768; // spec text limit (calldata + event cost)
     uint256 private constant BPS = 10_000;
     uint8 private constant RECEIPT_AGAINST = 1;
     uint8 private constant RECEIPT_FOR = 2;
 
-    NodeRegistry public immutable registry;
-    TrainingSessions public immutable sessions;
+    /// @inheritdoc IFineTuneGovernance
+    INodeRegistry public immutable registry;
+    /// @inheritdoc IFineTuneGovernance
+    ITrainingSessions public immutable sessions;
+    /// @inheritdoc IFineTuneGovernance
     uint256 public immutable votingDelayBlocks;
+    /// @inheritdoc IFineTuneGovernance
     uint256 public immutable votingPeriodBlocks;
-    /// @notice Share of the eligible weight (bps) that must vote (for + against).
+    /// @inheritdoc IFineTuneGovernance
     uint256 public immutable quorumBps;
-    /// @notice Share of the cast weight (bps) that must be for: for * 10000 >= thresholdBps * (for + against).
+    /// @inheritdoc IFineTuneGovernance
     uint256 public immutable thresholdBps;
-    /// @notice True: a vote weighs the node's stake; false: one node one vote.
+    /// @inheritdoc IFineTuneGovernance
     bool public immutable weightByStake;
-    /// @notice Number of proposals (ids are 1..proposalCount).
+    /// @inheritdoc IFineTuneGovernance
     uint256 public proposalCount;
 
     mapping(uint256 => ProposalCore) private _core;
@@ -84,27 +61,6 @@ contract FineTuneGovernance {
     mapping(uint256 => JobParams) private _params;
     mapping(uint256 => uint256) private _sessionOf;
     mapping(uint256 => mapping(address => uint8)) private _receipt;
-
-    error InvalidConfig(string field);
-    error InvalidParam(string field);
-    error SpecHashMismatch(bytes32 specHash, bytes32 textHash);
-    error NoEligibleVoters();
-    error UnknownProposal(uint256 proposalId);
-    error VotingClosed(uint256 proposalId, ProposalState state);
-    error NotEligible(address voter, uint256 proposalId);
-    error AlreadyVoted(address voter, uint256 proposalId);
-    error NotSucceeded(uint256 proposalId, ProposalState state);
-    error NotProposer(address caller, address proposer);
-    error CannotCancel(uint256 proposalId, ProposalState state);
-
-    event ProposalCreated(
-        uint256 indexed proposalId, address indexed proposer, bytes32 specHash, uint256 voteStart, uint256 voteEnd,
-        uint256 eligibleWeight
-    );
-    event ProposalSpec(uint256 indexed proposalId, string specToml);
-    event VoteCast(address indexed voter, uint256 indexed proposalId, bool support, uint256 weight);
-    event ProposalCanceled(uint256 indexed proposalId);
-    event ProposalExecuted(uint256 indexed proposalId, uint256 indexed sessionId);
 
     /// @param registry_ the NodeRegistry whose nodes vote
     /// @param sessions_ the TrainingSessions contract execute() opens sessions in
@@ -114,8 +70,8 @@ contract FineTuneGovernance {
     /// @param thresholdBps_ share of cast weight that must be for, in bps (1..10000)
     /// @param weightByStake_ weigh votes by stake (true) or one node one vote (false)
     constructor(
-        NodeRegistry registry_,
-        TrainingSessions sessions_,
+        INodeRegistry registry_,
+        ITrainingSessions sessions_,
         uint256 votingDelayBlocks_,
         uint256 votingPeriodBlocks_,
         uint256 quorumBps_,
@@ -136,13 +92,7 @@ contract FineTuneGovernance {
         weightByStake = weightByStake_;
     }
 
-    /// @notice Propose a fine-tuning job. Anyone may propose; the nodes registered before this block vote.
-    /// @dev The full TOML spec travels in calldata and in the ProposalSpec event only (never stored), so
-    ///      a daemon reads the whole spec from the chain and checks it against params.specHash.
-    /// @param params the job's agreed fields (validated; a bad field reverts InvalidParam(field))
-    /// @param specToml the canonical TOML job spec (1..32768 bytes); keccak256(bytes(specToml)) must equal
-    ///        params.specHash
-    /// @return proposalId the new proposal's id (1-based)
+    /// @inheritdoc IFineTuneGovernance
     function propose(JobParams calldata params, string calldata specToml) external returns (uint256 proposalId) {
         _validate(params);
         uint256 specLen = bytes(specToml).length;
@@ -168,10 +118,7 @@ contract FineTuneGovernance {
         emit ProposalSpec(proposalId, specToml);
     }
 
-    /// @notice Vote for or against a proposal while it is Active. Only nodes that are active and were
-    ///         registered in a block before the proposal's creation block; once each.
-    /// @param proposalId the proposal
-    /// @param support true for, false against
+    /// @inheritdoc IFineTuneGovernance
     function castVote(uint256 proposalId, bool support) external {
         // the ProposalCore slot is read and written as one word (see _CREATED etc. below)
         ProposalCore storage ps = _core[proposalId];
@@ -185,8 +132,8 @@ contract FineTuneGovernance {
         if ((w >> _CANCELED_OFF) & 0xff != 0 || block.number <= start || block.number > start + votingPeriodBlocks) {
             revert VotingClosed(proposalId, state(proposalId));
         }
-        (uint96 stake, uint40 registeredBlock, NodeRegistry.Status status,) = registry.eligibility(msg.sender);
-        if (status != NodeRegistry.Status.Active || registeredBlock >= created) {
+        (uint96 stake, uint40 registeredBlock, INodeRegistry.Status status,) = registry.eligibility(msg.sender);
+        if (status != INodeRegistry.Status.Active || registeredBlock >= created) {
             revert NotEligible(msg.sender, proposalId);
         }
         if (_receipt[proposalId][msg.sender] != 0) revert AlreadyVoted(msg.sender, proposalId);
@@ -210,9 +157,7 @@ contract FineTuneGovernance {
     uint256 private constant _AGAINST_OFF = 136;
     uint256 private constant _CANCELED_OFF = 232;
 
-    /// @notice Open the training session of a Succeeded proposal, once. Anyone may call.
-    /// @param proposalId the proposal
-    /// @return sessionId the session opened in TrainingSessions
+    /// @inheritdoc IFineTuneGovernance
     function execute(uint256 proposalId) external returns (uint256 sessionId) {
         ProposalCore storage p = _core[proposalId];
         ProposalState st = state(proposalId);
@@ -224,8 +169,7 @@ contract FineTuneGovernance {
         emit ProposalExecuted(proposalId, sessionId);
     }
 
-    /// @notice Cancel a Pending or Active proposal. Only its proposer.
-    /// @param proposalId the proposal
+    /// @inheritdoc IFineTuneGovernance
     function cancel(uint256 proposalId) external {
         ProposalState st = state(proposalId);
         address proposer = _meta[proposalId].proposer;
@@ -237,31 +181,26 @@ contract FineTuneGovernance {
 
     // ------------------------------------------------------------------ views
 
-    /// @notice The proposal's state (reverts UnknownProposal for an id never proposed).
-    /// @param proposalId the proposal
+    /// @inheritdoc IFineTuneGovernance
     function state(uint256 proposalId) public view returns (ProposalState) {
         ProposalCore memory p = _core[proposalId];
         if (p.createdBlock == 0) revert UnknownProposal(proposalId);
         return _state(proposalId, p);
     }
 
-    /// @notice The agreed job parameters of a proposal.
-    /// @param proposalId the proposal
+    /// @inheritdoc IFineTuneGovernance
     function getParams(uint256 proposalId) external view returns (JobParams memory) {
         if (_core[proposalId].createdBlock == 0) revert UnknownProposal(proposalId);
         return _params[proposalId];
     }
 
-    /// @notice Tally of a proposal: for and against weight.
-    /// @param proposalId the proposal
+    /// @inheritdoc IFineTuneGovernance
     function proposalVotes(uint256 proposalId) external view returns (uint256 forVotes, uint256 againstVotes) {
         ProposalCore memory p = _core[proposalId];
         return (p.forVotes, p.againstVotes);
     }
 
-    /// @notice Creation block, vote window (votes count in blocks voteStart+1 .. voteEnd), proposer,
-    ///         eligible weight, quorum weight and the session opened (0 if not executed).
-    /// @param proposalId the proposal
+    /// @inheritdoc IFineTuneGovernance
     function proposalInfo(uint256 proposalId)
         external
         view
@@ -287,29 +226,23 @@ contract FineTuneGovernance {
         sessionId = _sessionOf[proposalId];
     }
 
-    /// @notice 0 not voted, 1 against, 2 for.
-    /// @param proposalId the proposal
-    /// @param voter the voter
+    /// @inheritdoc IFineTuneGovernance
     function receiptOf(uint256 proposalId, address voter) external view returns (uint8) {
         return _receipt[proposalId][voter];
     }
 
-    /// @notice Whether `voter` has voted on the proposal.
-    /// @param proposalId the proposal
-    /// @param voter the voter
+    /// @inheritdoc IFineTuneGovernance
     function hasVoted(uint256 proposalId, address voter) external view returns (bool) {
         return _receipt[proposalId][voter] != 0;
     }
 
-    /// @notice Whether `voter` may vote on the proposal now (active, registered before creation, not voted, window open).
-    /// @param proposalId the proposal
-    /// @param voter the voter
+    /// @inheritdoc IFineTuneGovernance
     function canVote(uint256 proposalId, address voter) external view returns (bool) {
         ProposalCore memory p = _core[proposalId];
         if (p.createdBlock == 0 || _state(proposalId, p) != ProposalState.Active) return false;
         if (_receipt[proposalId][voter] != 0) return false;
-        (, uint40 registeredBlock, NodeRegistry.Status status,) = registry.eligibility(voter);
-        return status == NodeRegistry.Status.Active && registeredBlock < p.createdBlock;
+        (, uint40 registeredBlock, INodeRegistry.Status status,) = registry.eligibility(voter);
+        return status == INodeRegistry.Status.Active && registeredBlock < p.createdBlock;
     }
 
     // ------------------------------------------------------------------ internals
@@ -348,11 +281,13 @@ contract FineTuneGovernance {
         for (uint256 i = 0; i < nb - 1; ++i) {
             if (p.shardMemoryMB[i] == 0) revert InvalidParam("shardMemoryMB");
         }
-        if (p.distribution > 2) revert InvalidParam("distribution");
-        if (p.distribution == 1 && p.distributionParam == 0) revert InvalidParam("distributionParam");
+        if (p.distribution > uint8(type(Distribution).max)) revert InvalidParam("distribution");
+        if (p.distribution == uint8(Distribution.Dirichlet) && p.distributionParam == 0) {
+            revert InvalidParam("distributionParam");
+        }
         if (p.syncInterval == 0) revert InvalidParam("syncInterval");
         if (p.rounds == 0) revert InvalidParam("rounds");
-        if (p.aggregation > 2) revert InvalidParam("aggregation");
+        if (p.aggregation > uint8(type(Aggregation).max)) revert InvalidParam("aggregation");
         if (p.minReplicas == 0 || p.minReplicas > MAX_REPLICAS) revert InvalidParam("minReplicas");
         if (p.learningRateE9 == 0) revert InvalidParam("learningRateE9");
         if (p.specHash == bytes32(0)) revert InvalidParam("specHash");

@@ -5,6 +5,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 
 /// @title NodeRegistry
 /// @notice Who the nodes of the network are: stake, libp2p identity, announce address and capacity.
@@ -12,15 +13,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///      (TrainingSessions.join) read a node through `eligibility`, which is ONE storage slot, and the
 ///      running totals are kept "as of the start of the current block" so that a proposal can snapshot
 ///      the weight of the nodes registered before its creation block without any loop over nodes.
-contract NodeRegistry is Ownable, ReentrancyGuard {
-    /// @notice Lifecycle of a node. Withdrawn nodes may register again.
-    enum Status {
-        None,
-        Active,
-        Exiting,
-        Withdrawn
-    }
-
+contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     /// @notice The packed slot read on the vote and join paths (stake, registration block, status, memory).
     struct Eligibility {
         uint96 stake; // wei; total ETH supply fits in 96 bits
@@ -28,19 +21,6 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         uint40 exitAvailableAt; // unix time from which withdraw() works; 0 unless exiting
         Status status;
         uint32 memoryMB; // memory the node offers to hold a shard
-    }
-
-    /// @notice Everything the registry stores about one node (for off-chain readers).
-    struct NodeInfo {
-        bytes peerId;
-        string announceAddr;
-        uint32 memoryMB;
-        uint8 deviceKind;
-        uint32 throughput;
-        uint96 stake;
-        uint40 registeredBlock;
-        uint40 exitAvailableAt;
-        Status status;
     }
 
     struct Profile {
@@ -63,17 +43,23 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         uint128 stake;
     }
 
+    /// @inheritdoc INodeRegistry
     uint256 public constant MAX_PEER_ID_BYTES = 128;
+    /// @inheritdoc INodeRegistry
     uint256 public constant MAX_ADDR_BYTES = 256;
+    /// @inheritdoc INodeRegistry
+    /// @dev Deliberately above type(DeviceKind).max: the registry stores the code, it does not interpret
+    ///      it, so kinds added to node.vocab.DeviceKind later need no new contract (the vocab mirror test
+    ///      checks that every known kind stays below this bound).
     uint8 public constant MAX_DEVICE_KIND = 15;
 
-    /// @notice Minimum stake (wei) a node sends with register().
+    /// @inheritdoc INodeRegistry
     uint256 public immutable minStake;
-    /// @notice Seconds between requestExit() and the earliest withdraw().
+    /// @inheritdoc INodeRegistry
     uint256 public immutable exitDelaySeconds;
-    /// @notice The only address allowed to slash (the TrainingSessions contract); set once.
+    /// @inheritdoc INodeRegistry
     address public slasher;
-    /// @notice Slashed wei held by the registry until the owner sweeps it.
+    /// @inheritdoc INodeRegistry
     uint256 public slashedBalance;
 
     mapping(address => Eligibility) private _elig;
@@ -82,30 +68,6 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
     mapping(address => bool) private _known;
     Totals private _totals;
     PrevTotals private _prev;
-
-    error StakeTooLow(uint256 sent, uint256 minimum);
-    error AlreadyRegistered(address node);
-    error InvalidNodeInfo(string field);
-    error NotActive(address node);
-    error NotExiting(address node);
-    error ExitDelayNotPassed(uint256 availableAt, uint256 nowTimestamp);
-    error NotSlasher(address caller);
-    error SlasherAlreadySet(address slasher);
-    error ZeroAddress();
-    error NothingToSlash(address node);
-    error NothingToSweep();
-    error IndexOutOfRange(uint256 index, uint256 count);
-
-    event NodeRegistered(
-        address indexed node, bytes peerId, string announceAddr, uint32 memoryMB, uint8 deviceKind,
-        uint32 throughput, uint256 stake
-    );
-    event NodeUpdated(address indexed node, bytes peerId, string announceAddr, uint32 memoryMB, uint8 deviceKind, uint32 throughput);
-    event ExitRequested(address indexed node, uint256 availableAt);
-    event Withdrawn(address indexed node, uint256 amount);
-    event SlasherSet(address indexed slasher);
-    event Slashed(address indexed node, uint256 amount, uint256 remainingStake, bool deactivated);
-    event SlashedSwept(address indexed to, uint256 amount);
 
     /// @param minStake_ minimum stake in wei
     /// @param exitDelaySeconds_ delay between requestExit and withdraw, in seconds
@@ -116,12 +78,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
 
     // ------------------------------------------------------------------ membership
 
-    /// @notice Register the sender as a node, staking msg.value (at least minStake).
-    /// @param peerId libp2p peer id (binary multihash, 1..128 bytes)
-    /// @param announceAddr multiaddr other peers dial (1..256 bytes)
-    /// @param memoryMB memory the node can devote to one shard, in MB (> 0)
-    /// @param deviceKind 0 cpu, 1 cuda, 2 mps, ... (<= 15)
-    /// @param throughput measured throughput (tokens/s or similar; informative)
+    /// @inheritdoc INodeRegistry
     function register(
         bytes calldata peerId,
         string calldata announceAddr,
@@ -151,12 +108,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         emit NodeRegistered(msg.sender, peerId, announceAddr, memoryMB, deviceKind, throughput, msg.value);
     }
 
-    /// @notice Update the sender's identity, address and capacity (stake and registration block stay).
-    /// @param peerId libp2p peer id (binary multihash, 1..128 bytes)
-    /// @param announceAddr multiaddr other peers dial (1..256 bytes)
-    /// @param memoryMB memory the node can devote to one shard, in MB (> 0)
-    /// @param deviceKind 0 cpu, 1 cuda, 2 mps, ... (<= 15)
-    /// @param throughput measured throughput
+    /// @inheritdoc INodeRegistry
     function update(
         bytes calldata peerId,
         string calldata announceAddr,
@@ -172,7 +124,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         emit NodeUpdated(msg.sender, peerId, announceAddr, memoryMB, deviceKind, throughput);
     }
 
-    /// @notice Stop being an active node; the stake can be withdrawn after exitDelaySeconds.
+    /// @inheritdoc INodeRegistry
     /// @dev The stake stays slashable during the delay, which is what the delay is for.
     function requestExit() external {
         Eligibility storage e = _elig[msg.sender];
@@ -184,7 +136,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         emit ExitRequested(msg.sender, availableAt);
     }
 
-    /// @notice Return the remaining stake to the sender once the exit delay has passed.
+    /// @inheritdoc INodeRegistry
     function withdraw() external nonReentrant {
         Eligibility storage e = _elig[msg.sender];
         if (e.status != Status.Exiting) revert NotExiting(msg.sender);
@@ -199,8 +151,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
 
     // ------------------------------------------------------------------ slashing
 
-    /// @notice Set the only address allowed to slash (the TrainingSessions contract). Owner, once.
-    /// @param slasher_ the TrainingSessions contract
+    /// @inheritdoc INodeRegistry
     function setSlasher(address slasher_) external onlyOwner {
         if (slasher != address(0)) revert SlasherAlreadySet(slasher);
         if (slasher_ == address(0)) revert ZeroAddress();
@@ -208,12 +159,9 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         emit SlasherSet(slasher_);
     }
 
-    /// @notice Take up to `amount` wei of a node's stake. Only the slasher.
+    /// @inheritdoc INodeRegistry
     /// @dev A node left with less than minStake stops being active (its remainder becomes withdrawable
     ///      after the exit delay), so a slashed node cannot keep voting or joining.
-    /// @param node the node to slash
-    /// @param amount the wei to take; capped at the node's stake
-    /// @return taken the wei actually taken
     function slash(address node, uint256 amount) external returns (uint256 taken) {
         if (msg.sender != slasher) revert NotSlasher(msg.sender);
         Eligibility storage e = _elig[node];
@@ -238,8 +186,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         emit Slashed(node, taken, remaining, deactivated);
     }
 
-    /// @notice Send the slashed wei to `to`. Owner only.
-    /// @param to receiver of the slashed funds
+    /// @inheritdoc INodeRegistry
     function sweepSlashed(address payable to) external onlyOwner nonReentrant {
         if (to == address(0)) revert ZeroAddress();
         uint256 amount = slashedBalance;
@@ -251,8 +198,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
 
     // ------------------------------------------------------------------ views
 
-    /// @notice The packed vote/join slot of a node: stake, registration block, status, memory.
-    /// @param node the node's address
+    /// @inheritdoc INodeRegistry
     function eligibility(address node)
         external
         view
@@ -262,8 +208,7 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         return (e.stake, e.registeredBlock, e.status, e.memoryMB);
     }
 
-    /// @notice Everything stored about a node (status None if unknown).
-    /// @param node the node's address
+    /// @inheritdoc INodeRegistry
     function getNode(address node) external view returns (NodeInfo memory info) {
         Eligibility memory e = _elig[node];
         Profile storage p = _profile[node];
@@ -280,30 +225,27 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         });
     }
 
-    /// @notice True while the node is registered and has not requested exit.
-    /// @param node the node's address
+    /// @inheritdoc INodeRegistry
     function isActive(address node) external view returns (bool) {
         return _elig[node].status == Status.Active;
     }
 
-    /// @notice Block of the node's latest registration (0 if never registered).
-    /// @param node the node's address
+    /// @inheritdoc INodeRegistry
     function registeredAtBlock(address node) external view returns (uint256) {
         return _elig[node].registeredBlock;
     }
 
-    /// @notice Number of active nodes now.
+    /// @inheritdoc INodeRegistry
     function activeCount() external view returns (uint256) {
         return _totals.count;
     }
 
-    /// @notice Sum of the active nodes' stake now (wei).
+    /// @inheritdoc INodeRegistry
     function totalActiveStake() external view returns (uint256) {
         return _totals.stake;
     }
 
-    /// @notice Active count and stake as they were at the start of the current block, i.e. of the nodes
-    ///         registered in an earlier block (what a proposal created now may count as eligible).
+    /// @inheritdoc INodeRegistry
     function totalsAtBlockStart() external view returns (uint256 count, uint256 stake) {
         Totals memory t = _totals;
         if (t.changedBlock == block.number) {
@@ -313,13 +255,12 @@ contract NodeRegistry is Ownable, ReentrancyGuard {
         return (t.count, t.stake);
     }
 
-    /// @notice How many distinct addresses ever registered (for off-chain listing).
+    /// @inheritdoc INodeRegistry
     function nodeCount() external view returns (uint256) {
         return _everRegistered.length;
     }
 
-    /// @notice The index-th address that ever registered (0-based; any status).
-    /// @param index position in registration order
+    /// @inheritdoc INodeRegistry
     function nodeAt(uint256 index) external view returns (address) {
         if (index >= _everRegistered.length) revert IndexOutOfRange(index, _everRegistered.length);
         return _everRegistered[index];

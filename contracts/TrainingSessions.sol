@@ -3,7 +3,8 @@ pragma solidity ^0.8.24;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
-import {NodeRegistry} from "./NodeRegistry.sol";
+import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {ITrainingSessions, SESSION_MAX_REPLICAS, SESSION_MAX_SHARDS} from "./interfaces/ITrainingSessions.sol";
 
 /// @title TrainingSessions
 /// @notice One training session per executed proposal: who trains which shard (assignment), the rounds
@@ -15,70 +16,23 @@ import {NodeRegistry} from "./NodeRegistry.sol";
 ///      2/3 of the commits is necessarily the leader, so finalization never needs a loop. Counts of
 ///      non-leader hashes live in a side mapping (the rare, dissenting path pays for it).
 ///      The only loops are over the shards of one session (at most MAX_SHARDS).
-contract TrainingSessions is Ownable {
-    enum State {
-        None,
-        Joining,
-        Training,
-        Completed,
-        Failed
-    }
+contract TrainingSessions is ITrainingSessions, Ownable {
+    /// @inheritdoc ITrainingSessions
+    uint256 public constant MAX_SHARDS = SESSION_MAX_SHARDS;
+    /// @inheritdoc ITrainingSessions
+    uint256 public constant MAX_REPLICAS_PER_SHARD = SESSION_MAX_REPLICAS;
 
-    /// @notice One session (the rounds and replicas of every shard live in `ShardState`).
-    struct Session {
-        uint256 proposalId;
-        uint40 openedBlock;
-        uint40 joinDeadline; // last block in which join() works
-        uint40 startedBlock;
-        uint16 numShards;
-        uint16 replicas; // complete replicas, fixed by start()
-        uint16 minReplicas;
-        uint16 shardsDone;
-        uint32 rounds;
-        State state;
-    }
-
-    /// @notice The per-shard slot, written by every join and commit (already non-zero after open).
-    struct ShardState {
-        uint32 memoryMB; // memory a node needs for this shard
-        uint16 joined; // nodes assigned so far (replica indices 0..joined-1)
-        uint16 replicas; // copy of Session.replicas set by start(); 0 = not training
-        uint32 rounds; // copy of Session.rounds
-        uint32 round; // current round; == rounds when the shard is done
-        uint40 firstCommitBlock; // block of this round's first commit; 0 = none yet
-        uint16 commits; // commits in this round
-        uint16 leaderReplica; // replica whose commit holds the leading hash
-        uint16 leaderCount; // commits equal to the leading hash
-        uint40 lastFinalizedBlock; // block in which round-1 was finalized
-    }
-
-    /// @notice Where a node sits in a session.
-    struct Assignment {
-        bool joined;
-        uint16 shard;
-        uint16 replica;
-    }
-
-    enum Fault {
-        None,
-        WrongHash,
-        Missing
-    }
-
-    uint256 public constant MAX_SHARDS = 64;
-    uint256 public constant MAX_REPLICAS_PER_SHARD = 1024;
-
-    NodeRegistry public immutable registry;
-    /// @notice Blocks after openSession during which nodes may join.
+    /// @inheritdoc ITrainingSessions
+    INodeRegistry public immutable registry;
+    /// @inheritdoc ITrainingSessions
     uint256 public immutable joinWindowBlocks;
-    /// @notice Blocks after a round's first commit after which finalizeAfterTimeout works; also the grace
-    ///         a replica has to commit a round that was finalized without it.
+    /// @inheritdoc ITrainingSessions
     uint256 public immutable commitTimeoutBlocks;
-    /// @notice Wei slashed per reported fault.
+    /// @inheritdoc ITrainingSessions
     uint256 public immutable slashAmount;
-    /// @notice The governance contract allowed to open sessions; set once by the owner.
+    /// @inheritdoc ITrainingSessions
     address public governance;
-    /// @notice Number of sessions opened (ids are 1..sessionCount).
+    /// @inheritdoc ITrainingSessions
     uint256 public sessionCount;
 
     mapping(uint256 => Session) private _sessions;
@@ -91,56 +45,11 @@ contract TrainingSessions is Ownable {
     mapping(bytes32 => bytes32) private _final; // key(session, round, shard) -> final aggregate hash
     mapping(bytes32 => bool) private _reported; // key(session, round, shard, replica)
 
-    error NotGovernance(address caller);
-    error GovernanceAlreadySet(address governance);
-    error ZeroAddress();
-    error InvalidSession(string field);
-    error SessionAlreadyOpen(uint256 proposalId, uint256 sessionId);
-    error UnknownSession(uint256 sessionId);
-    error WrongSessionState(uint256 sessionId, State state);
-    error JoinWindowClosed(uint256 sessionId, uint256 deadline);
-    error JoinWindowOpen(uint256 sessionId, uint256 deadline);
-    error NodeNotActive(address node);
-    error AlreadyJoined(uint256 sessionId, address node);
-    error NoShardFits(uint32 memoryMB);
-    error InvalidShard(uint256 shard, uint256 numShards);
-    error NotAssigned(uint256 sessionId, uint256 shard, address node);
-    error SpareReplica(uint256 sessionId, uint256 replica, uint256 replicas);
-    error WrongRound(uint256 shard, uint256 expected, uint256 got);
-    error ShardDone(uint256 shard);
-    error InvalidHash();
-    error AlreadyCommitted(uint256 round, uint256 shard, address node);
-    error RoundClosed(uint256 round, uint256 shard);
-    error NoCommits(uint256 round, uint256 shard);
-    error TimeoutNotReached(uint256 untilBlock);
-    error NoQuorum(uint256 leaderCount, uint256 needed);
-    error RoundNotFinal(uint256 round, uint256 shard);
-    error AlreadyReported(uint256 round, uint256 shard, address node);
-    error NotFaulty(uint256 round, uint256 shard, address node);
-    error GracePeriod(uint256 untilBlock);
-
-    event GovernanceSet(address indexed governance);
-    event SessionOpened(uint256 indexed sessionId, uint256 indexed proposalId, uint256 numShards, uint256 rounds, uint256 joinDeadline);
-    event Joined(uint256 indexed sessionId, address indexed node, uint256 shard, uint256 replica);
-    event SessionStarted(uint256 indexed sessionId, uint256 replicas);
-    event SessionFailed(uint256 indexed sessionId, uint256 replicas, uint256 minReplicas);
-    event Committed(
-        uint256 indexed sessionId, address indexed node, uint256 round, uint256 shard, bytes32 aggregateHash,
-        bytes32 localUpdateHash
-    );
-    event RoundFinalized(uint256 indexed sessionId, uint256 round, uint256 shard, bytes32 aggregateHash, uint256 votes, uint256 commits);
-    event ShardCompleted(uint256 indexed sessionId, uint256 shard);
-    event SessionCompleted(uint256 indexed sessionId);
-    event FaultReported(
-        uint256 indexed sessionId, address indexed node, uint256 round, uint256 shard, Fault fault, uint256 slashed,
-        address reporter
-    );
-
     /// @param registry_ the NodeRegistry (this contract must become its slasher)
     /// @param joinWindowBlocks_ blocks during which nodes may join an opened session
     /// @param commitTimeoutBlocks_ blocks after a round's first commit before finalizeAfterTimeout works
     /// @param slashAmount_ wei slashed per reported fault
-    constructor(NodeRegistry registry_, uint256 joinWindowBlocks_, uint256 commitTimeoutBlocks_, uint256 slashAmount_)
+    constructor(INodeRegistry registry_, uint256 joinWindowBlocks_, uint256 commitTimeoutBlocks_, uint256 slashAmount_)
         Ownable(msg.sender)
     {
         if (address(registry_) == address(0)) revert ZeroAddress();
@@ -152,8 +61,7 @@ contract TrainingSessions is Ownable {
         slashAmount = slashAmount_;
     }
 
-    /// @notice Set the governance contract that opens sessions. Owner, once.
-    /// @param governance_ the FineTuneGovernance contract
+    /// @inheritdoc ITrainingSessions
     function setGovernance(address governance_) external onlyOwner {
         if (governance != address(0)) revert GovernanceAlreadySet(governance);
         if (governance_ == address(0)) revert ZeroAddress();
@@ -163,12 +71,7 @@ contract TrainingSessions is Ownable {
 
     // ------------------------------------------------------------------ lifecycle
 
-    /// @notice Open the session of an executed proposal. Only governance.
-    /// @param proposalId the proposal being executed (one session per proposal)
-    /// @param shardMemoryMB memory each shard needs (its length is the number of shards, 1..64)
-    /// @param rounds number of sync rounds (> 0)
-    /// @param minReplicas complete replicas needed for the session to start (> 0)
-    /// @return sessionId the new session's id (1-based)
+    /// @inheritdoc ITrainingSessions
     function openSession(uint256 proposalId, uint32[] calldata shardMemoryMB, uint32 rounds, uint16 minReplicas)
         external
         returns (uint256 sessionId)
@@ -204,20 +107,14 @@ contract TrainingSessions is Ownable {
         emit SessionOpened(sessionId, proposalId, n, rounds, deadline);
     }
 
-    /// @notice Join a session in its join window; the contract assigns a shard and a replica index.
-    /// @dev Assignment rule (deterministic, checkable by anyone): among the shards whose memory need is
-    ///      at most the node's registered memoryMB, the one with the fewest replicas so far, ties to the
-    ///      lowest index; the replica index is that shard's join count.
-    /// @param sessionId the session
-    /// @return shard the assigned shard
-    /// @return replica the assigned replica index within the shard
+    /// @inheritdoc ITrainingSessions
     function join(uint256 sessionId) external returns (uint256 shard, uint256 replica) {
         Session storage s = _sessionOrRevert(sessionId);
         if (s.state != State.Joining) revert WrongSessionState(sessionId, s.state);
         if (block.number > s.joinDeadline) revert JoinWindowClosed(sessionId, s.joinDeadline);
         if (_assign[sessionId][msg.sender].joined) revert AlreadyJoined(sessionId, msg.sender);
-        (,, NodeRegistry.Status status, uint32 memoryMB) = registry.eligibility(msg.sender);
-        if (status != NodeRegistry.Status.Active) revert NodeNotActive(msg.sender);
+        (,, INodeRegistry.Status status, uint32 memoryMB) = registry.eligibility(msg.sender);
+        if (status != INodeRegistry.Status.Active) revert NodeNotActive(msg.sender);
 
         uint256 n = s.numShards;
         uint256 best = type(uint256).max;
@@ -238,9 +135,7 @@ contract TrainingSessions is Ownable {
         emit Joined(sessionId, msg.sender, shard, replica);
     }
 
-    /// @notice After the join window, fix the number of complete replicas (min over shards) and start
-    ///         training, or fail the session if that is below minReplicas. Anyone may call.
-    /// @param sessionId the session
+    /// @inheritdoc ITrainingSessions
     function start(uint256 sessionId) external {
         Session storage s = _sessionOrRevert(sessionId);
         if (s.state != State.Joining) revert WrongSessionState(sessionId, s.state);
@@ -266,16 +161,7 @@ contract TrainingSessions is Ownable {
 
     // ------------------------------------------------------------------ rounds
 
-    /// @notice Commit the aggregate adapter hash this node computed for (round, shard), and the hash of
-    ///         its own local update (the latter is recorded in the event only). The commit that brings
-    ///         one aggregate hash to ceil(2*replicas/3) votes finalizes the round for that shard.
-    /// @dev A replica may still commit the round just finalized without it, within commitTimeoutBlocks
-    ///      of its finalization (recorded, not counted), so a slow honest replica is not reported missing.
-    /// @param sessionId the session
-    /// @param round the shard's current round (or the round just finalized, late)
-    /// @param shard the caller's assigned shard
-    /// @param aggregateHash keccak-256 of the canonical aggregated adapter bytes (non-zero)
-    /// @param localUpdateHash keccak-256 of the node's own local update before aggregation
+    /// @inheritdoc ITrainingSessions
     function commit(uint256 sessionId, uint256 round, uint256 shard, bytes32 aggregateHash, bytes32 localUpdateHash)
         external
     {
@@ -355,11 +241,7 @@ contract TrainingSessions is Ownable {
         }
     }
 
-    /// @notice Finalize a round for a shard once commitTimeoutBlocks have passed since its first commit:
-    ///         the leading hash wins if it has ceil(2/3) of the commits made. Anyone may call.
-    /// @param sessionId the session
-    /// @param round the shard's current round
-    /// @param shard the shard
+    /// @inheritdoc ITrainingSessions
     function finalizeAfterTimeout(uint256 sessionId, uint256 round, uint256 shard) external {
         Session storage s = _sessionOrRevert(sessionId);
         if (shard >= s.numShards) revert InvalidShard(shard, s.numShards);
@@ -380,13 +262,7 @@ contract TrainingSessions is Ownable {
         _finalize(sessionId, round, shard, slot, w, leaderHash, leaderCount);
     }
 
-    /// @notice Record and slash a replica whose commit for a finalized round differs from the final
-    ///         hash, or that did not commit it (reportable once the late-commit grace has passed). Once
-    ///         per node and round. Anyone may call.
-    /// @param sessionId the session
-    /// @param round a finalized round of the shard
-    /// @param shard the shard
-    /// @param node the replica being reported
+    /// @inheritdoc ITrainingSessions
     function reportFaulty(uint256 sessionId, uint256 round, uint256 shard, address node) external {
         Assignment memory a = _assign[sessionId][node];
         if (!a.joined || a.shard != shard) revert NotAssigned(sessionId, shard, node);
@@ -414,8 +290,8 @@ contract TrainingSessions is Ownable {
         uint256 slashed = 0;
         if (slashAmount > 0) {
             // a node that already withdrew everything is still put on record
-            (uint96 stake,, NodeRegistry.Status st,) = registry.eligibility(node);
-            if (stake > 0 && (st == NodeRegistry.Status.Active || st == NodeRegistry.Status.Exiting)) {
+            (uint96 stake,, INodeRegistry.Status st,) = registry.eligibility(node);
+            if (stake > 0 && (st == INodeRegistry.Status.Active || st == INodeRegistry.Status.Exiting)) {
                 slashed = registry.slash(node, slashAmount);
             }
         }
@@ -424,78 +300,54 @@ contract TrainingSessions is Ownable {
 
     // ------------------------------------------------------------------ views
 
-    /// @notice The session record.
-    /// @param sessionId the session
+    /// @inheritdoc ITrainingSessions
     function getSession(uint256 sessionId) external view returns (Session memory) {
         return _sessions[sessionId];
     }
 
-    /// @notice The session opened for a proposal (0 if none).
-    /// @param proposalId the proposal
+    /// @inheritdoc ITrainingSessions
     function sessionOfProposal(uint256 proposalId) external view returns (uint256) {
         return _sessionOfProposal[proposalId];
     }
 
-    /// @notice The per-shard state (memory need, joined, replicas, round, commits, leader...).
-    /// @param sessionId the session
-    /// @param shard the shard
+    /// @inheritdoc ITrainingSessions
     function getShard(uint256 sessionId, uint256 shard) external view returns (ShardState memory) {
         return _shards[sessionId][shard];
     }
 
-    /// @notice Where a node sits in a session (joined false if it did not join).
-    /// @param sessionId the session
-    /// @param node the node
+    /// @inheritdoc ITrainingSessions
     function assignmentOf(uint256 sessionId, address node) external view returns (Assignment memory) {
         return _assign[sessionId][node];
     }
 
-    /// @notice The node holding (shard, replica) in a session (zero address if none).
-    /// @param sessionId the session
-    /// @param shard the shard
-    /// @param replica the replica index
+    /// @inheritdoc ITrainingSessions
     function memberAt(uint256 sessionId, uint256 shard, uint256 replica) external view returns (address) {
         return _member[_key3(sessionId, shard, replica)];
     }
 
-    /// @notice Complete replicas of a started session (0 before start).
-    /// @param sessionId the session
+    /// @inheritdoc ITrainingSessions
     function replicas(uint256 sessionId) external view returns (uint256) {
         return _sessions[sessionId].replicas;
     }
 
-    /// @notice The shard's current round (== rounds when the shard is done).
-    /// @param sessionId the session
-    /// @param shard the shard
+    /// @inheritdoc ITrainingSessions
     function currentRound(uint256 sessionId, uint256 shard) external view returns (uint256) {
         return _shards[sessionId][shard].round;
     }
 
-    /// @notice The final aggregate hash of (round, shard); zero while not final.
-    /// @param sessionId the session
-    /// @param round the round
-    /// @param shard the shard
+    /// @inheritdoc ITrainingSessions
     function finalHash(uint256 sessionId, uint256 round, uint256 shard) external view returns (bytes32) {
         return _final[_key3(sessionId, round, shard)];
     }
 
-    /// @notice The aggregate hash a node committed for (round, shard); zero if none.
-    /// @param sessionId the session
-    /// @param round the round
-    /// @param shard the shard
-    /// @param node the node
+    /// @inheritdoc ITrainingSessions
     function commitOf(uint256 sessionId, uint256 round, uint256 shard, address node) external view returns (bytes32) {
         Assignment memory a = _assign[sessionId][node];
         if (!a.joined || a.shard != shard) return bytes32(0);
         return _commit[_key4(sessionId, round, shard, a.replica)];
     }
 
-    /// @notice Commits so far for an aggregate hash in the shard's CURRENT round (0 for any other round;
-    ///         a finalized round's vote count is in its RoundFinalized event).
-    /// @param sessionId the session
-    /// @param round the round
-    /// @param shard the shard
-    /// @param aggregateHash the hash
+    /// @inheritdoc ITrainingSessions
     function votesFor(uint256 sessionId, uint256 round, uint256 shard, bytes32 aggregateHash)
         external
         view
@@ -507,19 +359,14 @@ contract TrainingSessions is Ownable {
         return _otherCount[keccak256(abi.encode(_key3(sessionId, round, shard), aggregateHash))];
     }
 
-    /// @notice Whether a fault of `node` in (round, shard) is already on record.
-    /// @param sessionId the session
-    /// @param round the round
-    /// @param shard the shard
-    /// @param node the node
+    /// @inheritdoc ITrainingSessions
     function faultReported(uint256 sessionId, uint256 round, uint256 shard, address node) external view returns (bool) {
         Assignment memory a = _assign[sessionId][node];
         if (!a.joined || a.shard != shard) return false;
         return _reported[_key4(sessionId, round, shard, a.replica)];
     }
 
-    /// @notice Votes that finalize a round: ceil(2*n/3).
-    /// @param n replicas (or, after a timeout, commits)
+    /// @inheritdoc ITrainingSessions
     function quorumOf(uint256 n) external pure returns (uint256) {
         return _ceilTwoThirds(n);
     }
@@ -559,9 +406,9 @@ contract TrainingSessions is Ownable {
 
     // Hand-written packing of the ShardState and Assignment slots for the commit path: the legacy code
     // generator reads and writes a packed struct field by field (one SLOAD/SSTORE each), which cost
-    // ~2,000 gas per commit. Offsets follow Solidity's storage layout of the structs above (first
-    // member in the lowest bits), so the struct views (getShard, assignmentOf) read the same slots.
-    // Each constant is (offset << 8) | bits.
+    // ~2,000 gas per commit. Offsets follow Solidity's storage layout of ITrainingSessions' ShardState
+    // and Assignment (first member in the lowest bits), so the struct views (getShard, assignmentOf) read
+    // the same slots. Each constant is (offset << 8) | bits.
     uint256 private constant S_ROUNDS = (64 << 8) | 32;
     uint256 private constant S_REPLICAS = (48 << 8) | 16;
     uint256 private constant S_ROUND = (96 << 8) | 32;

@@ -99,12 +99,14 @@ class ChainRecorder:
     def attach_built(self, emulators: list, k: int) -> None:
         """Register (if new) and attach (if not yet) built emulators, given as (retention, Emulator) pairs
         (a Workload's, or ``emulator_for_spec``'s for a daemon-run session); after ``check``."""
+        from node.chain.clients import retention_bps
+
         base = self.base_model_hash
         for r, emu in emulators:
             h, m = emu.hash(), emu.manifest
             rec = self.ledger.get_emulator(h)
             if rec is None:
-                res = self.ledger.register_emulator(h, base, round(m.retention * 10_000), k, m.rule, m.distill_steps)
+                res = self.ledger.register_emulator(h, base, retention_bps(m.retention), k, m.rule, m.distill_steps)
                 self._log(f"emulator {h[:18]}… (retention {r}) registered in block {res.block_number}")
             elif rec.base_model_hash != base:  # a hash collision in practice cannot happen; a wrong base can
                 raise FedPeatChainError(f"emulator {h} is registered for base model {rec.base_model_hash}")

@@ -8,19 +8,28 @@ import pytest
 from coordinator.deploy import DeployParams, deploy
 from node.chain import clients as C
 from node.chain.artifacts import load_abi
-from node.chain.errors import ContractRevert
+from node.chain.clients import base
+from node.chain.errors import ChainError, ContractRevert
 from node.chain.sender import TxSender
 
-CLIENTS = [C.NodeRegistryClient, C.SessionsClient, C.GovernanceClient, C.AdapterRegistryClient]
-STRUCTS = [  # (contract, function, dataclass, path into the output)
-    ("NodeRegistry", "getNode", C.NodeInfo, None),
-    ("TrainingSessions", "getSession", C.SessionInfo, None),
-    ("TrainingSessions", "getShard", C.ShardState, None),
-    ("TrainingSessions", "assignmentOf", C.Assignment, None),
-    ("FineTuneGovernance", "getParams", C.JobParams, None),
-    ("FineTuneGovernance", "proposalInfo", C.ProposalInfo, "outputs"),
-    ("AdapterRegistry", "getAdapter", C.AdapterRecord, "record"),
+CLIENTS = [C.NodeRegistryClient, C.SessionsClient, C.GovernanceClient, C.AdapterRegistryClient, C.FedPeatLedgerClient]
+STRUCTS = [  # (contract, view, the dataclass it decodes into)
+    ("NodeRegistry", "getNode", C.NodeInfo),
+    ("NodeRegistry", "eligibility", C.Eligibility),
+    ("TrainingSessions", "getSession", C.SessionInfo),
+    ("TrainingSessions", "getShard", C.ShardState),
+    ("TrainingSessions", "assignmentOf", C.Assignment),
+    ("FineTuneGovernance", "getParams", C.JobParams),
+    ("FineTuneGovernance", "proposalInfo", C.ProposalInfo),
+    ("AdapterRegistry", "getAdapter", C.Adapter),
+    ("FedPeatLedger", "getEmulator", C.EmulatorRecord),
 ]
+
+
+def test_every_contract_has_a_client():
+    from node.chain.artifacts import CONTRACT_NAMES
+
+    assert sorted(c.NAME for c in CLIENTS) == sorted(CONTRACT_NAMES)
 
 
 @pytest.mark.parametrize("client", CLIENTS, ids=lambda c: c.NAME)
@@ -30,16 +39,54 @@ def test_every_abi_function_has_a_method(client):
     assert missing == []
 
 
-@pytest.mark.parametrize("contract, fn, cls, path", STRUCTS, ids=lambda v: getattr(v, "__name__", str(v)))
-def test_dataclasses_follow_the_abi_structs(contract, fn, cls, path):
+@pytest.mark.parametrize("contract, fn, cls", STRUCTS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_dataclasses_follow_the_abi_structs(contract, fn, cls):
+    """One field per struct component (snake_case), nested structs included; decoding goes by these names."""
     from dataclasses import fields
 
-    (entry,) = [e for e in load_abi(contract) if e.get("name") == fn and e["type"] == "function"]
-    comps = entry["outputs"] if path == "outputs" else entry["outputs"][0]["components"]
-    if path == "record":
-        comps = next(c for c in comps if c["name"] == "record")["components"]
-    expected = [C.snake(c["name"]).replace("memory_m_b", "memory_mb").replace("_m_b", "_mb") for c in comps]
-    assert [f.name for f in fields(cls)] == expected
+    def check(cls, comps):
+        assert sorted(f.name for f in fields(cls)) == sorted(C.snake(c["name"]) for c in comps)
+        for c in comps:
+            if c["type"] == "tuple":
+                (f,) = [f for f in fields(cls) if f.name == C.snake(c["name"])]
+                check(f.metadata["struct"], c["components"])
+
+    check(cls, base.returned_components(load_abi(contract), fn))
+
+
+def test_a_dataclass_that_drifts_from_the_abi_is_refused():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Short:  # ShardState without its last component
+        memory_mb: int
+        joined: int
+
+    comps = base.returned_components(load_abi("TrainingSessions"), "getShard")
+    with pytest.raises(ChainError, match="missing"):
+        base.from_abi(Short, comps, tuple(range(len(comps))))
+
+
+def test_struct_arguments_are_encoded_in_the_abi_order():
+    """The params dict's key order does not matter: the tuple follows the ABI's components."""
+    _, params = _spec_params()
+    comps = base.argument_components(load_abi("FineTuneGovernance"), "propose")
+    encoded = base.to_abi(comps, dict(reversed(list(params.items()))))
+    assert encoded == tuple(params[c["name"]] for c in comps)
+    with pytest.raises(ChainError, match=r"missing \['seed'\]"):
+        base.to_abi(comps, {k: v for k, v in params.items() if k != "seed"})
+    with pytest.raises(ChainError, match=r"unknown \['colour'\]"):
+        base.to_abi(comps, {**params, "colour": 1})
+
+
+def test_job_params_read_back_by_name():
+    """getParams' tuple decodes by component name, and as_chain_dict gives back JobSpec's own dict."""
+    spec, params = _spec_params()
+    comps = base.returned_components(load_abi("FineTuneGovernance"), "getParams")
+    got = base.from_abi(C.JobParams, comps, base.to_abi(comps, params))
+    assert got.layer_bounds == (0, 3, 6) and got.spec_hash == spec.spec_hash()
+    assert list(got.as_chain_dict()) == [c["name"] for c in comps]
+    spec.check_against_chain(got.as_chain_dict())
 
 
 def _spec_params(rounds=1):

@@ -161,6 +161,7 @@ def test_client_covers_the_abi_and_reads_what_was_written(chain, system, ledger,
     from node.chain import clients as C
     from node.chain.artifacts import load_abi
     from node.chain.errors import ContractRevert, translate
+    from node.vocab import EmulatorRule
 
     abi = load_abi("FedPeatLedger")
     names = [e["name"] for e in abi if e["type"] == "function"]
@@ -185,5 +186,6 @@ def test_client_covers_the_abi_and_reads_what_was_written(chain, system, ledger,
     with pytest.raises(ContractRevert, match="PlanAlreadyRecorded"):
         client.record_round_plan(session, 1, "0x" + h("q").hex(), [])
     assert client.controller_of(session) == chain.accounts[0]
-    assert (client.bps(), client.max_rule(), client.max_devices()) == (10_000, 1, 1024)
+    # the Python side's copies: the basis-point unit and the emulator rules (node.vocab)
+    assert (client.bps(), client.max_rule(), client.max_devices()) == (C.BPS, len(EmulatorRule) - 1, 1024)
     assert client.sessions() == system.sessions.address
