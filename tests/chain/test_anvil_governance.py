@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_inprocess import bsns
+from tests.support.cli import bsns
 
 from node.chain.artifacts import artifacts_dir
 from node.chain.keys import dev_key
@@ -21,7 +21,7 @@ SPEC = Path(__file__).parent / "fixtures" / "job.toml"
 
 
 @pytest.fixture(scope="module")
-def net(anvil_chain, tmp_path_factory):
+def net(anvil, tmp_path_factory):
     """anvil + `bsns deploy` + three nodes registered with `bsns node register` (anvil dev accounts 1-3)."""
     from node.chain.clients import Clients
     from node.chain.deployment import Deployment
@@ -30,7 +30,7 @@ def net(anvil_chain, tmp_path_factory):
     home = tmp_path_factory.mktemp("bsns-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BSNS_HOME", str(home))
-        mp.setenv("BSNS_RPC", anvil_chain.url)
+        mp.setenv("BSNS_RPC", anvil.url)
         mp.setenv("BSNS_DEPLOYMENT", str(home / "deployment.json"))
         mp.delenv("BSNS_DEV_ACCOUNT", raising=False)
         code, out = bsns("deploy", "--dev-account", "0", "--voting-delay", "0", "--voting-period", "6",
@@ -40,9 +40,9 @@ def net(anvil_chain, tmp_path_factory):
             code, out = bsns("node", "register", "--dev-account", str(i), "--memory-mb", "2000",
                              "--announce", f"/ip4/127.0.0.1/tcp/{4100 + i}")
             assert code == 0, out
-        w3 = connect(anvil_chain.url)
+        w3 = connect(anvil.url)
         dep = Deployment.load(home / "deployment.json", chain_id=w3.eth.chain_id)
-        yield w3, dep, Clients(w3, dep), anvil_chain
+        yield w3, dep, Clients(w3, dep), anvil
 
 
 def mine(w3, n: int) -> None:

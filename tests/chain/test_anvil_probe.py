@@ -11,16 +11,16 @@ from node.chain.keys import dev_key
 from node.chain.sender import TxSender
 from node.chain.watcher import EventWatcher
 
-from .conftest import deploy_probe
+from tests.support.evm import deploy_probe
 
 pytestmark = pytest.mark.anvil
 
 
 @pytest.fixture(scope="module")
-def w3(anvil_chain):
+def w3(anvil):
     from node.chain.rpc import connect
 
-    return connect(anvil_chain.url)
+    return connect(anvil.url)
 
 
 @pytest.fixture
@@ -80,14 +80,14 @@ def test_reorg_on_anvil(w3, key, probe):
     assert [e.args["n"] for e in watcher.delivered()] == [7, 8, 9]
 
 
-def test_websocket_wakes_the_watcher(anvil_chain, w3, key, probe):
+def test_websocket_wakes_the_watcher(anvil, w3, key, probe):
     s = TxSender(w3, key.private_key)
     watcher = EventWatcher(w3, {"Probe": (probe.address, probe.abi)}, start_block=w3.eth.block_number)
     arrived = threading.Event()
     watcher.on("Probe", "Pinged", lambda e: arrived.set())
     stop = threading.Event()
     # a poll interval far longer than the wait below: only the newHeads subscription can wake it in time
-    t = threading.Thread(target=watcher.run, args=(stop,), kwargs={"poll_interval": 60, "ws_url": anvil_chain.ws_url})
+    t = threading.Thread(target=watcher.run, args=(stop,), kwargs={"poll_interval": 60, "ws_url": anvil.ws_url})
     t.start()
     try:
         import time

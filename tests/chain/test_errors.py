@@ -9,7 +9,7 @@ from eth_utils import keccak, to_checksum_address
 from node.chain.errors import ContractRevert, ErrorDecoder, as_revert, translate
 from node.errors import BsnsError
 
-from .conftest import deploy_probe
+from tests.support.evm import deploy_probe
 
 
 def test_decoder_names_error_and_arguments(probe_decoder):

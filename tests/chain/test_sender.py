@@ -7,7 +7,7 @@ import pytest
 from node.chain.errors import ChainError, ContractRevert
 from node.chain.sender import TxSender
 
-from .conftest import deploy_probe
+from tests.support.evm import deploy_probe
 
 TAG = b"\x01" * 32
 

@@ -7,7 +7,7 @@ import pytest
 from node.chain.sender import TxSender
 from node.chain.watcher import EventWatcher
 
-from .conftest import deploy_probe
+from tests.support.evm import deploy_probe
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import as_tuple, h, job_params, plain, register
+from tests.support.evm import as_tuple, h, job_params, plain, register
 from .test_sessions import commit, join_all, open_session, start
 
 ZERO = b"\x00" * 32

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import h, job_params, register
+from tests.support.evm import h, job_params, register
 from .test_sessions import open_session, start
 
 FAILED = 4

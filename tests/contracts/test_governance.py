@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import (MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system, h,
+from tests.support.evm import (MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system, h,
                        job_params, plain, propose_args, register, SPEC_TOML)
 
 PENDING, ACTIVE, CANCELED, DEFEATED, SUCCEEDED, EXECUTED = range(6)

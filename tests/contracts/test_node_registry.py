@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import EXIT_DELAY, MIN_STAKE, PEER_ID, SLASH, register
+from tests.support.evm import EXIT_DELAY, MIN_STAKE, PEER_ID, SLASH, register
 
 ACTIVE, EXITING, WITHDRAWN = 1, 2, 3
 
@@ -105,7 +105,7 @@ def test_slasher_set_once_by_owner(system, chain):
 
 
 def test_slash_only_by_slasher_and_deactivates_below_min_stake(chain):
-    from .conftest import deploy_system
+    from tests.support.evm import deploy_system
 
     c = chain
     sid = c.tester.take_snapshot()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import COMMIT_TIMEOUT, JOIN_WINDOW, SLASH, VOTING_DELAY, VOTING_PERIOD, h, \
+from tests.support.evm import COMMIT_TIMEOUT, JOIN_WINDOW, SLASH, VOTING_DELAY, VOTING_PERIOD, h, \
     plain, propose_args, register
 
 JOINING, TRAINING, COMPLETED, FAILED = 1, 2, 3, 4
@@ -295,7 +295,7 @@ def test_quorum_of(system):
 
 
 def test_withdrawn_node_is_recorded_but_not_slashed(system, nodes, training):
-    from .conftest import EXIT_DELAY
+    from tests.support.evm import EXIT_DELAY
 
     c, ses, reg = system.chain, system.sessions, system.registry
     sid, shards = training

@@ -22,12 +22,12 @@ def _alive(pid: int) -> bool:
         return fh.read().split(") ", 1)[1][:1] != "Z"
 
 
-def test_chain_up_persists_state_and_down_stops_it(tmp_path, monkeypatch, probe_artifact):
+def test_chain_up_persists_state_and_down_stops_it(tmp_path, monkeypatch):
     from node.chain.keys import dev_key
     from node.chain.rpc import connect
     from node.chain.sender import TxSender
 
-    from .conftest import deploy_probe
+    from tests.support.evm import deploy_probe, load_probe
 
     monkeypatch.setenv("BSNS_HOME", str(tmp_path))
     port = localchain.free_port()
@@ -41,7 +41,7 @@ def test_chain_up_persists_state_and_down_stops_it(tmp_path, monkeypatch, probe_
         assert "already running" in r.output and localchain.status().pid == pid
 
         w3 = connect(f"http://127.0.0.1:{port}")
-        probe = deploy_probe(w3, TxSender(w3, dev_key(0, 31337).private_key), probe_artifact)
+        probe = deploy_probe(w3, TxSender(w3, dev_key(0, 31337).private_key), load_probe())
         block = w3.eth.block_number
 
         r = runner.invoke(app, ["chain", "down"])
@@ -51,7 +51,7 @@ def test_chain_up_persists_state_and_down_stops_it(tmp_path, monkeypatch, probe_
         runner.invoke(app, ["chain", "up", "--port", str(port)])  # the state file brings the contract back
         w3 = connect(f"http://127.0.0.1:{port}")
         assert w3.eth.block_number >= block
-        assert w3.eth.get_code(probe.address).hex() == probe_artifact["deployedBytecode"][2:]
+        assert w3.eth.get_code(probe.address).hex() == load_probe()["deployedBytecode"][2:]
         r = runner.invoke(app, ["chain", "status", "--rpc", f"http://127.0.0.1:{port}"])
         assert "chain id 31337" in r.output
     finally:
