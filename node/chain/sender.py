@@ -184,6 +184,11 @@ class TxSender:
         return nonce
 
     # -- sending ------------------------------------------------------------------------------------
+    def estimate_gas(self, fn, value: int = 0) -> int:
+        """Gas ``fn`` would use from this account, against the pending block (where it would run); a revert
+        surfaces here as the raw web3 error (``translate`` it)."""
+        return int(fn.estimate_gas({"from": self.address, "value": value}, block_identifier=self._estimate_block))
+
     def send(self, fn, value: int = 0, purpose: str = "", contract: str | None = None, wait: bool = True,
              gas: int | None = None) -> TxResult:
         """Estimate, sign, journal, broadcast and (by default) wait for ``fn``.
@@ -199,7 +204,7 @@ class TxSender:
                 if gas is None:
                     # against the pending block: that is where the transaction will run (block.number
                     # checks such as a voting window see the right height)
-                    gas = int(fn.estimate_gas(base, block_identifier=self._estimate_block) * self.gas_headroom) + 1
+                    gas = int(self.estimate_gas(fn, value) * self.gas_headroom) + 1
                 nonce = self._take_nonce()
                 tx = fn.build_transaction({**base, "gas": gas, "nonce": nonce, "chainId": self.chain_id})
             except Exception as exc:

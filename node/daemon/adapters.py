@@ -68,7 +68,7 @@ class ChainAdapter:
         try:
             # the commit that finalizes a round costs more than one that does not, and which one ours
             # is depends on the order the block includes them: give it room for the finalizing path
-            est = fn.estimate_gas({"from": self.address}, block_identifier="pending")
+            est = self.sessions.sender.estimate_gas(fn)
             res = self.sessions.sender.send(fn, purpose=f"commit s{session} r{rnd} k{shard}",
                                             contract="TrainingSessions", gas=max(2 * est, 250_000))
             self._count(res)

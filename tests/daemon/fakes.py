@@ -1,9 +1,12 @@
 """In-memory chain and network for unit tests of the session runners (the e2e tests use the real ones), and
 ``run_runners``, which runs one runner per member in threads over them.
 
-``FakeChain`` follows TrainingSessions' rules: per-shard rounds, a round is final inside the commit that
-brings ceil(2/3 x replicas) identical aggregate hashes, and ``finalizeAfterTimeout`` after a deadline
-finalizes with the most committed hash if it has ceil(2/3) of those who committed.
+``FakeChain`` follows TrainingSessions' rules as the daemon's port sees them (tests/daemon/test_chain_port.py runs
+one table of scenarios against both): per-shard rounds, a round is final inside the commit that brings
+ceil(2/3 x replicas) identical aggregate hashes, a late commit for the round just finalized is recorded within the
+deadline but not counted, and ``finalizeAfterTimeout`` after a deadline finalizes with the most committed hash if
+it has ceil(2/3) of those who committed. A commit the contract would refuse (twice, or for another round) changes
+nothing and is kept in ``refused``: ``run_runners`` fails a test whose runners sent one.
 """
 
 import math
@@ -27,7 +30,9 @@ class FakeChain:
         self.finals = {}                                  # (round, shard) -> hash
         self.commits = defaultdict(dict)                  # (round, shard) -> {address: agg}
         self.first_commit = {}
+        self.finalized_at = {}                            # (round, shard) -> time it became final
         self.txs = []                                     # (address, kind, args)
+        self.refused = []                                 # (address, round, shard, why): the contract reverts
 
     def view(self, me):
         return _ChainView(self, me)
@@ -51,10 +56,17 @@ class _ChainView:
 
     def commit(self, session, rnd, shard, agg, local):
         with self.c.lock:
-            assert self.c.round[shard] == rnd, "commit for a round that is not current"
-            assert self.me.address not in self.c.commits[(rnd, shard)], "duplicate commit"
+            current = self.c.round[shard]
+            late = rnd == current - 1 and time.monotonic() - self.c.finalized_at[(rnd, shard)] <= self.c.deadline_s
+            why = ("AlreadyCommitted" if self.me.address in self.c.commits[(rnd, shard)] else
+                   None if rnd == current or late else "RoundClosed" if rnd < current else "WrongRound")
+            if why is not None:
+                self.c.refused.append((self.me.address, rnd, shard, why))
+                return
             self.c.txs.append((self.me.address, "commit", (rnd, shard, agg)))
             self.c.commits[(rnd, shard)][self.me.address] = agg
+            if late:
+                return
             self.c.first_commit.setdefault((rnd, shard), time.monotonic())
             need = math.ceil(2 * self.c.replicas / 3)
             if list(self.c.commits[(rnd, shard)].values()).count(agg) >= need:
@@ -62,6 +74,7 @@ class _ChainView:
 
     def _finalize(self, rnd, shard, h):
         self.c.finals[(rnd, shard)] = h
+        self.c.finalized_at[(rnd, shard)] = time.monotonic()
         self.c.round[shard] = rnd + 1
 
     def try_finalize_after_timeout(self, session, rnd, shard):
@@ -167,4 +180,5 @@ def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, p
     stop.set()
     assert not errors, errors
     assert not hung, f"runners {hung} did not finish"
+    assert not chain.refused, f"runners sent commits the contract refuses: {chain.refused}"
     return runners

@@ -1,0 +1,132 @@
+"""One table of session scenarios, run against both implementations of the runner's ``ChainPort``: the in-memory
+``FakeChain`` the runner unit tests use, and the daemon's real port (``ChainAdapter`` over the chain clients) on
+the real ``TrainingSessions`` contract (eth-tester). The fake cannot drift from the contract unnoticed: a rule the
+contract changes (when a round is final, what a late, duplicate or early commit does, when the timeout
+finalization works) fails here for the fake until the fake follows.
+
+Each scenario is a list of steps on one shard of a fresh session; replicas commit labelled hashes:
+``("commit", replica, round, label)``, ``("timeout",)`` (the commit deadline passes),
+``("finalize", replica, round, expected)`` (``try_finalize_after_timeout``'s answer), ``("final", round, label)``
+(None: not final), ``("round", n)``, ``("committed", replica, round, bool)``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from node.daemon.ports import Member
+from node.hashing import keccak_hex
+from tests.daemon.fakes import FakeChain
+
+SCENARIOS = {
+    "two of three agreeing make the round final": (3, [
+        ("commit", 0, 0, "A"), ("final", 0, None), ("round", 0),
+        ("commit", 1, 0, "A"), ("final", 0, "A"), ("round", 1)]),
+    "a dissenting first commit does not block the majority": (3, [
+        ("commit", 0, 0, "B"), ("commit", 1, 0, "A"), ("final", 0, None),
+        ("commit", 2, 0, "A"), ("final", 0, "A"), ("round", 1)]),
+    "a late commit for the round just final is recorded, not counted": (3, [
+        ("commit", 0, 0, "A"), ("commit", 1, 0, "A"), ("commit", 2, 0, "B"),
+        ("final", 0, "A"), ("round", 1), ("committed", 2, 0, True)]),
+    "a second commit of the same replica changes nothing": (3, [
+        ("commit", 0, 0, "A"), ("commit", 0, 0, "B"), ("committed", 0, 0, True),
+        ("commit", 1, 0, "B"), ("final", 0, None), ("committed", 2, 0, False)]),
+    "a commit for a round that has not started changes nothing": (3, [
+        ("commit", 0, 1, "A"), ("committed", 0, 1, False), ("round", 0)]),
+    "with a replica down the round is final after the deadline": (4, [
+        ("commit", 0, 0, "A"), ("commit", 1, 0, "A"), ("final", 0, None),
+        ("finalize", 2, 0, False), ("timeout",), ("finalize", 2, 0, True), ("final", 0, "A"), ("round", 1),
+        ("commit", 0, 1, "C"), ("commit", 1, 1, "C"), ("commit", 2, 1, "C"), ("final", 1, "C")]),
+    "the deadline finalizes nothing without a quorum among the commits": (4, [
+        ("commit", 0, 0, "A"), ("commit", 1, 0, "B"), ("timeout",), ("finalize", 2, 0, False),
+        ("final", 0, None), ("round", 0)]),
+    "the deadline finalizes nothing before any commit": (3, [
+        ("timeout",), ("finalize", 0, 0, False), ("final", 0, None)]),
+}
+
+
+def _h(label: str) -> str:
+    return keccak_hex(label.encode())
+
+
+class FakeWorld:
+    """The fake chain: ``deadline_s`` stands for the contract's commit timeout."""
+
+    DEADLINE = 0.2
+
+    def __init__(self, replicas: int):
+        self.members = [Member(f"0x{i:040x}", 0, i, f"peer{i}") for i in range(replicas)]
+        self.chain = FakeChain(self.members, rounds=3, replicas=replicas, deadline_s=self.DEADLINE)
+        self.ports = [self.chain.view(m) for m in self.members]
+        self.session = 1
+
+    def timeout(self):
+        time.sleep(self.DEADLINE * 1.5)
+
+
+class RealWorld:
+    """A fresh session of the real contracts on eth-tester, one node account (and real port) per replica."""
+
+    def __init__(self, replicas: int):
+        from node.chain.clients import NodeRegistryClient, SessionsClient
+        from node.chain.sender import TxSender
+        from node.daemon.adapters import ChainAdapter
+        from tests.support.evm import (COMMIT_TIMEOUT, JOIN_WINDOW, VOTING_DELAY, VOTING_PERIOD, deploy_system,
+                                       new_chain, propose_args, register, tester_keys)
+
+        self.chain = c = new_chain()
+        sys_ = deploy_system(c)
+        nodes, keys = c.accounts[1:replicas + 1], tester_keys(c)[1:replicas + 1]
+        for n in nodes:
+            register(sys_, n)
+        c.mine(1)
+        params, spec = propose_args(layerBounds=[0, 6], shardMemoryMB=[1000], minReplicas=replicas, rounds=3)
+        c.tx(sys_.governance.functions.propose(params, spec), c.accounts[0])
+        c.mine(VOTING_DELAY + 1)
+        for n in nodes:
+            c.tx(sys_.governance.functions.castVote(1, True), n)
+        c.mine(VOTING_PERIOD + 1)
+        c.tx(sys_.governance.functions.execute(1), c.accounts[0])
+        self.session = sys_.sessions.functions.sessionOfProposal(1).call()
+        for n in nodes:
+            c.tx(sys_.sessions.functions.join(self.session), n)
+        c.mine(JOIN_WINDOW + 1)
+        c.tx(sys_.sessions.functions.start(self.session), nodes[0])
+        self.timeout_blocks = COMMIT_TIMEOUT
+        registry = NodeRegistryClient(c.w3, sys_.registry.address)
+        self.ports = [ChainAdapter(SessionsClient(c.w3, sys_.sessions.address, TxSender(c.w3, k)), registry, n)
+                      for n, k in zip(nodes, keys)]
+
+    def timeout(self):
+        self.chain.mine(self.timeout_blocks + 1)
+
+
+@pytest.mark.parametrize("world", [FakeWorld, RealWorld], ids=["fake", "contract"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_chain_port_scenarios(world, name):
+    replicas, steps = SCENARIOS[name]
+    w = world(replicas)
+    sid = w.session
+    for i, step in enumerate(steps):
+        kind, *args = step
+        where = f"{name}: step {i} {step}"
+        if kind == "commit":
+            r, rnd, label = args
+            w.ports[r].commit(sid, rnd, 0, _h(label), _h("local" + label))
+        elif kind == "timeout":
+            w.timeout()
+        elif kind == "finalize":
+            r, rnd, expected = args
+            assert w.ports[r].try_finalize_after_timeout(sid, rnd, 0) is expected, where
+        elif kind == "final":
+            rnd, label = args
+            assert w.ports[0].final_hash(sid, rnd, 0) == (None if label is None else _h(label)), where
+        elif kind == "round":
+            assert w.ports[0].current_round(sid, 0) == args[0], where
+        elif kind == "committed":
+            r, rnd, expected = args
+            assert w.ports[r].committed(sid, rnd, 0) is expected, where
+        else:
+            raise AssertionError(f"unknown step {step}")
