@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from node.errors import BsnsError, validation_message
 from node.hashing import keccak_hex
-from node.vocab import Aggregation, Distribution, EmulatorRule, Task
+from node.vocab import MAX_REPLICAS, MAX_SHARDS, Aggregation, Distribution, EmulatorRule, Task
 
 HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
@@ -83,9 +83,9 @@ class MethodSection(_Section):
 
 
 class ShardsSection(_Section):
-    layers: list[tuple[int, int]] = Field(min_length=1, max_length=64)
-    memory_mb: list[int] = Field(min_length=1, max_length=64)
-    min_replicas: int = Field(default=1, ge=1, le=1000)
+    layers: list[tuple[int, int]] = Field(min_length=1, max_length=MAX_SHARDS)
+    memory_mb: list[int] = Field(min_length=1, max_length=MAX_SHARDS)
+    min_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
 
     @field_validator("layers")
     @classmethod

@@ -6,6 +6,9 @@ spec uses, the code the chain stores and the strategy the trainer runs are one f
 these lists as Solidity enums (``contracts/interfaces``); ``tests/test_vocab_mirror.py`` compares the two.
 PEFT method names are not here: each tuner registers itself (``node.tuners.registry``) with its properties.
 
+It also holds the session limits a job spec must respect because the contracts enforce them
+(``MAX_SHARDS``, ``MAX_REPLICAS``; ``contracts/interfaces/ITrainingSessions.sol`` declares the same numbers).
+
 A leaf module: it imports nothing of the project but ``node.errors``.
 """
 
@@ -14,6 +17,11 @@ from __future__ import annotations
 from enum import StrEnum
 
 from node.errors import BsnsError
+
+
+#: most shards of one session, and most replicas of one shard (SESSION_MAX_SHARDS / SESSION_MAX_REPLICAS on chain)
+MAX_SHARDS = 64
+MAX_REPLICAS = 1024
 
 
 class UnknownWord(BsnsError, ValueError):

@@ -130,3 +130,13 @@ def test_intenum_words_are_their_names_in_code_order():
     assert python_words(Fault) == ["NONE", "WRONG_HASH", "MISSING"]
     assert mismatch(python_words(Fault), ["None", "WrongHash", "Missing"]) is None
     assert mismatch(python_words(Fault), ["None", "Missing", "WrongHash"]) is not None
+
+
+@pytest.mark.parametrize("name,value", [("SESSION_MAX_SHARDS", vocab.MAX_SHARDS),
+                                        ("SESSION_MAX_REPLICAS", vocab.MAX_REPLICAS)])
+def test_session_limits_are_the_contracts(name, value):
+    """The job spec's bounds on shards and replicas are the numbers TrainingSessions enforces."""
+    source = (CONTRACTS / "interfaces" / "ITrainingSessions.sol").read_text(encoding="utf-8")
+    m = re.search(rf"\bconstant\s+{name}\s*=\s*([0-9_]+)\s*;", _COMMENT.sub(" ", source))
+    assert m is not None, f"{name} is not declared in ITrainingSessions.sol"
+    assert int(m.group(1).replace("_", "")) == value
