@@ -157,7 +157,7 @@ def run_fedpeat(work: Workload, cfg: RunConfig, strategy=None, record_path: str 
     rng = np.random.default_rng(cfg.seed)
     fedft = cfg.strategy == "fedft"
 
-    if strategy is None:
+    if strategy is None and not (fedft or cfg.case == 3):  # those train every device on the full model
         strategy = policy_for(cfg)
 
     # the global model the server holds; devices in case 3 and Fed-FT hold a copy of the full model

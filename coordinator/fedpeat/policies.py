@@ -2,7 +2,7 @@
 
 Every policy answers ``choose(obs, rng) -> [retention or None per device]`` (None: the device sits the round
 out); the caller then applies the hard memory guard (``env.feasible``), so no policy can hand a device an
-emulator that does not fit it. Policies register themselves by name (``register_policy``) and are built from
+emulator that does not fit it. Policies register themselves by name (the command line chooses one with ``--strategy``) (``register_policy``) and are built from
 one ``PolicySettings`` (``make_policy``), so the in-process harness, ``bsns fedpeat run`` and the controller of
 a daemon-run session (``bsns fedpeat control``) all offer the same names with the same checks.
 """
@@ -58,7 +58,7 @@ def policy_names() -> tuple[str, ...]:
 def make_policy(name: str, settings: PolicySettings) -> ParticipationPolicy:
     """The policy called ``name``, configured by ``settings``; ``FedPEATError`` in one line otherwise."""
     if name not in _POLICIES:
-        raise FedPEATError(f"unknown participation policy {name!r} (known: {', '.join(_POLICIES)})")
+        raise FedPEATError(f"unknown strategy {name!r} (known: {', '.join(_POLICIES)})")
     return _POLICIES[name].from_settings(settings)
 
 
@@ -75,7 +75,7 @@ class FixedPolicy(ParticipationPolicy):
     def from_settings(cls, s: PolicySettings) -> "FixedPolicy":
         retention = max(s.options) if s.retention is None else float(s.retention)
         if retention not in s.options:
-            raise FedPEATError(f"the fixed policy's retention {retention} is not one of the options {list(s.options)}")
+            raise FedPEATError(f"strategy fixed: retention {retention} is not one of the options {list(s.options)}")
         return cls(retention, s.devices)
 
     def choose(self, obs, rng) -> list:
@@ -95,7 +95,7 @@ class ListPolicy(ParticipationPolicy):
     def from_settings(cls, s: PolicySettings) -> "ListPolicy":
         given = list(s.device_retentions or ())
         if len(given) != s.devices or any(r not in s.options for r in given):
-            raise FedPEATError(f"the list policy needs one retention per device ({s.devices}) among the options "
+            raise FedPEATError(f"strategy list needs one retention per device ({s.devices}) among the options "
                                f"{list(s.options)}, got {given}")
         return cls([float(r) for r in given])
 
@@ -135,7 +135,7 @@ class PPOPolicy(ParticipationPolicy):
         from coordinator.fedpeat.ppo import load_controller
 
         if s.controller_dir is None:
-            raise FedPEATError("the ppo policy needs --controller DIR (bsns fedpeat train-controller)")
+            raise FedPEATError("strategy ppo needs --controller DIR (bsns fedpeat train-controller)")
         model, profile, _, _ = load_controller(s.controller_dir)
         if len(profile.capacities) != s.devices or list(profile.options) != list(s.options):
             raise FedPEATError(f"controller was trained for {len(profile.capacities)} devices and options "

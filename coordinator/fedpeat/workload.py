@@ -10,9 +10,10 @@ Peak device memory is measured, not estimated: model weights and buffers + gradi
 moments of the trainable parameters + the bytes autograd saves for backward during one real training step
 (``torch.autograd.graph.saved_tensors_hooks``, counted once per storage, parameters excluded).
 
-Every step that draws random numbers (adapter initialisation, distillation and training dropout, the memory
-probe's forward pass) runs under its own seed in a forked torch RNG (``seeded``), so a run's numbers do not
-depend on what ran before it in the process, and nothing it does shifts the random stream of what runs after.
+Devices train with the one training step every bsns trainer takes (``node.train.step``, dropout off). Every step
+that draws random numbers (adapter initialisation, distillation's dropout) runs under its own seed in a forked
+torch RNG (``seeded``), so a run's numbers do not depend on what ran before it in the process, and nothing it does
+shifts the random stream of what runs after.
 """
 
 from __future__ import annotations
@@ -204,30 +205,23 @@ class Workload:
         return self.with_adapters(copy.deepcopy(emu.model), emu.manifest.adapter_layers), emu
 
     # ---- training and evaluation -------------------------------------------------------------
-    def train(self, model, indices: list[int], steps: int, seed: int, lr: float | None = None,
-              params: list | None = None) -> list[float]:
-        """``steps`` AdamW steps on batches drawn (seeded) from ``indices``; returns the losses."""
-        import torch
-
+    def train(self, model, indices: list[int], steps: int, seed: int, lr: float | None = None) -> list[float]:
+        """``steps`` steps of the one training step every bsns trainer takes (``node.train.step``: AdamW over the
+        trainable parameters, dropout off) on batches drawn (seeded) from ``indices``; returns the losses."""
         from node.train.data import batch_indices
+        from node.train.step import make_optimizer, train_step
 
         if steps <= 0:
             return []
         if len(indices) < self.cfg.batch_size:
             raise FedPEATError(f"a device holds {len(indices)} examples, fewer than one batch of {self.cfg.batch_size}")
-        params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr if lr is not None else self.cfg.lr, weight_decay=0.0)
-        model.train()
-        losses = []
-        with seeded(seed):  # dropout: the same seed gives the same steps in any process, in any order
-            for pos in batch_indices(len(indices), self.cfg.batch_size, seed, steps):
-                loss, _ = self.loss_and_logits(model, self._batch(self.train_set, [indices[i] for i in pos]))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
+        lr = lr if lr is not None else self.cfg.lr
+        opt = make_optimizer(model, lr)
         model.eval()
-        return losses
+        device = str(next(model.parameters()).device)
+        return [train_step(model, opt, self.train_set.collate([indices[i] for i in pos]), "sequence-classification",
+                           device, lr)
+                for pos in batch_indices(len(indices), self.cfg.batch_size, seed, steps)]
 
     def evaluate(self, model) -> dict:
         import torch
@@ -266,12 +260,11 @@ class Workload:
             return t
 
         batch = self._batch(self.train_set, list(range(self.cfg.batch_size)))
-        model.train()
-        with seeded(0), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.eval()  # as it trains: dropout off (node.train.step)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss, _ = self.loss_and_logits(model, batch)
             loss.backward()
         model.zero_grad(set_to_none=True)
-        model.eval()
         total = weights + 3 * trainable + sum(seen.values())
         if key is not None:
             self._mem_cache[key] = total
