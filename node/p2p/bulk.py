@@ -437,8 +437,8 @@ def _close(sock: socket.socket) -> None:
         pass
 
 
-class SessionChannel:
-    """One end of a pipeline session: a side socket carrying many messages under one AES-GCM key.
+class Link:
+    """One end of a pipeline link: a side socket carrying many messages under one AES-GCM key.
 
     Set up once per peer over ``/bsns/pipeline/1`` (the listening side draws the token and key and
     sends them on the Noise stream, as for single transfers); afterwards a message is a sequence of
@@ -491,7 +491,7 @@ class SessionChannel:
         _recv_exactly(self.sock, memoryview(head))
         n = int.from_bytes(head, "big")
         if n > limit or (out is not None and n > len(out)):
-            raise IntegrityError(f"session record of {n} bytes exceeds what was announced")
+            raise IntegrityError(f"link record of {n} bytes exceeds what was announced")
         mv = memoryview(self._in)[:n + TAG]
         _recv_exactly(self.sock, mv)
         nonce = self._rx_prefix + self._rx.to_bytes(8, "big")
@@ -502,7 +502,7 @@ class SessionChannel:
             self._aead.decrypt_into(nonce, mv, self._aad(n), out[:n])
             return n
         except InvalidTag:
-            raise IntegrityError(f"session record {self._rx - 1} failed authentication: corrupted or tampered bytes") from None
+            raise IntegrityError(f"link record {self._rx - 1} failed authentication: corrupted or tampered bytes") from None
 
     def recv_payload(self, out: memoryview, hasher: Any = None) -> None:
         pump = _HashPump(hasher) if hasher is not None else None
@@ -511,7 +511,7 @@ class SessionChannel:
             while off < len(out):
                 n = self.recv_record(out[off:off + RECORD])
                 if n != min(RECORD, len(out) - off):
-                    raise IntegrityError("session payload record has the wrong length")
+                    raise IntegrityError("link payload record has the wrong length")
                 if pump is not None:
                     pump.feed(out[off:off + n])
                 off += n

@@ -61,7 +61,7 @@ def test_message_from_the_wrong_peer_is_an_error(pair):
 
 def test_bulk_transfer_after_the_peer_dropped_the_kept_side_socket(pair):
     a, b = pair
-    b._bulk._idle_timeout = 0.3          # b closes parked side sockets quickly
+    b.bulkport.listener._idle_timeout = 0.3          # b closes parked side sockets quickly
     big = torch.randn(2**19)             # 2 MB: bulk channel
     from node.p2p import Tags
 

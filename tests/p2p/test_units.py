@@ -267,11 +267,11 @@ def test_only_noise_and_yamux_are_spoken():
         node.close()
 
 
-def test_session_records_are_sealed_per_direction_and_order():
+def test_link_records_are_sealed_per_direction_and_order():
     a, b = _pair()
     token, key = bulk.new_secret()
-    dialler = bulk.SessionChannel(a, key, token, dialler=True)
-    listener = bulk.SessionChannel(b, key, token, dialler=False)
+    dialler = bulk.Link(a, key, token, dialler=True)
+    listener = bulk.Link(b, key, token, dialler=False)
     payload = memoryview(bytes(range(256)) * 9000)             # > 2 records
     dialler.send_record(b"header")
     threading.Thread(target=dialler.send_payload, args=(payload,)).start()
@@ -289,7 +289,7 @@ def test_session_records_are_sealed_per_direction_and_order():
         def sendall(self, chunk):
             raw.extend(chunk)
 
-    spy = bulk.SessionChannel(Capture(), key, token, dialler=True)
+    spy = bulk.Link(Capture(), key, token, dialler=True)
     spy.send_record(b"header")                                  # byte for byte the first record again
     a.sendall(raw)
     with pytest.raises(IntegrityError):                          # replay
@@ -323,3 +323,4 @@ def test_a_port_in_use_is_a_clear_error_and_leaks_nothing():
     finally:
         busy.close()
     assert open_connections() - before == set()
+
