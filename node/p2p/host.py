@@ -15,7 +15,7 @@ The workarounds for py-libp2p's known failures live here, each measured:
   and the next call redials it;
 - every known address of a peer is tried in turn (the library only dials the first per transport);
 - ``close()`` disconnects every peer and awaits ``host.close()``, or leaving ``host.run()`` leaks
-  outgoing sockets.
+  outgoing sockets; a disconnect is never cancelled half-way (see ``_close_peer``).
 """
 
 from __future__ import annotations
@@ -216,14 +216,29 @@ class Host:
             await self._close_peer(pid)
 
     async def _close_peer(self, pid: Any) -> None:
-        """Disconnect ``pid``, giving up after ``DISCONNECT_TIMEOUT``."""
+        """Close every connection to ``pid`` and its socket, whatever happens half-way.
+
+        The library marks a connection closed before it closes the muxer and the socket, and every
+        later close of a marked connection (``host.close()`` included) returns at once: a close
+        cancelled in between leaks an ESTABLISHED socket for good. So the close is shielded from the
+        caller's cancellation, bounded by ``DISCONNECT_TIMEOUT``, and any connection whose muxer did
+        not end up closed (a close stuck or cancelled half-way, here or inside the library) gets its
+        secured connection, hence its socket, closed directly.
+        """
         import trio
 
-        with trio.move_on_after(DISCONNECT_TIMEOUT):
-            try:
-                await self.lp2p.disconnect(pid)
-            except Exception as exc:
-                log.debug("disconnect %s: %s", pid, exc)
+        conns = list(self.lp2p.get_network().connections.get(pid, []))
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(DISCONNECT_TIMEOUT):
+                try:
+                    await self.lp2p.disconnect(pid)
+                except Exception as exc:
+                    log.debug("disconnect %s: %s", pid, exc)
+            for conn in conns:
+                muxed = getattr(conn, "muxed_conn", None)
+                if muxed is not None and not getattr(muxed, "is_closed", True):
+                    with trio.move_on_after(DISCONNECT_TIMEOUT), contextlib.suppress(Exception):
+                        await muxed.secured_conn.close()
 
     # ------------------------------------------------------------------ authorisation
     async def authorized(self, stream: Any, protocol: str) -> str | None:
