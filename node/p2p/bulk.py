@@ -1,7 +1,9 @@
 """The bulk channel: large payloads on a side TCP socket that libp2p negotiates and keys.
 
 Owns the side socket: a listener thread that hands incoming sockets to the transfer whose one-time
-token they present, and the record layer that moves bytes over them with AES-256-GCM.
+token they present, the dialling side's kept sockets, and the record layer that moves bytes over them
+with AES-256-GCM, for single transfers and for ``Link`` (one socket carrying many pipeline messages).
+How the services use it is ``node.p2p.bulkport``; links are pooled by ``node.p2p.links``.
 
 Why it exists: py-libp2p moves one stream at ~0.1-0.3 GB/s on loopback (64 KiB yamux frames and
 64 KiB Noise messages, each a trip through the trio scheduler), where a plain socket moves

@@ -5,7 +5,9 @@ yamux only, secp256k1 identity), dialling (the address book and the library's di
 authorisation (``authorize`` off the trio thread, a yes cached briefly), the pooled request/response
 exchange on streams (with the stream limits) and the write side of framing. It knows no protocol:
 services (``Service``) register their handlers, the library services they need run, and their
-clean-up, and the host never imports one.
+clean-up, and the host never imports one. Hand-written because py-libp2p is trio-only and offers
+neither a blocking API nor request pooling, and hivemind's split (a daemon plus servicers) needs its
+Go daemon.
 
 The workarounds for py-libp2p's known failures live here, each measured:
 
@@ -15,7 +17,8 @@ The workarounds for py-libp2p's known failures live here, each measured:
   and the next call redials it;
 - every known address of a peer is tried in turn (the library only dials the first per transport);
 - ``close()`` disconnects every peer and awaits ``host.close()``, or leaving ``host.run()`` leaks
-  outgoing sockets; a disconnect is never cancelled half-way (see ``_close_peer``).
+  outgoing sockets; a disconnect that overruns or is cancelled half-way still closes its socket
+  (see ``_close_peer``).
 """
 
 from __future__ import annotations
