@@ -21,7 +21,7 @@ from node.p2p.host import Host, Service
 from node.p2p.identity import eth_address_from_peer_id
 from node.p2p.limits import GOSSIP_PREFIX, GOSSIP_RATE, MAX_GOSSIP_BYTES
 
-log = logging.getLogger("node.p2p")
+log = logging.getLogger(__name__)
 
 Callback = Callable[[str, bytes], None]
 

@@ -34,7 +34,7 @@ from node.p2p.errors import P2PError, PeerUnavailable
 from node.p2p.identity import eth_address_from_peer_id
 from node.p2p.limits import AUTH_TTL, DISCONNECT_TIMEOUT, MAX_IDLE_STREAMS
 
-log = logging.getLogger("node.p2p")
+log = logging.getLogger(__name__)
 
 Authorize = Callable[[str, str], bool]
 

@@ -23,7 +23,7 @@ from node.p2p.host import Host
 from node.p2p.limits import (LINK_IDLE_DIALLER, LINK_IDLE_LISTENER, LINK_RETRY_AFTER, MAX_HEADER_RECORD,
                              MAX_IDLE_LINKS, MAX_LINKS_PER_PEER, PIPELINE_PROTOCOL)
 
-log = logging.getLogger("node.p2p")
+log = logging.getLogger(__name__)
 
 OnMessage = Callable[[bulk.Link, str, bytes], bool]
 

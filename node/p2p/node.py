@@ -47,7 +47,7 @@ from node.p2p.limits import ADAPTER_PROTOCOL, BULK_THRESHOLD, KAD_PROTOCOL, PIPE
 from node.p2p.pipeline import PipelineService
 from node.p2p.store import BlobStore
 
-log = logging.getLogger("node.p2p")
+log = logging.getLogger(__name__)
 
 
 class P2PNode:

@@ -23,7 +23,7 @@ from node.p2p.inbox import Inbox
 from node.p2p.limits import IDLE_STREAM_TIMEOUT, MAX_HEADER_RECORD, PIPELINE_PROTOCOL, STREAM_CHUNK
 from node.p2p.links import LinkPool, NoLink
 
-log = logging.getLogger("node.p2p")
+log = logging.getLogger(__name__)
 
 
 class PipelineService(Service):
