@@ -3,7 +3,7 @@ against full-model federated averaging, measured side by side in one run on this
 
 - Step time: stage 1 runs in a separate OS process, stage 0 in this one; they exchange activations
   and gradients over libp2p (``P2PNode``, TCP + Noise + yamux, bulk channel for large tensors)
-  with the daemon's own pipeline code (``ShardTrainer`` + ``P2PTransport``). The local baseline is
+  with the daemon's own pipeline code (``ShardTrainer`` + ``PipelineTransport``). The local baseline is
   ``bsns train local``'s step (``node.train.local.train_step``) on the whole model, same batches,
   interleaved step by step with the pipeline's so both see the same load on a shared machine.
   Each process gets ``--threads`` torch threads; the local baseline is measured with the same
@@ -68,9 +68,7 @@ def _worker(args_json: str) -> None:
 
     import torch
 
-    from node.daemon.adapters import P2PTransport
-    from node.daemon.ports import Member
-    from node.p2p import P2PNode
+    from node.p2p import P2PNode, PipelineTransport
     from node.train.build import build_model
     from node.train.step import make_optimizer
     from node.tuners import adapter_state_dict
@@ -87,7 +85,7 @@ def _worker(args_json: str) -> None:
                       "address": node.eth_address}), flush=True)
     line = sys.stdin.readline()  # the main process is connected and ready
     peer = json.loads(line)
-    tr = ShardTrainer(shard, 1, 2, P2PTransport(node, 1, 0, {0: Member("", 0, 0, peer["peer_id"])}), opt,
+    tr = ShardTrainer(shard, 1, 2, PipelineTransport(node, 1, 0, {0: peer["peer_id"]}), opt,
                       micro_batches=spec.training.micro_batches, task=spec.task.kind, timeout=120)
     for i in range(a["steps"]):
         tr.step(i, None, spec.training.learning_rate)
@@ -104,9 +102,7 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
 
     import torch
 
-    from node.daemon.adapters import P2PTransport
-    from node.daemon.ports import Member
-    from node.p2p import P2PNode
+    from node.p2p import P2PNode, PipelineTransport
     from node.p2p.identity import eth_address_from_private_key
     from node.train import data as D
     from node.train.build import build_data, build_model, count_parameters
@@ -135,7 +131,7 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
         node.connect(hello["peer_id"], [hello["addr"]])
         proc.stdin.write(json.dumps({"peer_id": node.peer_id}) + "\n")
         proc.stdin.flush()
-        tr = ShardTrainer(shard, 0, 2, P2PTransport(node, 1, 0, {1: Member("", 1, 0, hello["peer_id"])}), opt,
+        tr = ShardTrainer(shard, 0, 2, PipelineTransport(node, 1, 0, {1: hello["peer_id"]}), opt,
                           micro_batches=micro_batches, task=spec.task.kind, timeout=120)
         # the local baseline runs in this process, interleaved step by step with the pipeline (the
         # stage-1 process idles meanwhile), so both see the same background load on a shared machine

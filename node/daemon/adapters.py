@@ -1,5 +1,5 @@
 """The session runner's ports over the real parts: ``ChainAdapter`` (node.chain clients) and
-``NetAdapter`` (node.p2p's ``P2PNode``), plus ``P2PTransport`` for the pipeline.
+``NetAdapter`` (node.p2p's ``P2PNode``; its pipeline transport is node.p2p's ``PipelineTransport``).
 
 These are the only places where the daemon touches chain and p2p objects during a session, so the
 runner (node.daemon.session) stays testable with in-memory fakes.
@@ -14,7 +14,6 @@ import time
 
 from node.daemon.ports import ZERO_HASH, Announcement, Member
 from node.errors import BsnsError
-from node.train.pipeline import PipelineError, PipelineTimeout
 
 log = logging.getLogger("bsns.daemon")
 
@@ -151,42 +150,6 @@ class ChainAdapter:
         return out
 
 
-class P2PTransport:
-    """``node.train.pipeline.Transport`` over ``P2PNode``: tags (session, round, step, micro, direction)."""
-
-    def __init__(self, node, session: int, rnd: int, stage_peers: dict[int, Member], wire_dtype: str | None = None):
-        self.node, self.session, self.rnd = node, session, rnd
-        self.peers = {s: m.peer_id for s, m in stage_peers.items()}
-        self.wire_dtype = wire_dtype
-
-    def _tags(self, key):
-        from node.p2p import Tags
-
-        step, micro, direction = key
-        return Tags(self.session, self.rnd, step, micro, direction)
-
-    def send(self, to_stage, key, tensors):
-        from node.p2p import P2PError
-
-        try:
-            ok = self.node.send_tensor(self.peers[to_stage], self._tags(key), dict(tensors))
-        except P2PError as exc:
-            raise PipelineError(f"send to stage {to_stage} failed: {exc}") from None
-        if not ok:
-            raise PipelineError(f"stage {to_stage} dropped step {key[0]} as stale or duplicate (it is elsewhere)")
-
-    def recv(self, from_stage, key, timeout):
-        from node.p2p import P2PError, RecvTimeout
-
-        try:
-            return self.node.recv(self._tags(key), timeout=timeout)
-        except RecvTimeout:
-            raise PipelineTimeout(f"stage {from_stage} sent nothing for step {key[0]} micro-batch {key[1]} "
-                                  f"({key[2]}) within {timeout:g} s") from None
-        except P2PError as exc:
-            raise PipelineError(str(exc)) from None
-
-
 class NetAdapter:
     """``NetPort`` over ``P2PNode``: pipeline transport, blobs, and announcements on the session topic."""
 
@@ -208,6 +171,8 @@ class NetAdapter:
                     log.info("peer %s at %s unreachable: %s", m.peer_id[:12], m.addr, exc)
 
     def transport(self, session, rnd, replica, stage_peers):
+        from node.p2p import PipelineTransport
+
         key = (session, rnd)
         with self._lock:
             attempt = self._attempts.get(key, 0)
@@ -217,7 +182,7 @@ class NetAdapter:
             # state (messages of the failed attempt are dropped with it)
             self.node.reset_session(session)
         self.ensure_connected(list(stage_peers.values()))
-        return P2PTransport(self.node, session, rnd, stage_peers)
+        return PipelineTransport(self.node, session, rnd, {s: m.peer_id for s, m in stage_peers.items()})
 
     # -- blobs ----------------------------------------------------------------------------------
     def serve(self, data):

@@ -1,7 +1,9 @@
 """The bulk channel: large payloads on a side TCP socket that libp2p negotiates and keys.
 
 Owns the side socket: a listener thread that hands incoming sockets to the transfer whose one-time
-token they present, and the record layer that moves bytes over them with AES-256-GCM.
+token they present, the dialling side's kept sockets, and the record layer that moves bytes over them
+with AES-256-GCM, for single transfers and for ``Link`` (one socket carrying many pipeline messages).
+How the services use it is ``node.p2p.bulkport``; links are pooled by ``node.p2p.links``.
 
 Why it exists: py-libp2p moves one stream at ~0.1-0.3 GB/s on loopback (64 KiB yamux frames and
 64 KiB Noise messages, each a trip through the trio scheduler), where a plain socket moves
@@ -437,8 +439,8 @@ def _close(sock: socket.socket) -> None:
         pass
 
 
-class SessionChannel:
-    """One end of a pipeline session: a side socket carrying many messages under one AES-GCM key.
+class Link:
+    """One end of a pipeline link: a side socket carrying many messages under one AES-GCM key.
 
     Set up once per peer over ``/bsns/pipeline/1`` (the listening side draws the token and key and
     sends them on the Noise stream, as for single transfers); afterwards a message is a sequence of
@@ -491,7 +493,7 @@ class SessionChannel:
         _recv_exactly(self.sock, memoryview(head))
         n = int.from_bytes(head, "big")
         if n > limit or (out is not None and n > len(out)):
-            raise IntegrityError(f"session record of {n} bytes exceeds what was announced")
+            raise IntegrityError(f"link record of {n} bytes exceeds what was announced")
         mv = memoryview(self._in)[:n + TAG]
         _recv_exactly(self.sock, mv)
         nonce = self._rx_prefix + self._rx.to_bytes(8, "big")
@@ -502,7 +504,7 @@ class SessionChannel:
             self._aead.decrypt_into(nonce, mv, self._aad(n), out[:n])
             return n
         except InvalidTag:
-            raise IntegrityError(f"session record {self._rx - 1} failed authentication: corrupted or tampered bytes") from None
+            raise IntegrityError(f"link record {self._rx - 1} failed authentication: corrupted or tampered bytes") from None
 
     def recv_payload(self, out: memoryview, hasher: Any = None) -> None:
         pump = _HashPump(hasher) if hasher is not None else None
@@ -511,7 +513,7 @@ class SessionChannel:
             while off < len(out):
                 n = self.recv_record(out[off:off + RECORD])
                 if n != min(RECORD, len(out) - off):
-                    raise IntegrityError("session payload record has the wrong length")
+                    raise IntegrityError("link payload record has the wrong length")
                 if pump is not None:
                     pump.feed(out[off:off + n])
                 off += n

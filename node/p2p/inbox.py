@@ -18,8 +18,9 @@ from node.p2p.errors import P2PError
 from node.p2p.wire import Tags
 
 
-class RecvTimeout(P2PError):
-    """No message with the requested tags arrived in time."""
+class RecvTimeout(P2PError, TimeoutError):
+    """No message with the requested tags arrived in time (also a builtin ``TimeoutError``, which is
+    how callers outside ``node.p2p``, e.g. the shard trainer, recognise a timeout)."""
 
 
 class Inbox:

@@ -37,8 +37,8 @@ FLAG_HAS_HASH = 0x1
 KIND_TENSOR = 1
 KIND_BLOB = 2
 KIND_BLOB_REQUEST = 3
-KIND_SESSION = 4     # ask for a pipeline session on the bulk channel (no payload)
-KINDS = {KIND_TENSOR: "tensor", KIND_BLOB: "blob", KIND_BLOB_REQUEST: "blob-request", KIND_SESSION: "session"}
+KIND_LINK = 4        # ask for a pipeline link on the bulk channel (no payload)
+KINDS = {KIND_TENSOR: "tensor", KIND_BLOB: "blob", KIND_BLOB_REQUEST: "blob-request", KIND_LINK: "link"}
 
 DIRECTIONS = {"none": 0, "fwd": 1, "bwd": 2}
 DIRECTION_NAMES = {v: k for k, v in DIRECTIONS.items()}

@@ -49,9 +49,12 @@ class Transport(Protocol):
 
     ``key`` is ``(step, micro_batch, direction)``; implementations add the session, round and
     replica so that a late or duplicated message from another step is never taken for this one.
+    Errors are builtin-based so a transport need not import this module: ``send`` returns False when
+    the peer dropped the message (stale or duplicate); a ``TimeoutError`` is a silent neighbour; any
+    other ``BsnsError`` or ``OSError`` is a broken pipeline. ``ShardTrainer`` maps them to its errors.
     """
 
-    def send(self, to_stage: int, key: tuple[int, int, str], tensors: Mapping[str, Any]) -> None: ...
+    def send(self, to_stage: int, key: tuple[int, int, str], tensors: Mapping[str, Any]) -> bool | None: ...
 
     def recv(self, from_stage: int, key: tuple[int, int, str], timeout: float) -> dict[str, Any]: ...
 
@@ -109,6 +112,29 @@ class ShardTrainer:
         self.on_micro = on_micro
         self.compute_seconds = 0.0  # time spent in forward/backward on this stage (for the bench)
 
+    def _send(self, to_stage: int, key: tuple[int, int, str], tensors: Mapping[str, Any]) -> None:
+        try:
+            ok = self.transport.send(to_stage, key, tensors)
+        except PipelineError:
+            raise
+        except TimeoutError as exc:
+            raise PipelineTimeout(f"send to stage {to_stage} timed out: {exc}") from None
+        except (BsnsError, OSError) as exc:
+            raise PipelineError(f"send to stage {to_stage} failed: {exc}") from None
+        if ok is False:
+            raise PipelineError(f"stage {to_stage} dropped step {key[0]} as stale or duplicate (it is elsewhere)")
+
+    def _recv(self, from_stage: int, key: tuple[int, int, str]) -> dict[str, Any]:
+        try:
+            return self.transport.recv(from_stage, key, self.timeout)
+        except PipelineError:
+            raise
+        except TimeoutError:
+            raise PipelineTimeout(f"stage {from_stage} sent nothing for step {key[0]} micro-batch {key[1]} "
+                                  f"({key[2]}) within {self.timeout:g} s") from None
+        except (BsnsError, OSError) as exc:
+            raise PipelineError(str(exc)) from None
+
     @property
     def first(self) -> bool:
         return self.stage == 0
@@ -163,7 +189,7 @@ class ShardTrainer:
                 ext = getattr(self.shard, "extend_attention_mask", None)
                 msg = dict(msg, attention_mask=ext(msg["attention_mask"]) if ext else msg["attention_mask"])
             else:
-                msg = self.transport.recv(self.stage - 1, (step, m, FWD), self.timeout)
+                msg = self._recv(self.stage - 1, (step, m, FWD))
                 t0 = time.perf_counter()
                 h_in = self._dev(msg["hidden"], grad=True).requires_grad_()
                 with autocast(self.device):
@@ -174,14 +200,14 @@ class ShardTrainer:
                 total_loss += loss.detach().double().cpu()
                 self.compute_seconds += time.perf_counter() - t0
                 if h_in is not None:
-                    self.transport.send(self.stage - 1, (step, m, BWD),
-                                        {"grad": self._wire(h_in.grad), "loss": total_loss.clone()})
+                    self._send(self.stage - 1, (step, m, BWD),
+                               {"grad": self._wire(h_in.grad), "loss": total_loss.clone()})
                     del h_in
             else:
                 self.compute_seconds += time.perf_counter() - t0
-                self.transport.send(self.stage + 1, (step, m, FWD),
-                                    {"hidden": self._wire(out), "attention_mask": msg["attention_mask"],
-                                     "labels": msg["labels"]})
+                self._send(self.stage + 1, (step, m, FWD),
+                           {"hidden": self._wire(out), "attention_mask": msg["attention_mask"],
+                            "labels": msg["labels"]})
                 saved.append((h_in, out))
             if self.on_micro:
                 self.on_micro()
@@ -189,15 +215,15 @@ class ShardTrainer:
         # backward pass of every micro-batch, in the same order
         if not self.last:
             for m in range(self.micro_batches):
-                msg = self.transport.recv(self.stage + 1, (step, m, BWD), self.timeout)
+                msg = self._recv(self.stage + 1, (step, m, BWD))
                 t0 = time.perf_counter()
                 h_in, out = saved[m]
                 out.backward(self._dev(msg["grad"]).to(out.dtype))
                 self.compute_seconds += time.perf_counter() - t0
                 total_loss = msg["loss"].double()  # cumulative over micro-batches, from the last stage
                 if h_in is not None:
-                    self.transport.send(self.stage - 1, (step, m, BWD),
-                                        {"grad": self._wire(h_in.grad), "loss": total_loss.clone()})
+                    self._send(self.stage - 1, (step, m, BWD),
+                               {"grad": self._wire(h_in.grad), "loss": total_loss.clone()})
                 saved[m] = None
 
         t0 = time.perf_counter()

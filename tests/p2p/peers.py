@@ -72,7 +72,7 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
             elif cmd == "providers":
                 value = node.find_providers(args[0])
             elif cmd == "bulk_port":
-                value = node._bulk.port
+                value = node.bulkport.listener.port
             elif cmd == "stats":
                 value = {"refused": node.refused, "dropped": node.inbox.dropped,
                          "pending": node.inbox.pending(), "connected": node.connected_peers()}
@@ -88,14 +88,14 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
             elif cmd == "die_during_send":
                 # the process is killed after part of the payload went out (bulk or inline path)
                 pid, tags, tensor, path = args
-                if path == "session":
-                    real_payload = bulk.SessionChannel.send_payload
+                if path == "link":
+                    real_payload = bulk.Link.send_payload
 
                     def dying_payload(self, data):
                         real_payload(self, data[: bulk.RECORD * 2])
                         os._exit(9)
 
-                    bulk.SessionChannel.send_payload = dying_payload
+                    bulk.Link.send_payload = dying_payload
                 elif path == "bulk":
                     real = bulk.send_records
 
@@ -105,7 +105,7 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
 
                     bulk.send_records = dying
                 else:
-                    real_write = node._write
+                    real_write = node.host.write
                     calls = {"n": 0}
 
                     async def dying_write(stream, data, timeout):
@@ -114,7 +114,7 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
                             os._exit(9)
                         await real_write(stream, data, timeout)
 
-                    node._write = dying_write
+                    node.host.write = dying_write
                 value = node.send_tensor(pid, Tags(*tags), tensor)
             elif cmd == "close":
                 import psutil

@@ -150,16 +150,16 @@ def test_wrong_hash_and_corrupted_payload_are_rejected(net):
     assert torch.equal(got, big)
 
 
-@pytest.mark.parametrize("path,victim,size", [("session", V1, 2**22), ("bulk", V2, 2**22), ("inline", V1, 900_000)])
+@pytest.mark.parametrize("path,victim,size", [("link", V1, 2**22), ("bulk", V2, 2**22), ("inline", V1, 900_000)])
 def test_peer_killed_mid_transfer_leaves_receiver_serving(net, path, victim, size):
     peers, _ = net
     a, b, c = peers[A], peers[B], peers[C]
-    # "session": a pipeline session on the bulk channel; "bulk": a single keyed transfer; "inline":
-    # the payload on the libp2p stream itself (the last two with sessions turned off)
-    v = Peer(victim, sessions=(path == "session")).wait_ready()
+    # "link": a pipeline link on the bulk channel; "bulk": a single keyed transfer; "inline":
+    # the payload on the libp2p stream itself (the last two with links turned off)
+    v = Peer(victim, links=(path == "link")).wait_ready()
     try:
         v.call("connect", b.peer_id, b.addrs)
-        session = {"session": 10, "bulk": 11, "inline": 12}[path]
+        session = {"link": 10, "bulk": 11, "inline": 12}[path]
         tags = (session, 0, 0, 0, "fwd")
         v.cmds.put(("die_during_send", b.peer_id, tags, tensor(size // 4, 12), path))
         v.proc.join(timeout=30)

@@ -61,7 +61,7 @@ def test_message_from_the_wrong_peer_is_an_error(pair):
 
 def test_bulk_transfer_after_the_peer_dropped_the_kept_side_socket(pair):
     a, b = pair
-    b._bulk._idle_timeout = 0.3          # b closes parked side sockets quickly
+    b.bulkport.listener._idle_timeout = 0.3          # b closes parked side sockets quickly
     big = torch.randn(2**19)             # 2 MB: bulk channel
     from node.p2p import Tags
 
@@ -76,3 +76,42 @@ def test_bulk_transfer_after_the_peer_dropped_the_kept_side_socket(pair):
     assert a.fetch_blob(b.peer_id, h) == bytes(3 << 20)
     time.sleep(1.0)
     assert a.fetch_blob(b.peer_id, h) == bytes(3 << 20)
+
+
+def test_the_trainer_turns_transport_failures_into_pipeline_errors(pair):
+    """The error contract is builtin-based (``node.p2p`` cannot import the trainer): a timeout is a
+    ``TimeoutError``, a drop is ``send(...) is False``; ``ShardTrainer`` names the stage and step."""
+    from torch import nn
+
+    from node.train.pipeline import PipelineError, PipelineTimeout, ShardTrainer
+
+    a, b = pair
+
+    class Stage(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, input_ids=None, attention_mask=None, hidden_states=None):
+            return (input_ids.float() if hidden_states is None else hidden_states) * self.w
+
+    def trainer(stage: int, transport: PipelineTransport) -> ShardTrainer:
+        s = Stage()
+        return ShardTrainer(s, stage, 2, transport, torch.optim.SGD(s.parameters(), lr=0.1), timeout=0.2)
+
+    assert issubclass(RecvTimeout, TimeoutError)
+    last = trainer(1, PipelineTransport(b, session=5, rnd=0, stage_peers={0: a.peer_id}))
+    with pytest.raises(PipelineTimeout, match="stage 0 sent nothing for step 0 micro-batch 0"):
+        last.step(0)
+    # stage 1 already holds step 0 of this round: the trainer's own send is dropped as a duplicate
+    to_b = PipelineTransport(a, session=6, rnd=0, stage_peers={1: b.peer_id})
+    assert to_b.send(1, (0, 0, "fwd"), {"hidden": torch.zeros(1)}) is True
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long),
+             "labels": torch.zeros(2, dtype=torch.long)}
+    with pytest.raises(PipelineError, match="stage 1 dropped step 0 as stale or duplicate"):
+        trainer(0, to_b).step(0, batch)
+    # a message from a peer that does not hold the expected stage is a PipelineError, not a timeout
+    assert to_b.send(1, (1, 0, "fwd"), {"hidden": torch.zeros(1)}) is True
+    wrong = trainer(1, PipelineTransport(b, session=6, rnd=0, stage_peers={0: peer_id_from_private_key(DEV_KEYS[2])}))
+    with pytest.raises(PipelineError, match="not stage 0"):
+        wrong.step(1)

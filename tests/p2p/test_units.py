@@ -267,11 +267,11 @@ def test_only_noise_and_yamux_are_spoken():
         node.close()
 
 
-def test_session_records_are_sealed_per_direction_and_order():
+def test_link_records_are_sealed_per_direction_and_order():
     a, b = _pair()
     token, key = bulk.new_secret()
-    dialler = bulk.SessionChannel(a, key, token, dialler=True)
-    listener = bulk.SessionChannel(b, key, token, dialler=False)
+    dialler = bulk.Link(a, key, token, dialler=True)
+    listener = bulk.Link(b, key, token, dialler=False)
     payload = memoryview(bytes(range(256)) * 9000)             # > 2 records
     dialler.send_record(b"header")
     threading.Thread(target=dialler.send_payload, args=(payload,)).start()
@@ -289,7 +289,7 @@ def test_session_records_are_sealed_per_direction_and_order():
         def sendall(self, chunk):
             raw.extend(chunk)
 
-    spy = bulk.SessionChannel(Capture(), key, token, dialler=True)
+    spy = bulk.Link(Capture(), key, token, dialler=True)
     spy.send_record(b"header")                                  # byte for byte the first record again
     a.sendall(raw)
     with pytest.raises(IntegrityError):                          # replay
@@ -323,3 +323,36 @@ def test_a_port_in_use_is_a_clear_error_and_leaks_nothing():
     finally:
         busy.close()
     assert open_connections() - before == set()
+
+
+def test_a_disconnect_cancelled_half_way_still_leaves_no_socket_after_close():
+    """The library marks a connection closed before closing its socket and ignores later closes: a
+    disconnect cancelled in between used to leave an ESTABLISHED socket behind ``close()``."""
+    import psutil
+
+    from node.p2p import P2PNode
+
+    a = P2PNode(DEV_KEYS[0], lambda addr, proto: True, timeout=5).start()
+    b = P2PNode(DEV_KEYS[1], lambda addr, proto: True, timeout=5).start()
+    try:
+        a.connect(b.peer_id, b.addrs)
+        b_port = int(b.addrs[0].split("/")[4])
+
+        async def cancelled_disconnect() -> None:
+            import trio
+            from libp2p.peer.id import ID
+
+            with trio.move_on_after(0):  # cancelled at its first checkpoint, as a deadline would
+                await a.host.lp2p.disconnect(ID.from_base58(b.peer_id))
+
+        a.host.call(cancelled_disconnect)
+        a.close()
+
+        def dialled_to_b():  # a's outgoing socket to b's libp2p port, while b is still up
+            return [c for c in psutil.Process().net_connections("tcp")
+                    if c.raddr and c.raddr.port == b_port and c.status == psutil.CONN_ESTABLISHED]
+
+        assert dialled_to_b() == []
+    finally:
+        a.close()
+        b.close()

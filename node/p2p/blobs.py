@@ -1,0 +1,198 @@
+"""The blob service: content-addressed blobs on ``/bsns/adapter/1`` and Kademlia provider records.
+
+Owns the node's blob store (``BlobStore``), serving a blob by its keccak-256 (inline on the stream, or
+a single keyed bulk transfer from ``bulk_threshold`` up), fetching one (hashed while it arrives; no
+byte is returned unless the digest is the requested hash), the Kademlia DHT with its stream handler
+(authorised like the bsns protocols) and provider records, and the service's counters: blob bytes
+sent and received, refused streams.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from node.hashing import keccak256, keccak_hasher
+from node.p2p import bulk, framing, wire
+from node.p2p.bulkport import BulkPort, recv_guarded, send_guarded
+from node.p2p.errors import HashMismatch, NotFound, P2PError, Unauthorized, WireError
+from node.p2p.host import Host, Service
+from node.p2p.identity import eth_address_from_peer_id
+from node.p2p.limits import ADAPTER_PROTOCOL, IDLE_STREAM_TIMEOUT, KAD_PROTOCOL, STREAM_CHUNK
+from node.p2p.store import BlobStore, parse_hash
+
+
+class BlobService(Service):
+    def __init__(self, host: Host, port: BulkPort) -> None:
+        self.host, self.port = host, port
+        self.store = BlobStore()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.refused = 0                # adapter and Kademlia streams refused for lack of authorisation
+        self._dht: Any = None
+
+    def attach(self) -> list[Any]:
+        from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+
+        self.host.handle(ADAPTER_PROTOCOL, self._on_adapter)
+        self._dht = KadDHT(self.host.lp2p, DHTMode.SERVER)
+        self.host.handle(KAD_PROTOCOL, self._on_kad)  # replaces the DHT's own handler
+        self.host.on_connect(self._dht.add_peer)
+        return [self._dht]
+
+    # ------------------------------------------------------------------ blocking API
+    def serve(self, data: bytes) -> str:
+        """Serve ``data`` on ``/bsns/adapter/1``; returns its ``0x`` keccak-256 hash."""
+        return "0x" + self.store.add(data).hex()
+
+    def fetch(self, peer_id: str, blob_hash: str | bytes, timeout: float | None = None) -> bytes:
+        """Fetch a blob by hash from a peer; raises ``HashMismatch`` unless its keccak-256 matches."""
+        digest = parse_hash(blob_hash)
+        local = self.store.get(digest)
+        if local is not None:
+            return local
+        return self.host.call(self._fetch, peer_id, digest, timeout or self.host.timeout)
+
+    def announce(self, blob_hash: str | bytes) -> bool:
+        """Publish a Kademlia provider record "this node serves ``blob_hash``" (blob must be served here)."""
+        digest = parse_hash(blob_hash)
+        if self.store.get(digest) is None:
+            raise NotFound(f"blob 0x{digest.hex()} is not served by this node")
+        return self.host.call(self._provide, digest)
+
+    def find_providers(self, blob_hash: str | bytes, timeout: float = 10.0) -> list[str]:
+        """Peer ids with a provider record for ``blob_hash`` (their addresses go into the address book)."""
+        return self.host.call(self._find_providers, parse_hash(blob_hash), timeout)
+
+    # ------------------------------------------------------------------ fetching
+    async def _fetch(self, peer_id: str, digest: bytes, timeout: float) -> bytes:
+        import trio
+
+        frame = wire.Header(kind=wire.KIND_BLOB_REQUEST, payload_len=0, hash=digest).encode()
+
+        async def exchange(stream: Any, reused: bool) -> bytes:
+            status, body = await self.host.request(stream, reused, frame, timeout)
+            if status == wire.ST_REFUSED:
+                raise Unauthorized(f"peer {peer_id} refused us: {body.decode(errors='replace')}")
+            if status == wire.ST_NOT_FOUND:
+                return b""
+            if status != wire.ST_BLOB:
+                raise P2PError(f"peer {peer_id} failed the blob request: {body.decode(errors='replace')}")
+            header = wire.Header.decode(body, self.host.max_frame)
+            if header.kind != wire.KIND_BLOB or header.hash != digest:
+                raise HashMismatch(f"peer {peer_id} offered a different blob than 0x{digest.hex()}")
+            buf = bytearray(header.payload_len)
+            view = memoryview(buf)
+            status, body = await framing.read_reply(stream, timeout)
+            if status == wire.ST_INLINE:
+                hasher = keccak_hasher()
+                await framing.read_into(stream, view, timeout, hasher)
+                got = hasher.digest()
+            elif status == wire.ST_BULK:
+                port, token, key = bulk.decode_offer(body)
+                ip = framing.remote_ip(stream)
+
+                def transfer(sock: socket.socket) -> bytes:
+                    h = keccak_hasher()  # per attempt: a retried transfer starts from the first byte
+                    recv_guarded(sock, key, token, view, h)
+                    return h.digest()
+
+                got = await trio.to_thread.run_sync(
+                    self.port.with_socket, ip, port, token, timeout, transfer, abandon_on_cancel=True)
+            else:
+                raise P2PError(f"peer {peer_id} failed the blob transfer: {body.decode(errors='replace')}")
+            if got != digest:
+                raise HashMismatch(f"blob from peer {peer_id} hashes to 0x{got.hex()}, "
+                                   f"not the requested 0x{digest.hex()}")
+            self.bytes_received += len(buf)
+            return bytes(buf)
+
+        data = await self.host.exchange(peer_id, ADAPTER_PROTOCOL, timeout, exchange)
+        # b"" is also a valid blob: only a NOT_FOUND reply yields b"" for a non-empty-blob hash
+        if not data and digest != keccak256(b""):
+            raise NotFound(f"peer {peer_id} does not serve blob 0x{digest.hex()}")
+        return data
+
+    # ------------------------------------------------------------------ serving
+    async def _on_adapter(self, stream: Any) -> None:
+        while True:
+            requester = await self.host.authorized(stream, ADAPTER_PROTOCOL)
+            if requester is None:
+                self.refused += 1
+                return
+            if not await self._one_request(stream):
+                await framing.end_stream(stream, "close")
+                return
+
+    async def _one_request(self, stream: Any) -> bool:
+        """Answer one blob request; False when the stream is finished."""
+        import trio
+
+        timeout = self.host.timeout
+        try:
+            header = await self.host.read_header(stream, IDLE_STREAM_TIMEOUT)
+            if header is not None and (header.kind != wire.KIND_BLOB_REQUEST or header.hash is None):
+                raise WireError("expected a blob request with a hash")
+        except WireError as exc:
+            return await self.host.reject(stream, "a peer", exc)
+        if header is None:
+            return False
+        data = self.store.get(header.hash)
+        if data is None:
+            await self.host.write(stream, wire.encode_reply(wire.ST_NOT_FOUND), timeout)
+            return True
+        blob = wire.Header(kind=wire.KIND_BLOB, payload_len=len(data), hash=header.hash)
+        await self.host.write(stream, wire.encode_reply(wire.ST_BLOB, blob.encode()), timeout)
+        view = memoryview(data)
+        self.bytes_sent += len(data)
+        if len(data) >= self.port.threshold:
+            token, key, pending = await self.port.offer(stream, timeout)
+
+            def push(sock: socket.socket) -> None:
+                send_guarded(sock, key, token, view)
+
+            await trio.to_thread.run_sync(self.port.serve, token, pending, timeout, push, abandon_on_cancel=True)
+        else:
+            await self.host.write(stream, wire.encode_reply(wire.ST_INLINE), timeout)
+            for off in range(0, len(view), STREAM_CHUNK):
+                await self.host.write(stream, view[off:off + STREAM_CHUNK], timeout)
+        return True
+
+    # ------------------------------------------------------------------ Kademlia
+    async def _on_kad(self, stream: Any) -> None:
+        try:
+            addr = eth_address_from_peer_id(stream.muxed_conn.peer_id)
+            ok = await self.host.is_authorized(addr, KAD_PROTOCOL)
+        except Exception:
+            ok = False
+        if not ok:
+            self.refused += 1
+            await framing.end_stream(stream, "reset")
+            return
+        await self._dht.handle_stream(stream)
+
+    async def _provide(self, digest: bytes) -> bool:
+        import trio
+
+        with trio.move_on_after(self.host.timeout):
+            return bool(await self._dht.provide(digest.hex()))
+        return False
+
+    async def _find_providers(self, digest: bytes, timeout: float) -> list[str]:
+        import trio
+
+        found: list[Any] = []
+        with trio.move_on_after(timeout):
+            found = await self._dht.find_providers(digest.hex())
+        out = []
+        for info in found:
+            pid = info.peer_id.to_base58()
+            if pid == self.host.peer_id:
+                continue
+            try:
+                eth_address_from_peer_id(pid)
+            except P2PError:
+                continue  # not a bsns node
+            self.host.learn_addrs(pid, list(info.addrs))
+            out.append(pid)
+        return out

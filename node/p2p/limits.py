@@ -1,0 +1,33 @@
+"""The p2p layer's protocol ids and limits, one home for each: a leaf the host and every service import.
+
+Grouped by who enforces them. Numbers that are there for a measured reason say so.
+"""
+
+# ---- protocol ids (what ``authorize(address, protocol)`` is asked with)
+PIPELINE_PROTOCOL = "/bsns/pipeline/1"
+ADAPTER_PROTOCOL = "/bsns/adapter/1"
+KAD_PROTOCOL = "/ipfs/kad/1.0.0"
+GOSSIP_PREFIX = "gossip:"      # a gossip message on topic T is authorised as GOSSIP_PREFIX + T
+
+# ---- host: streams, authorisation, dialling
+STREAM_CHUNK = 1 << 18         # write size on a libp2p stream (yamux cuts 64 KiB frames anyway)
+MAX_IDLE_STREAMS = 4           # pooled streams per (peer, protocol)
+IDLE_STREAM_TIMEOUT = 300.0    # a handler closes a stream idle this long between messages
+AUTH_TTL = 2.0                 # seconds a positive authorisation answer is reused per (peer, protocol)
+DISCONNECT_TIMEOUT = 5.0       # a disconnect that takes longer is given up on (the socket is closed anyway)
+
+# ---- bulk channel (side sockets keyed over libp2p)
+BULK_THRESHOLD = 1 << 20       # payloads (single transfers) of at least this many bytes leave the stream
+NO_BULK = 1 << 62              # the threshold of a node with the bulk channel off
+
+# ---- pipeline service: links (keyed side sockets carrying many messages)
+LINK_IDLE_DIALLER = 60.0       # a dialled link idle this long is closed, not reused ...
+LINK_IDLE_LISTENER = 300.0     # ... well before the listening side gives up on it
+LINK_RETRY_AFTER = 60.0        # after a peer declined a link, use the stream path this long
+MAX_IDLE_LINKS = 4             # idle dialled links kept per peer
+MAX_LINKS_PER_PEER = 8         # links (and their threads) one peer may hold open at this node
+MAX_HEADER_RECORD = 128 * 1024  # a frame header record on a link (dims + a 64 KiB manifest fit)
+
+# ---- gossip service
+MAX_GOSSIP_BYTES = 64 * 1024   # far under GossipSub's silent 1 MiB drop
+GOSSIP_RATE = 8                # messages per second per topic, under the library's 10/s limit
