@@ -2,9 +2,10 @@
 
 Every policy answers ``choose(obs, rng) -> [retention or None per device]`` (None: the device sits the round
 out); the caller then applies the hard memory guard (``env.feasible``), so no policy can hand a device an
-emulator that does not fit it. Policies register themselves by name (the command line chooses one with ``--strategy``) (``register_policy``) and are built from
-one ``PolicySettings`` (``make_policy``), so the in-process harness, ``bsns fedpeat run`` and the controller of
-a daemon-run session (``bsns fedpeat control``) all offer the same names with the same checks.
+emulator that does not fit it. Policies register themselves by name (``register_policy``) and are built from one
+``PolicySettings`` (``make_policy``), so the in-process harness, ``bsns fedpeat run`` and the controller of a
+daemon-run session (``bsns fedpeat control``) all offer the same names with the same checks; the command line
+chooses one with ``--strategy``.
 """
 
 from __future__ import annotations
