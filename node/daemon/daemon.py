@@ -120,10 +120,10 @@ class Daemon:
 
         self.p2p = P2PNode(self.key.private_key, self._authorize, listen=self.cfg.p2p.listen,
                            bootstrap=self.cfg.p2p.bootstrap).start()
-        from node.daemon.adapters import ChainAdapter, NetAdapter
+        from node.daemon.real_ports import RealChain, RealNet
 
-        self.chain_port = ChainAdapter(self.sessions, self.registry, self.address, self.fedpeat)
-        self.net = NetAdapter(self.p2p, self.chain_port.members)
+        self.chain_port = RealChain(self.sessions, self.registry, self.address, self.fedpeat)
+        self.net = RealNet(self.p2p, self.chain_port.members)
 
     def _announce_addr(self) -> str:
         if self.cfg.p2p.announce:

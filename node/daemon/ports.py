@@ -3,7 +3,7 @@
 ``ChainPort`` is what a node reads and writes on chain during a session (rounds, final hashes, commits,
 the timeout finalization; for a FedPEAT session the controller's round plans and the attached emulators); ``NetPort`` is what it needs from peers (a pipeline transport to its
 replica's other stages, content-addressed blobs, small announcements to the session's topic).
-The daemon implements them over ``node.chain`` and ``node.p2p`` (``node/daemon/adapters.py``); the
+The daemon implements them over ``node.chain`` and ``node.p2p`` (``node/daemon/real_ports.py``); the
 unit tests implement them in memory. Keeping them this small is what lets ``node.daemon.session`` be
 tested without a chain or sockets, and keeps chain, p2p and train from importing each other.
 """

@@ -1,5 +1,5 @@
 """One table of session scenarios, run against both implementations of the runner's ``ChainPort``: the in-memory
-``FakeChain`` the runner unit tests use, and the daemon's real port (``ChainAdapter`` over the chain clients) on
+``FakeChain`` the runner unit tests use, and the daemon's real port (``RealChain`` over the chain clients) on
 the real ``TrainingSessions`` contract (eth-tester). The fake cannot drift from the contract unnoticed: a rule the
 contract changes (when a round is final, what a late, duplicate or early commit does, when the timeout
 finalization works) fails here for the fake until the fake follows.
@@ -72,7 +72,7 @@ class RealWorld:
     def __init__(self, replicas: int):
         from node.chain.clients import NodeRegistryClient, SessionsClient
         from node.chain.sender import TxSender
-        from node.daemon.adapters import ChainAdapter
+        from node.daemon.real_ports import RealChain
         from tests.support.evm import (COMMIT_TIMEOUT, JOIN_WINDOW, VOTING_DELAY, VOTING_PERIOD, deploy_system,
                                        new_chain, propose_args, register, tester_keys)
 
@@ -96,7 +96,7 @@ class RealWorld:
         c.tx(sys_.sessions.functions.start(self.session), nodes[0])
         self.timeout_blocks = COMMIT_TIMEOUT
         registry = NodeRegistryClient(c.w3, sys_.registry.address)
-        self.ports = [ChainAdapter(SessionsClient(c.w3, sys_.sessions.address, TxSender(c.w3, k)), registry, n)
+        self.ports = [RealChain(SessionsClient(c.w3, sys_.sessions.address, TxSender(c.w3, k)), registry, n)
                       for n, k in zip(nodes, keys)]
 
     def timeout(self):

@@ -1,8 +1,10 @@
-"""The session runner's ports over the real parts: ``ChainAdapter`` (node.chain clients) and
-``NetAdapter`` (node.p2p's ``P2PNode``; its pipeline transport is node.p2p's ``PipelineTransport``).
+"""The session runner's ports (node.daemon.ports) over the real parts: ``RealChain`` (node.chain clients) and
+``RealNet`` (node.p2p's ``P2PNode``; its pipeline transport is node.p2p's ``PipelineTransport``).
 
 These are the only places where the daemon touches chain and p2p objects during a session, so the
-runner (node.daemon.session) stays testable with in-memory fakes.
+runner (node.daemon.session) stays testable with in-memory fakes (tests/daemon/fakes.py: ``FakeChain``,
+``FakeNet``); tests/daemon/test_chain_port.py runs one table of scenarios against ``RealChain`` on the real
+contract and against ``FakeChain``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _hex(h) -> str | None:
     return None if h == ZERO_HASH else h
 
 
-class ChainAdapter:
+class RealChain:
     """``ChainPort`` over ``SessionsClient`` + ``NodeRegistryClient`` (+ ``FedPeatLedgerClient`` for FedPEAT
     sessions; None for a deployment without the ledger) for this node's account."""
 
@@ -150,7 +152,7 @@ class ChainAdapter:
         return out
 
 
-class NetAdapter:
+class RealNet:
     """``NetPort`` over ``P2PNode``: pipeline transport, blobs, and announcements on the session topic."""
 
     def __init__(self, node, members_of) -> None:
