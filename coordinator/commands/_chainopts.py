@@ -34,12 +34,6 @@ class NoAccount(BsnsError):
     pass
 
 
-def home() -> Path:
-    from node.paths import home as _home
-
-    return _home()
-
-
 def connect(rpc: str | None):
     from node.chain.rpc import connect as _connect
 

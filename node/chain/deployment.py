@@ -87,7 +87,9 @@ class Deployment:
         """Raise unless the chain still holds this deployment: its deploy block (same hash) and code at every
         recorded address. A chain restarted from its state file passes; a fresh one with the same chain id does
         not, even where a new deployment happens to reuse the addresses."""
-        where = f" in {self.path}" if self.path else ""
+        from node.paths import shown
+
+        where = f" in {shown(self.path)}" if self.path else ""
         gone = "the chain was reset; run `bsns deploy` again"
         if self.block_hash:
             from web3.exceptions import BlockNotFound

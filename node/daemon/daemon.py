@@ -66,7 +66,9 @@ class Daemon:
         from node.chain.sender import OtherChain, TxSender
 
         cfg = self.cfg
-        reset_hint = f"`bsns node reset --config {cfg.path or 'node.toml'}`"
+        from node.paths import shown
+
+        reset_hint = f"`bsns node reset --config {shown(cfg.path) if cfg.path else 'node.toml'}`"
         self.datadir = DataDir(cfg.data_dir, reset_hint)
         self.datadir.lock()
         self.w3 = rpc.connect(cfg.chain.rpc)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from node.errors import BsnsError
+from node.paths import shown
 
 BINDING = "deployment.json"
 # what a start against another deployment must not find; logs (daemon.jsonl) stay where they are
@@ -49,7 +50,7 @@ class DataDir:
             fh.seek(0)
             pid = fh.read().strip() or "?"
             fh.close()
-            raise DataDirError(f"another daemon (pid {pid}) is running with the data folder {self.path}") from None
+            raise DataDirError(f"another daemon (pid {pid}) is running with the data folder {shown(self.path)}") from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
@@ -70,7 +71,7 @@ class DataDir:
         except FileNotFoundError:
             have = None
         except (OSError, ValueError):
-            raise DataDirError(f"{path} is unreadable: {self.reset_hint} sets the folder's records aside") from None
+            raise DataDirError(f"{shown(path)} is unreadable: {self.reset_hint} sets the folder's records aside") from None
         if have is None:
             self.path.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
@@ -79,9 +80,10 @@ class DataDir:
             return
         if have != want:
             raise DataDirError(
-                f"{self.path} holds the records of another deployment (chain {have.get('chain_id')}, block "
+                f"{shown(self.path)} holds the records of another deployment (chain {have.get('chain_id')}, block "
                 f"{have.get('deploy_block')}, {str(have.get('block_hash'))[:12]}…) than "
-                f"{deployment.path or 'the configured one'} (chain {want['chain_id']}, block {want['deploy_block']}, "
+                f"{shown(deployment.path) if deployment.path else 'the configured one'} (chain {want['chain_id']}, "
+                f"block {want['deploy_block']}, "
                 f"{str(want['block_hash'])[:12]}…): if that chain or deployment is gone, {self.reset_hint} sets them "
                 f"aside")
 
