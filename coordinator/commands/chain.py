@@ -26,7 +26,7 @@ def up(port: Annotated[int, typer.Option(envvar="BSNS_CHAIN_PORT", help="port on
     from node.paths import chain_record, shown
 
     if on_demand and block_time is not None:
-        raise typer.BadParameter("--on-demand and --block-time exclude each other")
+        raise localchain.LocalChainError("--on-demand mines only per transaction; leave out --block-time with it")
     bt = None if on_demand else (block_time or localchain.DEFAULT_BLOCK_TIME)
     info, started = localchain.up(port=port, block_time=bt)
     if started:

@@ -86,6 +86,9 @@ def test_a_defeated_proposal_says_why(chain):
     code, out = bsns("execute", str(pid), "--dev-account", "3")
     assert (code, out.strip()) == (1, f"error: FineTuneGovernance reverted: NotSucceeded({pid}, 3): it was "
                                       f"defeated: 0 votes cast, the quorum is 1 of 2 eligible")
+    code, out = bsns("wait", "proposal", str(pid), "--timeout", "5")
+    assert (code, out.strip()) == (1, f"error: proposal {pid}: it was defeated: 0 votes cast, the quorum is 1 of 2 "
+                                      f"eligible")
     code, out = bsns("vote", "99", "for", "--dev-account", "1")
     assert (code, out.strip()) == (1, f"error: FineTuneGovernance reverted: UnknownProposal(99): there is no "
                                       f"proposal 99 on this deployment (proposals 1 to {pid})")

@@ -79,3 +79,11 @@ def test_nothing_in_the_code_writes_next_to_the_package():
             if re.search(r"__file__\)\.resolve\(\)\.parents\[|REPO_ROOT\s*=", f.read_text()):
                 offenders.append(rel)
     assert offenders == []
+
+
+def test_chain_up_flags_that_exclude_each_other_are_one_line(elsewhere):
+    from tests.cli_inprocess import bsns
+
+    code, out = bsns("chain", "up", "--on-demand", "--block-time", "2")
+    assert (code, out.strip()) == (1, "error: --on-demand mines only per transaction; leave out --block-time with it")
+    assert not (elsewhere / ".bsns").exists()
