@@ -167,7 +167,10 @@ class TxSender:
                       f"block {row[0]} is {got[:12]}… here, the journal saw {row[1][:12]}…")
         live = self._db.execute("SELECT COUNT(*) FROM txs WHERE chain_id=? AND status!='other-chain'",
                                 (self.chain_id,)).fetchone()[0]
-        err = OtherChain(self.db_path, self.address, self.chain_id, live, reason)
+        from node.paths import shown
+
+        where = self.db_path if self.db_path == ":memory:" else shown(Path(self.db_path))
+        err = OtherChain(where, self.address, self.chain_id, live, reason)
         if self.on_other_chain == "refuse":
             raise err
         # never replayed here: its transactions and nonces belong to the other chain
