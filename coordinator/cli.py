@@ -1,7 +1,9 @@
 """The ``bsns`` command line: composes the command groups in ``coordinator.commands``.
 
 User errors (``BsnsError`` and its subclasses, e.g. a contract revert or an invalid spec) are
-printed as one line and exit with status 1; nothing else is swallowed.
+printed as one line and exit with status 1; nothing else is swallowed. Logging goes through
+``node.daemon.logs``: project warnings as ``warning: ...`` lines, library output only with
+``BSNS_LOG_LEVEL=debug`` (``bsns node run`` sets up the daemon's own logs over it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import typer
 from node.errors import BsnsError
 
 COMMAND_MODULES = (
-    "chain", "governance", "node", "daemon", "train", "bench", "adapter", "adapter_remote", "status", "demo",
+    "chain", "governance", "node", "daemon", "wait", "train", "bench", "adapter", "adapter_remote", "status", "demo",
     "fedpeat",
 )
 
@@ -46,6 +48,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    from node.daemon.logs import setup_cli_logging
+
+    setup_cli_logging()
     try:
         app()
     except BsnsError as exc:

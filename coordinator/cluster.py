@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.localchain import DEFAULT_BLOCK_TIME
 from node.errors import BsnsError
+from node.paths import PACKAGE_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 class ClusterError(BsnsError):
@@ -57,7 +58,7 @@ class Cluster:
 
     workdir: Path
     nodes: int = 4
-    block_time: float = 1.0
+    block_time: float = DEFAULT_BLOCK_TIME
     voting_period_blocks: int = 6
     join_window_blocks: int = 6
     commit_timeout_blocks: int = 10
@@ -152,13 +153,15 @@ sync_timeout_s = {self.sync_timeout_s}
         return NodeProc(i, cfg, data_dir, data_dir / "daemon.log", i + 1, port)
 
     def start_node(self, p: NodeProc) -> None:
+        # the cluster's own home: nothing the daemons might write lands in the caller's folder
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                   OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
+                   OMP_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1",
+                   BSNS_HOME=str((self.workdir / "home").resolve()))
         if self.train_limit:
             env["BSNS_TRAIN_LIMIT"] = str(self.train_limit)
         log = open(p.log, "ab")
         p.proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "node", "run", "--config", str(p.config)],
-                                  cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=str(PACKAGE_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
 

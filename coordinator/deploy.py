@@ -1,4 +1,4 @@
-"""Deploying the five contracts, wired together, and recording them in ``deployments/<chainId>.json``.
+"""Deploying the five contracts, wired together, and recording them in ``<home>/deployments/<chainId>.json``.
 
 Order: NodeRegistry → TrainingSessions → FineTuneGovernance → AdapterRegistry → FedPeatLedger, then the one-time
 wiring calls (the registry's slasher is the sessions contract; the sessions contract's governance is
@@ -95,4 +95,5 @@ def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:
     wire("TrainingSessions", "setGovernance", addresses["FineTuneGovernance"])
     recorded = params.model_dump() | {"slash_amount": slash}
     return Deployment(chain_id=sender.chain_id, addresses=addresses, deploy_block=first.block_number,
-                      deployer=sender.address, parameters=recorded, tx_hashes=txs)
+                      deployer=sender.address, parameters=recorded, tx_hashes=txs,
+                      block_hash="0x" + bytes(first.receipt["blockHash"]).hex())

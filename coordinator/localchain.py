@@ -1,9 +1,12 @@
 """The local development chain: anvil from the project's ``node_modules``, detached or throwaway.
 
-``up()`` starts anvil on 127.0.0.1 with ``--state`` persistence under ``.bsns/`` (so a restarted chain
-keeps its blocks and contracts), detached from the calling process, with a pid file; it reports the
-running one instead of starting a second. ``down()`` stops it. ``throwaway_anvil()`` is a context
-manager for tests and the demo: a fresh anvil on a free port, stopped on exit, also on exceptions.
+``up()`` starts anvil on 127.0.0.1 with ``--state`` persistence in the home (``node.paths``: ``$BSNS_HOME``,
+default ``./.bsns``), so a restarted chain keeps its blocks and contracts, detached from the calling process,
+with a pid file; it mines a block every ``DEFAULT_BLOCK_TIME`` seconds unless asked to mine only on
+transactions (every governance and join window counts blocks: a chain that mines only on transactions
+never opens or closes them by itself). It records the RPC URL in the home so later commands find the chain,
+and reports the running one instead of starting a second. ``down()`` stops it. ``throwaway_anvil()`` is a
+context manager for tests and the demo: a fresh anvil on a free port, stopped on exit, also on exceptions.
 Process management is hand-written (anvil is a plain binary; no library wraps it).
 """
 
@@ -21,9 +24,10 @@ from pathlib import Path
 from typing import Iterator
 
 from node.errors import BsnsError
+from node.paths import PACKAGE_ROOT, home
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORT = 8545
+DEFAULT_BLOCK_TIME = 1.0  # seconds per block of `bsns chain up`, the demo and the test clusters
 CHAIN_ID = 31337
 
 
@@ -32,7 +36,7 @@ class LocalChainError(BsnsError):
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("BSNS_HOME", REPO_ROOT / ".bsns"))
+    return home()
 
 
 def anvil_binary() -> Path:
@@ -45,10 +49,10 @@ def anvil_binary() -> Path:
     if env:
         path = Path(env)
     else:
-        native = sorted((REPO_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
-        path = native[0] if native else REPO_ROOT / "node_modules" / ".bin" / "anvil"
+        native = sorted((PACKAGE_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+        path = native[0] if native else PACKAGE_ROOT / "node_modules" / ".bin" / "anvil"
     if not path.exists():
-        raise LocalChainError(f"anvil not found at {path}: run `npm ci` in {REPO_ROOT}")
+        raise LocalChainError(f"anvil not found at {path}: run `npm ci` in {PACKAGE_ROOT}")
     return path
 
 
@@ -59,6 +63,11 @@ class ChainInfo:
     host: str = "127.0.0.1"
     state_file: str | None = None
     log_file: str | None = None
+    block_time: float | None = None  # None: a block only when a transaction arrives
+
+    @property
+    def mining(self) -> str:
+        return "a block only per transaction" if not self.block_time else f"a block every {self.block_time:g} s"
 
     @property
     def url(self) -> str:
@@ -161,14 +170,21 @@ def status() -> ChainInfo | None:
     return None
 
 
-def up(port: int = DEFAULT_PORT, host: str = "127.0.0.1", block_time: float | None = None,
+def up(port: int = DEFAULT_PORT, host: str = "127.0.0.1", block_time: float | None = DEFAULT_BLOCK_TIME,
        timeout: float = 15.0) -> tuple[ChainInfo, bool]:
-    """Start the detached chain, or return the running one. Returns (info, started_now)."""
+    """Start the detached chain, or return the running one. Returns (info, started_now).
+
+    ``block_time`` None mines only when a transaction arrives. Either way the chain's URL is recorded in the
+    home for later commands (``node.chain.rpc``)."""
+    from node.chain.rpc import record_chain
+
     running = status()
     if running is not None:
+        record_chain(running.url, running.block_time)
         return running, False
     if _port_open(host, port):
-        raise LocalChainError(f"port {port} on {host} is taken by another process (not a chain started by bsns)")
+        raise LocalChainError(f"port {port} on {host} is taken by another process (not a chain started by bsns "
+                              f"with this home, {state_dir()}): pick another with --port")
     sdir = state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
     state_file, log_file = sdir / "anvil-state.json", sdir / "anvil.log"
@@ -178,13 +194,15 @@ def up(port: int = DEFAULT_PORT, host: str = "127.0.0.1", block_time: float | No
         # start_new_session detaches it from our terminal's process group: it outlives `bsns chain up`
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=sdir)
-    info = ChainInfo(pid=proc.pid, port=port, host=host, state_file=str(state_file), log_file=str(log_file))
+    info = ChainInfo(pid=proc.pid, port=port, host=host, state_file=str(state_file), log_file=str(log_file),
+                     block_time=block_time or None)
     try:
         _wait_ready(proc, info.url, timeout, log_file)
     except BaseException:
         _terminate(proc.pid, proc)
         raise
     _pid_file().write_text(json.dumps(info.__dict__))
+    record_chain(info.url, info.block_time)
     return info, True
 
 

@@ -1,5 +1,9 @@
 """Turning a spec file into what is proposed: validated, with the weights and data hashes filled in from the
-files, before anything is sent to the chain (``bsns propose``, the demo and the cluster harness use it)."""
+files, before anything is sent to the chain (``bsns propose``, the demo and the cluster harness use it).
+
+Relative paths that do not exist where the command runs (the spec itself, its ``data.path``) are looked up
+among the files shipped with the package (``specs/``, ``data/``), so the README's commands work from any folder.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,21 @@ from pathlib import Path
 
 from node.errors import BsnsError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+def shipped_or_local(path: str | Path) -> Path:
+    """``path`` if it exists here, else the package's file of that relative name, else ``path`` unchanged."""
+    from node.paths import resource
+
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    return resource(p) or p
 
 
 def _resolve_file(path: str) -> Path:
-    p = Path(path).expanduser()
-    for candidate in (p, REPO_ROOT / p):
-        if candidate.is_file():
-            return candidate
+    p = shipped_or_local(path)
+    if p.is_file():
+        return p
     raise BsnsError(f"data.path: file not found: {path}")
 
 
@@ -24,7 +35,7 @@ def prepare_spec(path: Path):
     from node.job import JobSpec
     from node.model import weights_hash
 
-    spec = JobSpec.from_toml(path)
+    spec = JobSpec.from_toml(shipped_or_local(path))
     data_hash = None if spec.data.hash else file_keccak(_resolve_file(spec.data.path))
     w_hash = None if spec.model.weights_hash else weights_hash(spec.model.id)
     if data_hash or w_hash:

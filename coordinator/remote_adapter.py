@@ -8,11 +8,20 @@ checked against the hash the chain holds (the p2p layer verifies keccak-256 befo
 byte) and the manifest must list exactly the chain's shard hashes. The result is written as one
 canonical file per shard plus an export (PEFT format where PEFT has the method, else the documented
 bsns format, via ``node.train.export``).
+
+Everything is fetched and checked before anything is written, and the files are written into a temporary
+folder that then takes the output's place, so a failure leaves nothing half-written. When no peer serves a
+blob, the one-line error names every peer tried and why it failed; an address where nothing listens is told
+apart with a plain TCP probe before libp2p dials it (the library's own error says nothing then).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 
 from node.errors import BsnsError
@@ -32,14 +41,15 @@ def _clients(w3, deployment):
 
 def spec_text_of(gov, proposal_id: int, spec_dirs=()) -> str:
     """The proposal's spec text: from the chain's ``ProposalSpec`` event, else from a local copy
-    (``bsns propose`` keeps one in .bsns/specs/) whose keccak-256 equals the on-chain spec hash."""
+    (``bsns propose`` keeps one in ``<home>/specs/``) whose keccak-256 equals the on-chain spec hash."""
     from node.hashing import keccak_hex
+    from node.paths import specs_dir
 
     text = gov.spec_text(proposal_id)
     if text is not None:
         return text
     h = gov.get_params(proposal_id).spec_hash
-    for folder in (*spec_dirs, Path(".bsns") / "specs"):
+    for folder in (*spec_dirs, specs_dir()):
         p = Path(folder) / f"{h}.toml"
         if p.exists() and keccak_hex(p.read_bytes()) == h.lower():
             return p.read_text()
@@ -92,39 +102,88 @@ def fetch_adapter(w3, deployment, adapter_id: int, out: Path, timeout: float = 6
         for rep in range(sessions.get_shard(rec.session_id, shard).joined):
             addr = sessions.member_at(rec.session_id, shard, rep)
             node = registry.get_node(addr)
-            members.setdefault(shard, []).append((node.peer_id, node.announce_addr))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+            members.setdefault(shard, []).append((addr, node.peer_id, node.announce_addr))
     p2p = PeerFetcher()
     try:
-        def get(h: str, candidates: list) -> bytes:
+        def get(what: str, h: str, candidates: list) -> bytes:
             errors = []
-            for peer_id, addr in candidates:
-                try:
-                    return p2p.fetch(peer_id, addr, h, timeout)
-                except Exception as exc:  # noqa: BLE001 - try the next peer that serves it
-                    errors.append(f"{peer_id[:12]}: {str(exc).splitlines()[0][:120]}")
-            raise FetchError(f"no peer served {h}: {'; '.join(errors) or 'no peers'}")
+            for who, peer_id, addr in candidates:
+                why = tcp_refusal(addr)
+                if why is None:
+                    try:
+                        return p2p.fetch(peer_id, addr, h, timeout)
+                    except Exception as exc:  # noqa: BLE001 - try the next peer that serves it
+                        why = p2p_reason(exc)
+                errors.append(f"{_short(who)} at {addr} ({why})")
+            tried = "; ".join(errors) if errors else "the session has no members"
+            raise FetchError(f"no peer served {what} of adapter {adapter_id} ({h[:12]}…): tried {tried}. The "
+                             f"session's nodes serve it while their daemons run; keep a copy with "
+                             f"`bsns adapter fetch {adapter_id} --out DIR`")
 
-        shard_files, states = [], []
-        for shard, h in enumerate(rec.shard_hashes):
-            data = get(h, members.get(shard, []))
-            path = out / f"shard{shard}.safetensors"
-            if save_adapter(state_from_bytes(data), path) != h:
-                raise FetchError(f"shard {shard}: written file does not hash to {h}")
-            shard_files.append(str(path))
-            states.append(state_from_bytes(data))
+        blobs = [get(f"shard {shard}", h, members.get(shard, [])) for shard, h in enumerate(rec.shard_hashes)]
         everyone = [m for ms in members.values() for m in ms]
-        manifest = json.loads(get(rec.manifest_hash, everyone))
+        manifest = json.loads(get("the manifest", rec.manifest_hash, everyone))
         if [s["hash"] for s in manifest.get("shards", [])] != list(rec.shard_hashes):
             raise FetchError("the manifest's shard hashes differ from the chain's record")
     finally:
         p2p.close()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    (out / "spec.toml").write_text(spec.toml_text)
+    states = [state_from_bytes(b) for b in blobs]
     state = merged_state(states)
-    fmt = _export(spec, state, out / "export")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for shard, (h, st) in enumerate(zip(rec.shard_hashes, states)):
+            if save_adapter(st, tmp / f"shard{shard}.safetensors") != h:
+                raise FetchError(f"shard {shard}: written file does not hash to {h}")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (tmp / "spec.toml").write_text(spec.toml_text)
+        fmt = _export(spec, state, tmp / "export")
+        _take_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shard_files = [str(out / f"shard{shard}.safetensors") for shard in range(len(rec.shard_hashes))]
     return {"record": rec, "spec": spec, "state": state, "shards": shard_files, "manifest": manifest, "format": fmt}
+
+
+def _take_place(tmp: Path, out: Path) -> None:
+    """Move the finished files into ``out`` (created if needed), replacing same-named ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in tmp.iterdir():
+        dest = out / p.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(p, dest)
+
+
+def tcp_refusal(multiaddr: str, timeout: float = 3.0) -> str | None:
+    """Why nothing answers at a multiaddr's TCP address (``connection refused``...), or None if something does
+    (or the address is not plain TCP: then libp2p finds out)."""
+    parts = multiaddr.strip("/").split("/")
+    if len(parts) < 4 or parts[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") or parts[2] != "tcp":
+        return None
+    try:
+        with socket.create_connection((parts[1], int(parts[3])), timeout=timeout):
+            return None
+    except ConnectionRefusedError:
+        return "connection refused: no daemon listening"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def p2p_reason(exc: BaseException) -> str:
+    """The useful part of a p2p failure: its first line without the peer id the caller already names."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if text.startswith("cannot reach peer "):
+        text = text.split(": ", 1)[1] if ": " in text else ""
+    text = text.strip(" ;:")
+    return text[:160] if text else type(exc).__name__
+
+
+def _short(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}" if address.startswith("0x") and len(address) > 12 else address
 
 
 def _export(spec, state, out: Path) -> str:

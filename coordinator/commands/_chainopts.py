@@ -1,7 +1,9 @@
 """Options and set-up shared by the chain-facing commands: RPC URL, account, deployment file.
 
 Each option also reads an environment variable (``BSNS_RPC``, ``BSNS_KEYSTORE``, ``BSNS_DEV_ACCOUNT``,
-``BSNS_DEPLOYMENT``), so a shell can set them once.
+``BSNS_DEPLOYMENT``), so a shell can set them once. Without them, commands use what the home recorded
+(``node.paths``: ``$BSNS_HOME``, default ``./.bsns``): the chain ``bsns chain up`` started and the deployment
+``bsns deploy`` wrote for its chain id.
 """
 
 from __future__ import annotations
@@ -14,26 +16,22 @@ import typer
 
 from node.errors import BsnsError
 
-RpcOpt = Annotated[Optional[str], typer.Option("--rpc", envvar="BSNS_RPC",
-                                               help="JSON-RPC URL [default: http://127.0.0.1:8545]")]
+RpcOpt = Annotated[Optional[str], typer.Option(
+    "--rpc", envvar="BSNS_RPC",
+    help="JSON-RPC URL [default: the chain `bsns chain up` recorded in $BSNS_HOME, else http://127.0.0.1:8545]")]
 KeystoreOpt = Annotated[Optional[Path], typer.Option(
     "--keystore", envvar="BSNS_KEYSTORE",
-    help="encrypted key file (password from BSNS_KEYSTORE_PASSWORD or a prompt) [default: .bsns/keystore.json]")]
+    help="encrypted key file (password from BSNS_KEYSTORE_PASSWORD or a prompt) [default: $BSNS_HOME/keystore.json]")]
 DevAccountOpt = Annotated[Optional[int], typer.Option(
     "--dev-account", envvar="BSNS_DEV_ACCOUNT",
     help="use anvil's published development account N (local chain 31337 only)")]
 DeploymentOpt = Annotated[Optional[Path], typer.Option(
-    "--deployment", envvar="BSNS_DEPLOYMENT", help="deployment file [default: deployments/<chain id>.json]")]
+    "--deployment", envvar="BSNS_DEPLOYMENT",
+    help="deployment file [default: $BSNS_HOME/deployments/<chain id>.json]")]
 
 
 class NoAccount(BsnsError):
     pass
-
-
-def home() -> Path:
-    from coordinator.localchain import state_dir
-
-    return state_dir()
 
 
 def connect(rpc: str | None):
@@ -44,10 +42,11 @@ def connect(rpc: str | None):
 
 def load_key(w3, keystore: Path | None, dev_account: int | None):
     from node.chain.keys import dev_key, load_keystore
+    from node.paths import default_keystore
 
     if dev_account is not None:
         return dev_key(dev_account, w3.eth.chain_id)
-    path = keystore or home() / "keystore.json"
+    path = keystore or default_keystore()
     if keystore is None and not path.exists():
         raise NoAccount("no account: pass --keystore FILE (see `bsns node keygen`) or, on the local chain, "
                         "--dev-account N")
@@ -55,10 +54,13 @@ def load_key(w3, keystore: Path | None, dev_account: int | None):
 
 
 def make_sender(w3, key):
+    """The account's sender with its journal in the home; a journal of an earlier chain with the same id is set
+    aside with a warning line (the deployment was checked first, so this chain is a new one)."""
     from node.chain.sender import TxSender
+    from node.paths import journals_dir
 
     chain_id = w3.eth.chain_id
-    db = home() / "txs" / f"{chain_id}-{key.address}.sqlite"
+    db = journals_dir() / f"{chain_id}-{key.address}.sqlite"
     return TxSender(w3, key.private_key, db_path=db)
 
 
@@ -74,6 +76,7 @@ def load_deployment(w3, path: Path | None):
 class ChainCtx:
     w3: object
     deployment: object
+    rpc: str
     key: object | None = None
     sender: object | None = None
 
@@ -82,14 +85,21 @@ class ChainCtx:
 
         return Clients(self.w3, self.deployment, self.sender)
 
+    def clock(self):
+        from coordinator.chainclock import ChainClock
+
+        return ChainClock.of(self.w3, self.rpc)
+
 
 def chain_ctx(rpc: str | None, deployment: Path | None, keystore: Path | None = None,
               dev_account: int | None = None, signer: bool = True) -> ChainCtx:
-    """Connect, load the deployment, and (when ``signer``) unlock the account and its sender."""
+    """Connect, load the deployment (checked against the chain), and (when ``signer``) unlock the account and
+    its sender."""
+    from node.chain.rpc import rpc_url
+
     w3 = connect(rpc)
     dep = load_deployment(w3, deployment)
     if not signer:
-        return ChainCtx(w3, dep)
+        return ChainCtx(w3, dep, rpc_url(rpc))
     key = load_key(w3, keystore, dev_account)
-    return ChainCtx(w3, dep, key, make_sender(w3, key))
-
+    return ChainCtx(w3, dep, rpc_url(rpc), key, make_sender(w3, key))

@@ -18,10 +18,11 @@ adapter_app = typer.Typer(help="Adapter files: hash, export (Hugging Face PEFT o
 
 
 def _load_all(spec_path: Path, files: List[Path]):
+    from coordinator.proposals import shipped_or_local
     from node.job import JobSpec
     from node.train.adapter_state import load_adapter, merged_state
 
-    spec = JobSpec.from_toml(spec_path)
+    spec = JobSpec.from_toml(shipped_or_local(spec_path))
     return spec, merged_state([load_adapter(f) for f in files])
 
 

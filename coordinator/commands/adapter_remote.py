@@ -56,8 +56,9 @@ def eval_(
     from node.train.evaluate import evaluate_adapter
 
     ctx = chain_ctx(rpc, deployment, signer=False)
-    folder = out or Path(tempfile.mkdtemp(prefix="bsns-adapter-"))
-    got = fetch_adapter(ctx.w3, ctx.deployment, adapter_id, folder, spec_dirs=[spec_dir] if spec_dir else [])
+    with tempfile.TemporaryDirectory(prefix="bsns-adapter-") as scratch:  # kept only when --out names a folder
+        folder = out or Path(scratch)
+        got = fetch_adapter(ctx.w3, ctx.deployment, adapter_id, folder, spec_dirs=[spec_dir] if spec_dir else [])
     m = evaluate_adapter(got["spec"], got["state"], device)
     if "accuracy" in m:
         typer.echo(f"adapter {adapter_id}: accuracy {100 * m['accuracy']:.2f}% on {m['examples']} held-back "

@@ -1,7 +1,9 @@
 """`bsns propose`, `bsns vote`, `bsns proposals`, `bsns execute`, `bsns cancel`: fine-tuning governance.
 
 `propose` validates the spec (the field at fault is named) and fills in the model-weights and data
-hashes from the files *before* connecting or sending anything.
+hashes from the files *before* connecting or sending anything. A refusal says what is true, with the time to
+wait (coordinator.refusals): a vote before voting opens is not sent, and the contract's own refusals (found by
+the gas estimate, before anything is sent) come with the proposal's state and window.
 """
 
 from __future__ import annotations
@@ -28,19 +30,29 @@ def propose(
     deployment: DeploymentOpt = None,
 ) -> None:
     """Propose a fine-tuning job from a TOML spec (validated before anything is sent)."""
-    from coordinator.commands._chainopts import chain_ctx, home
+    from coordinator.commands._chainopts import chain_ctx
     from coordinator.proposals import prepare_spec
+    from coordinator.refusals import GovernanceRefusal, explain_revert
+    from node.chain.errors import ContractRevert
+    from node.paths import shown, specs_dir
 
     spec = prepare_spec(spec_path)
     ctx = chain_ctx(rpc, deployment, keystore, dev_account)
-    gov = ctx.clients().governance
-    result, pid = gov.propose(spec.to_chain_params(), spec.toml_text)
-    saved = home() / "specs" / f"{spec.spec_hash()}.toml"
+    c = ctx.clients()
+    try:
+        result, pid = c.governance.propose(spec.to_chain_params(), spec.toml_text)
+    except ContractRevert as exc:
+        raise GovernanceRefusal(explain_revert(exc, c.governance, c.registry, 0, None, ctx.clock())) from None
+    gov = c.governance
+    saved = specs_dir() / f"{spec.spec_hash()}.toml"
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(spec.toml_text)
     info = gov.proposal_info(pid)
-    typer.echo(f"proposal {pid} created in block {result.block_number}: spec {spec.spec_hash()}")
-    typer.echo(f"voting from block {info.vote_start + 1} to {info.vote_end}; spec text saved to {saved}")
+    clock = ctx.clock()
+    typer.echo(f"proposal {pid} created in block {result.block_number}: spec {spec.spec_hash()} (saved to {shown(saved)})")
+    typer.echo(f"voting from block {info.vote_start + 1} to {info.vote_end} (opens in "
+               f"{clock.wait(info.vote_start + 1 - clock.head)}); {info.eligible_weight} eligible, quorum "
+               f"{info.quorum_weight}")
 
 
 def vote(
@@ -53,13 +65,23 @@ def vote(
 ) -> None:
     """Vote for or against a proposal (registered nodes only, inside the voting window)."""
     from coordinator.commands._chainopts import chain_ctx
+    from coordinator.refusals import GovernanceRefusal, explain_revert, vote_not_open
+    from node.chain.errors import ContractRevert
 
     ctx = chain_ctx(rpc, deployment, keystore, dev_account)
-    gov = ctx.clients().governance
-    result = gov.cast_vote(proposal_id, choice == Choice.for_)
+    c = ctx.clients()
+    gov, voter, clock = c.governance, ctx.key.address, ctx.clock()
+    try:
+        why = vote_not_open(gov, proposal_id, clock)
+        if why:
+            raise GovernanceRefusal(why)
+        result = gov.cast_vote(proposal_id, choice == Choice.for_)
+    except ContractRevert as exc:
+        raise GovernanceRefusal(explain_revert(exc, gov, c.registry, proposal_id, voter, clock)) from None
     f, a = gov.proposal_votes(proposal_id)
+    info = gov.proposal_info(proposal_id)
     typer.echo(f"voted {choice.value} on proposal {proposal_id} in block {result.block_number} "
-               f"(for {f}, against {a})")
+               f"(for {f}, against {a}); quorum {info.quorum_weight}, the vote ends with block {info.vote_end}")
 
 
 def proposals(rpc: RpcOpt = None, deployment: DeploymentOpt = None) -> None:
@@ -94,9 +116,16 @@ def execute(
 ) -> None:
     """Execute a Succeeded proposal: opens its training session (once)."""
     from coordinator.commands._chainopts import chain_ctx
+    from coordinator.refusals import GovernanceRefusal, explain_revert
+    from node.chain.errors import ContractRevert
 
     ctx = chain_ctx(rpc, deployment, keystore, dev_account)
-    result, session_id = ctx.clients().governance.execute(proposal_id)
+    c = ctx.clients()
+    gov, clock = c.governance, ctx.clock()
+    try:
+        result, session_id = gov.execute(proposal_id)
+    except ContractRevert as exc:  # the estimate runs it first: nothing was sent
+        raise GovernanceRefusal(explain_revert(exc, gov, c.registry, proposal_id, None, clock)) from None
     typer.echo(f"proposal {proposal_id} executed in block {result.block_number}: session {session_id} opened")
 
 

@@ -24,17 +24,25 @@ def status(
 
     from coordinator.commands._chainopts import chain_ctx
 
+    from node.paths import shown
+
     if config is not None and (rpc is None or deployment is None):
         from node.daemon.config import NodeConfig
 
         cfg = NodeConfig.from_toml(config)
         rpc = rpc or cfg.chain.rpc
-        deployment = deployment or cfg.resolve(cfg.chain.deployment)
+        deployment = deployment or cfg.deployment_path
     ctx = chain_ctx(rpc, deployment, signer=False)
     c = ctx.clients()
     con = Console()
+    clock = ctx.clock()
+    pace = ("a block per transaction" if clock.seconds_per_block is None else
+            f"{clock.seconds_per_block:g} s blocks" if clock.seconds_per_block > 0 else "block time unknown")
+    d = ctx.deployment
+    typer.echo(f"chain {ctx.rpc} (chain id {ctx.w3.eth.chain_id}, block {clock.head}, {pace})")
+    typer.echo(f"deployment {shown(d.path)} (deployed in block {d.deploy_block})")
 
-    t = Table(title=f"nodes (chain {ctx.w3.eth.chain_id}, block {ctx.w3.eth.block_number})")
+    t = Table(title=f"nodes (chain {ctx.w3.eth.chain_id}, block {clock.head})")
     for col in ("address", "status", "peer id", "address announced", "memory MB", "stake (ETH)"):
         t.add_column(col)
     for addr in c.registry.nodes():

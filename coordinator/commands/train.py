@@ -29,10 +29,11 @@ def _run(spec_path: Path, steps: Optional[int], device: str, out: Optional[Path]
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from coordinator.proposals import shipped_or_local
     from node.job import JobSpec
     from node.train.local import LocalTrainer
 
-    spec = JobSpec.from_toml(spec_path)
+    spec = JobSpec.from_toml(shipped_or_local(spec_path))
     console = Console(stderr=True)
     with console.status(f"loading {spec.model.id} and {spec.data.dataset}"):
         trainer = LocalTrainer(spec, steps=steps, device=device, train_limit=train_limit, seed=seed)
@@ -110,10 +111,11 @@ def compare(
 ) -> None:
     """Train each method for the same steps on the same data and seed; print a markdown table."""
     _set_threads(threads)
+    from coordinator.proposals import shipped_or_local
     from node.errors import BsnsError
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    paths = [specs_dir / f"minilm-sst2-{m}.toml" for m in names]
+    paths = [shipped_or_local(specs_dir / f"minilm-sst2-{m}.toml") for m in names]
     for p in paths:
         if not p.exists():
             raise BsnsError(f"no spec for this method: {p}")

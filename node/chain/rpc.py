@@ -1,7 +1,12 @@
-"""Connecting to a JSON-RPC endpoint: a web3 instance that answered, or one ``RpcUnavailable`` line."""
+"""Connecting to a JSON-RPC endpoint: a web3 instance that answered, or one ``RpcUnavailable`` line.
+
+Which endpoint (the one place this is decided): ``--rpc`` / a node config's ``[chain] rpc``, else ``$BSNS_RPC``,
+else the chain ``bsns chain up`` recorded in the home (``<home>/chain.json``), else ``http://127.0.0.1:8545``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 
 from node.chain.errors import RpcUnavailable
@@ -10,12 +15,39 @@ DEFAULT_RPC = "http://127.0.0.1:8545"
 RPC_ENV = "BSNS_RPC"
 
 
+def recorded_chain() -> dict | None:
+    """What ``bsns chain up`` recorded in the home: ``{"rpc": url, "block_time": seconds or None}``, or None."""
+    from node.paths import chain_record
+
+    try:
+        data = json.loads(chain_record().read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("rpc"), str) else None
+
+
+def record_chain(url: str, block_time: float | None) -> None:
+    """Remember the local chain's URL and block time in the home (atomically: a reader sees old or new)."""
+    from node.paths import chain_record
+
+    path = chain_record()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"rpc": url, "block_time": block_time}) + "\n")
+    os.replace(tmp, path)
+
+
 def rpc_url(url: str | None = None) -> str:
-    return url or os.environ.get(RPC_ENV) or DEFAULT_RPC
+    if url:
+        return url
+    if os.environ.get(RPC_ENV):
+        return os.environ[RPC_ENV]
+    rec = recorded_chain()
+    return rec["rpc"] if rec else DEFAULT_RPC
 
 
 def connect(url: str | None = None, timeout: float = 10.0):
-    """``Web3`` over HTTP at ``url`` (default ``$BSNS_RPC`` or localhost:8545), checked with eth_chainId."""
+    """``Web3`` over HTTP at ``rpc_url(url)``, checked with eth_chainId."""
     from web3 import Web3
 
     url = rpc_url(url)

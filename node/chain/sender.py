@@ -6,12 +6,17 @@ decoded, before anything is sent), signs locally with eth-account and waits for 
 Every signed transaction is written to sqlite (hash, nonce, purpose, raw bytes) *before* it is
 broadcast; on start the sender reconciles the pending ones (mined, still in the pool, rebroadcast, or
 replaced) so a restarted process never signs a second transaction with a nonce already used.
+A journal belongs to one chain, recognised by what that chain holds: the block its first transaction was mined
+in, with that block's hash (block 0 is no witness: anvil reloading its state file can give it a new hash). A
+chain without that block is another chain (a fresh one with the same id): its journal is never replayed there;
+``on_other_chain`` says whether that refuses (``OtherChain``) or sets the journal aside with a warning.
 The nonce bookkeeping and the journal are hand-written: web3.py's middleware only fills in a nonce
 per call from the node, which is not safe across restarts or concurrent sends.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -34,11 +39,23 @@ CREATE TABLE IF NOT EXISTS txs (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS txs_by_sender ON txs (chain_id, sender, nonce);
-CREATE TABLE IF NOT EXISTS chains (
+CREATE TABLE IF NOT EXISTS anchors (
     chain_id INTEGER PRIMARY KEY,
-    genesis TEXT NOT NULL          -- block 0's hash: a fresh chain with the same id is another chain
+    block INTEGER NOT NULL,        -- the block this journal's first transaction on the chain was mined in
+    hash TEXT NOT NULL             -- its hash: the chain is the journal's while it still holds that block
 );
 """
+
+log = logging.getLogger("bsns.chain")
+
+
+class OtherChain(ChainError):
+    """The journal was written on another chain with the same chain id; ``reason`` says what differs."""
+
+    def __init__(self, db_path: str, address: str, chain_id: int, live: int, reason: str):
+        self.db_path, self.address, self.chain_id, self.live, self.reason = db_path, address, chain_id, live, reason
+        super().__init__(f"{db_path}: the transaction journal of {address} was written on another chain with id "
+                         f"{chain_id} ({reason})")
 
 
 @dataclass(frozen=True)
@@ -69,7 +86,8 @@ class TxSender:
     """
 
     def __init__(self, w3, private_key: bytes | str, db_path: str | Path | None = None,
-                 gas_headroom: float = 1.2, receipt_timeout: float = 120.0, rpc_url: str | None = None):
+                 gas_headroom: float = 1.2, receipt_timeout: float = 120.0, rpc_url: str | None = None,
+                 on_other_chain: str = "retire"):
         from eth_account import Account
 
         self.w3 = w3
@@ -78,13 +96,17 @@ class TxSender:
         self.gas_headroom = gas_headroom
         self.receipt_timeout = receipt_timeout
         self.rpc_url = rpc_url or _provider_url(w3)
+        if on_other_chain not in ("retire", "refuse"):
+            raise ValueError(f"on_other_chain: {on_other_chain!r} (retire | refuse)")
+        self.on_other_chain = on_other_chain
+        self.db_path = str(db_path) if db_path is not None else ":memory:"
         try:
             self.chain_id: int = w3.eth.chain_id
         except Exception as exc:
             raise translate(exc, url=self.rpc_url) from None
         if db_path is not None:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(db_path) if db_path is not None else ":memory:", check_same_thread=False)
+        self._db = sqlite3.connect(self.db_path, check_same_thread=False)
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._next_nonce: int | None = None
@@ -106,22 +128,57 @@ class TxSender:
         rows = self._db.execute(q + " ORDER BY nonce, created", params).fetchall()
         return [dict(zip(("hash", "nonce", "purpose", "status", "block"), r)) for r in rows]
 
-    def _set_status(self, tx_hash: str, status: str, block: int | None = None) -> None:
+    def _set_status(self, tx_hash: str, status: str, block: int | None = None, rcpt=None) -> None:
         with self._db:
             self._db.execute("UPDATE txs SET status=?, block=? WHERE hash=?", (status, block, tx_hash))
+            if rcpt is not None:  # the first receipt on a chain anchors the journal to it
+                self._db.execute("INSERT OR IGNORE INTO anchors (chain_id, block, hash) VALUES (?, ?, ?)",
+                                 (self.chain_id, rcpt["blockNumber"], _hex(rcpt["blockHash"])))
 
-    def _forget_other_chain(self) -> None:
-        """Retire the journal of an earlier chain that had this chain id (a restarted local test chain):
-        its transactions must never be rebroadcast here, and its nonces say nothing about this chain."""
-        genesis = self.w3.eth.get_block(0)["hash"].hex()
-        row = self._db.execute("SELECT genesis FROM chains WHERE chain_id=?", (self.chain_id,)).fetchone()
-        if row is not None and row[0] == genesis:
-            return
+    def _check_chain(self) -> None:
+        """Make sure the chain is the one this journal was written on (see the module docstring)."""
+        from web3.exceptions import BlockNotFound, TransactionNotFound
+
+        row = self._db.execute("SELECT block, hash FROM anchors WHERE chain_id=?", (self.chain_id,)).fetchone()
+        if row is None:  # a journal from before anchors: its oldest mined transaction must be where it was
+            first = self._db.execute(
+                "SELECT hash, block FROM txs WHERE chain_id=? AND status IN ('mined','failed') AND block IS NOT NULL "
+                "ORDER BY block LIMIT 1", (self.chain_id,)).fetchone()
+            if first is None:
+                return  # nothing this chain should hold yet
+            try:
+                rcpt = self.w3.eth.get_transaction_receipt(first[0])
+            except TransactionNotFound:
+                rcpt = None
+            if rcpt is not None and rcpt["blockNumber"] == first[1]:
+                with self._db:
+                    self._db.execute("INSERT OR IGNORE INTO anchors VALUES (?, ?, ?)",
+                                     (self.chain_id, first[1], _hex(rcpt["blockHash"])))
+                return
+            reason = f"its transaction {first[0][:12]}… of block {first[1]} is not on this one"
+        else:
+            try:
+                got = _hex(self.w3.eth.get_block(row[0])["hash"])
+            except BlockNotFound:
+                got = None
+            if got == row[1]:
+                return
+            reason = (f"this one has no block {row[0]} yet" if got is None else
+                      f"block {row[0]} is {got[:12]}… here, the journal saw {row[1][:12]}…")
+        live = self._db.execute("SELECT COUNT(*) FROM txs WHERE chain_id=? AND status!='other-chain'",
+                                (self.chain_id,)).fetchone()[0]
+        from node.paths import shown
+
+        where = self.db_path if self.db_path == ":memory:" else shown(Path(self.db_path))
+        err = OtherChain(where, self.address, self.chain_id, live, reason)
+        if self.on_other_chain == "refuse":
+            raise err
+        # never replayed here: its transactions and nonces belong to the other chain
         with self._db:
-            if row is not None:
-                self._db.execute("UPDATE txs SET status='other-chain' WHERE chain_id=? AND status!='other-chain'",
-                                 (self.chain_id,))
-            self._db.execute("INSERT OR REPLACE INTO chains (chain_id, genesis) VALUES (?, ?)", (self.chain_id, genesis))
+            self._db.execute("UPDATE txs SET status='other-chain' WHERE chain_id=? AND status!='other-chain'",
+                             (self.chain_id,))
+            self._db.execute("DELETE FROM anchors WHERE chain_id=?", (self.chain_id,))
+        log.warning("%s; its %d transactions are kept as other-chain and never sent here", err, live)
 
     def reconcile(self) -> None:
         """Settle journalled pending transactions against the chain and reset the nonce counter."""
@@ -129,7 +186,7 @@ class TxSender:
 
         with self._lock:
             try:
-                self._forget_other_chain()
+                self._check_chain()
                 latest = self.w3.eth.get_transaction_count(self.address, "latest")
                 # pending ones, and mined ones a reorg may have orphaned (their nonce is not used on chain)
                 pending_rows = self._db.execute(
@@ -142,7 +199,8 @@ class TxSender:
                     except TransactionNotFound:
                         rcpt = None
                     if rcpt is not None:
-                        self._set_status(tx_hash, "mined" if rcpt["status"] == 1 else "failed", rcpt["blockNumber"])
+                        self._set_status(tx_hash, "mined" if rcpt["status"] == 1 else "failed", rcpt["blockNumber"],
+                                         rcpt)
                         continue
                     self._set_status(tx_hash, "pending")
                     if nonce < latest:  # another transaction took this nonce
@@ -162,10 +220,13 @@ class TxSender:
                         continue
                     try:  # an automining chain has already included it
                         rcpt = self.w3.eth.get_transaction_receipt(tx_hash)
-                        self._set_status(tx_hash, "mined" if rcpt["status"] == 1 else "failed", rcpt["blockNumber"])
+                        self._set_status(tx_hash, "mined" if rcpt["status"] == 1 else "failed", rcpt["blockNumber"],
+                                         rcpt)
                     except TransactionNotFound:
                         pass
                 chain_pending = self.w3.eth.get_transaction_count(self.address, "pending")
+            except OtherChain:
+                raise
             except Exception as exc:
                 raise translate(exc, url=self.rpc_url) from None
             row = self._db.execute(
@@ -244,7 +305,7 @@ class TxSender:
         except Exception as exc:
             raise translate(exc, contract, self.rpc_url) from None
         ok = rcpt["status"] == 1
-        self._set_status(result.hash, "mined" if ok else "failed", rcpt["blockNumber"])
+        self._set_status(result.hash, "mined" if ok else "failed", rcpt["blockNumber"], rcpt)
         done = TxResult(result.hash, result.nonce, result.purpose, rcpt)
         if not ok:
             raise self._failure(done, contract)
@@ -269,6 +330,10 @@ class TxSender:
 
 def _provider_url(w3) -> str | None:
     return getattr(w3.provider, "endpoint_uri", None) or type(w3.provider).__name__
+
+
+def _hex(value) -> str:
+    return value.lower() if isinstance(value, str) else "0x" + bytes(value).hex()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,17 +1,19 @@
 """The daemon's configuration file ``node.toml``: validated with pydantic, errors name the field.
 
-Example::
+Example (``bsns node init node0.toml --dev-account 1`` writes one)::
 
-    [chain]
-    rpc = "http://127.0.0.1:8545"
-    deployment = "deployments/31337.json"
+    name = "node0"
+
+    [chain]                           # both optional: the chain `bsns chain up` recorded in the home
+    # rpc = "http://127.0.0.1:8545"   # (else $BSNS_RPC, else 127.0.0.1:8545) and its deployment
+    # deployment = "deployments/31337.json"    # (<home>/deployments/<chain id>.json)
 
     [identity]
     keystore = "keys/node0.json"      # password from BSNS_KEYSTORE_PASSWORD
     # dev_account = 1                 # or one of anvil's public dev keys (local chain id 31337 only)
 
     [p2p]
-    listen = "/ip4/127.0.0.1/tcp/0"
+    listen = "/ip4/127.0.0.1/tcp/0"   # port 0: any free port; the one bound is registered
     bootstrap = []                    # multiaddrs with /p2p/<peer id>
 
     [resources]
@@ -20,7 +22,7 @@ Example::
     throughput = 100
 
     [storage]
-    data_dir = ".bsns/node0"
+    # data_dir = ".bsns/nodes/node0"  # default: <home>/nodes/<name>
 
     [policy]
     vote = "auto"                     # auto: vote by the rules below; manual: leave it to `bsns vote`
@@ -34,6 +36,8 @@ Example::
 
     [fedpeat]
     fetch_emulators = false           # true: never build emulators from local weights, fetch them by hash
+
+Relative paths are relative to the config file's folder; the home is ``node.paths``.
 """
 
 from __future__ import annotations
@@ -57,8 +61,8 @@ class _S(BaseModel):
 
 
 class ChainCfg(_S):
-    rpc: str = "http://127.0.0.1:8545"
-    deployment: str = Field(min_length=1)
+    rpc: str | None = Field(default=None, min_length=1, description="default: node.chain.rpc.rpc_url()")
+    deployment: str | None = Field(default=None, min_length=1, description="default: the chain id's in the home")
     confirmations: int = Field(default=0, ge=0)
     poll_interval_s: float = Field(default=0.5, gt=0)
 
@@ -88,7 +92,7 @@ class ResourcesCfg(_S):
 
 
 class StorageCfg(_S):
-    data_dir: str = ".bsns/node"
+    data_dir: str | None = Field(default=None, min_length=1, description="default: <home>/nodes/<name>")
 
 
 def _default_methods() -> list[str]:
@@ -123,8 +127,8 @@ class FedPeatCfg(_S):
 
 
 class NodeConfig(_S):
-    name: str = "node"
-    chain: ChainCfg
+    name: str = Field(default="node", pattern=r"^[A-Za-z0-9._-]+$")
+    chain: ChainCfg = Field(default_factory=ChainCfg)
     identity: IdentityCfg
     p2p: P2PCfg = Field(default_factory=P2PCfg)
     resources: ResourcesCfg = Field(default_factory=ResourcesCfg)
@@ -135,6 +139,7 @@ class NodeConfig(_S):
     fedpeat: FedPeatCfg = Field(default_factory=FedPeatCfg)
 
     _base: Path = Path(".")
+    _file: str | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "NodeConfig":
@@ -150,6 +155,7 @@ class NodeConfig(_S):
         except ValidationError as exc:
             raise ConfigError(f"{path}: {validation_message(exc)}") from None
         cfg._base = path.resolve().parent
+        cfg._file = path.name
         return cfg
 
     def resolve(self, p: str) -> Path:
@@ -158,8 +164,22 @@ class NodeConfig(_S):
         return q if q.is_absolute() else (self._base / q)
 
     @property
+    def path(self) -> Path | None:
+        """The config file (None for a config not read from a file)."""
+        return self._base / self._file if self._file else None
+
+    @property
     def data_dir(self) -> Path:
+        if self.storage.data_dir is None:
+            from node.paths import nodes_dir
+
+            return nodes_dir() / self.name
         return self.resolve(self.storage.data_dir)
+
+    @property
+    def deployment_path(self) -> Path | None:
+        """The configured deployment file, or None for the chain id's default (node.chain.deployment)."""
+        return self.resolve(self.chain.deployment) if self.chain.deployment else None
 
     def device(self) -> str:
         if self.resources.device != "auto":
@@ -167,3 +187,43 @@ class NodeConfig(_S):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def config_text(name: str, *, dev_account: int | None = None, keystore: str | None = None,
+                listen: str = "/ip4/127.0.0.1/tcp/0", memory_mb: int = 2048, stake_eth: float | None = 1.0,
+                vote: str = "auto") -> str:
+    """A commented ``node.toml`` (``bsns node init``); checked by parsing it back."""
+    if (dev_account is None) == (keystore is None):
+        raise ConfigError("give exactly one of a keystore or a dev account")
+    ident = (f"dev_account = {dev_account}             # anvil's published dev key: accepted on chain 31337 only"
+             if dev_account is not None else f'keystore = "{keystore}"    # password: BSNS_KEYSTORE_PASSWORD or a prompt')
+    text = f"""name = "{name}"                     # its records: <home>/nodes/{name} ([storage] data_dir to change)
+
+[chain]                                # the chain and deployment `bsns chain up` / `bsns deploy` recorded
+# rpc = "http://127.0.0.1:8545"
+# deployment = ".bsns/deployments/31337.json"
+
+[identity]
+{ident}
+
+[p2p]
+listen = "{listen}"      # port 0: any free port; the one bound is registered
+
+[resources]
+device = "auto"                        # CUDA when present, CPU otherwise
+memory_mb = {memory_mb}                      # the largest shard this node takes
+
+[policy]
+vote = "{vote}"                          # auto: vote by policy; manual: leave it to `bsns vote`
+"""
+    if stake_eth is not None:
+        text += f"""
+[register]                             # register on start with this stake (else: bsns node register)
+stake_eth = {stake_eth:g}
+"""
+    try:
+        NodeConfig.model_validate(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigError(f"node config: {validation_message(exc) if isinstance(exc, ValidationError) else exc}") \
+            from None
+    return text

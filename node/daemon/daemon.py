@@ -2,7 +2,9 @@
 
 Owns the node's life: unlock the key, connect to the chain and the deployment, start the libp2p host
 (authorising only peers active in the NodeRegistry), register (or update the announce address after a
-restart), and then react to the chain:
+restart). Its data folder is held by one daemon at a time and bound to one deployment (node.daemon.datadir): a
+start against a chain that lost the deployment, or against another deployment, stops with one line saying so and
+how to set the old records aside, instead of replaying them. Then it reacts to the chain:
 
 - ``ProposalCreated`` → remember it; while it is Active, vote by the node's policy
   (``node.daemon.proposals.VotePolicy``) unless the policy is ``manual`` (then the operator runs ``bsns vote``);
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 from node.daemon.config import NodeConfig
+from node.daemon.datadir import DataDir
 from node.daemon.logs import event, setup_logging
 from node.daemon.state import StateStore
 from node.errors import BsnsError
@@ -50,6 +53,8 @@ class Daemon:
         self.watcher = None
         self._active_cache: dict[str, tuple[float, bool]] = {}
         self._runners: dict = {}
+        self.datadir: DataDir | None = None
+        self._chain_down_since: float | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -58,23 +63,33 @@ class Daemon:
                                         NodeRegistryClient, SessionsClient)
         from node.chain.deployment import Deployment
         from node.chain.keys import dev_key, load_keystore
-        from node.chain.sender import TxSender
+        from node.chain.sender import OtherChain, TxSender
 
         cfg = self.cfg
-        self.store = StateStore(cfg.data_dir)
+        from node.paths import shown
+
+        reset_hint = f"`bsns node reset --config {shown(cfg.path) if cfg.path else 'node.toml'}`"
+        self.datadir = DataDir(cfg.data_dir, reset_hint)
+        self.datadir.lock()
         self.w3 = rpc.connect(cfg.chain.rpc)
         chain_id = self.w3.eth.chain_id
-        self.deployment = Deployment.load(cfg.resolve(cfg.chain.deployment), chain_id=chain_id)
-        self.deployment.check_code(self.w3)
+        self.deployment = Deployment.load(cfg.deployment_path, chain_id=chain_id)
+        self.deployment.check_code(self.w3)  # a chain restarted without its state says so here, in one line
+        self.datadir.bind(self.deployment)
+        self.store = StateStore(cfg.data_dir)
         if cfg.identity.dev_account is not None:
             # anvil's published development keys: accepted by dev_key only on the local chain (31337)
             self.key = dev_key(cfg.identity.dev_account, chain_id)
         else:
             self.key = load_keystore(cfg.resolve(cfg.identity.keystore))
         self.address = self.key.address
-        self.sender = TxSender(self.w3, self.key.private_key, db_path=cfg.data_dir / "txs.sqlite",
-                               rpc_url=cfg.chain.rpc)
-        self.sender.reconcile()  # settle what a previous run signed (kill -9 included) before anything new
+        try:
+            # settles what a previous run signed (kill -9 included) before anything new; never replays it
+            # onto another chain, and never forgets it silently either
+            self.sender = TxSender(self.w3, self.key.private_key, db_path=cfg.data_dir / "txs.sqlite",
+                                   rpc_url=rpc.rpc_url(cfg.chain.rpc), on_other_chain="refuse")
+        except OtherChain as exc:
+            raise DaemonError(f"{exc}: if that chain is gone, {reset_hint} sets the node's records aside") from None
         d = self.deployment
         self.registry = NodeRegistryClient(self.w3, d.address("NodeRegistry"), self.sender)
         self.gov = GovernanceClient(self.w3, d.address("FineTuneGovernance"), self.sender)
@@ -95,7 +110,8 @@ class Daemon:
         self._ensure_registered()
         self._start_watcher()
         event("started", address=self.address, peer=self.p2p.peer_id, addrs=",".join(self.p2p.addrs),
-            chain=chain_id, data_dir=str(cfg.data_dir))
+              chain=chain_id, rpc=rpc.rpc_url(cfg.chain.rpc), deployment=str(self.deployment.path),
+              data_dir=str(cfg.data_dir))
 
     def _authorize(self, eth_address: str, protocol: str) -> bool:
         from node.p2p import ADAPTER_PROTOCOL
@@ -187,9 +203,14 @@ class Daemon:
         while not self.stop.is_set():
             try:
                 self.watcher.poll_once()
+                if self._chain_down_since is not None:
+                    event("chain_reachable", down_s=round(time.monotonic() - self._chain_down_since, 1))
+                    self._chain_down_since = None
                 self.tick()
             except RpcUnavailable as exc:
-                event("chain_unreachable", error=str(exc))
+                if self._chain_down_since is None:
+                    self._chain_down_since = time.monotonic()
+                event("chain_unreachable", error=str(exc))  # repeats are counted by the logs, not printed
             except BsnsError as exc:
                 event("error", error=str(exc))
             self.stop.wait(self.cfg.chain.poll_interval_s)
@@ -344,15 +365,18 @@ class Daemon:
             self.watcher.close()
         if self.store is not None:
             self.store.close()
+        if self.datadir is not None:
+            self.datadir.unlock()
 
 
-def run_daemon(config_path: str | Path, verbose: bool = False, train_limit: int | None = None) -> None:
+def run_daemon(config_path: str | Path, verbose: bool = False, train_limit: int | None = None,
+               log_level: str = "info") -> None:
     """Entry point of ``bsns node run``: runs until SIGTERM/SIGINT, then shuts down cleanly."""
     import os
 
     cfg = NodeConfig.from_toml(config_path)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(cfg.data_dir, cfg.name, verbose)
+    setup_logging(cfg.data_dir, cfg.name, verbose, log_level)
     try:
         import torch
 
@@ -367,10 +391,13 @@ def run_daemon(config_path: str | Path, verbose: bool = False, train_limit: int 
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    started = False
     try:
         d.start()
+        started = True
         d.serve_finished()
         d.run()
     finally:
         d.close()
-        event("stopped")
+        if started:  # a failed start is the one error line the CLI prints, nothing else
+            event("stopped")

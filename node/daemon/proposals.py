@@ -24,7 +24,9 @@ class SpecSource:
 
     def __init__(self, gov, data_dir: Path) -> None:
         self.gov = gov
-        self.folders = (Path(data_dir) / "specs", Path(".bsns") / "specs")
+        from node.paths import specs_dir
+
+        self.folders = (Path(data_dir) / "specs", specs_dir())
 
     def spec_for(self, pid: int):
         """The proposal's spec, verified against the agreed params; None if its text is nowhere to be found."""
@@ -43,7 +45,7 @@ class SpecSource:
         return spec
 
     def _from_folders(self, spec_hash: str) -> str | None:
-        """A spec text handed over out of band (``<data_dir>/specs/<hash>.toml`` or ``.bsns/specs/``), accepted
+        """A spec text handed over out of band (``<data_dir>/specs/<hash>.toml`` or ``<home>/specs/``), accepted
         only if it hashes to the on-chain ``specHash``."""
         from node.hashing import keccak_hex
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from node.daemon.logs import event_level
 from node.daemon.ports import ZERO_HASH, ChainPort, Member, NetPort
 from node.daemon.state import StateStore
 from node.daemon.sync import PIPELINE_SYNC, RoundSync, RoundWork, SyncPolicy
@@ -75,7 +76,7 @@ class SessionRunner:
     # -- set-up ---------------------------------------------------------------------------------
     def _emit(self, kind: str, **info) -> None:
         info = {"session": self.sid, "shard": self.stage, "replica": self.me.replica, **info}
-        log.info(kind, extra={"fields": info})
+        log.log(event_level(kind), kind, extra={"fields": info})
         self.on_event(kind, info)
 
     def _is_set_up(self) -> bool:
