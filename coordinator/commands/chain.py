@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from coordinator.commands._chainopts import DeploymentOpt, DevAccountOpt, KeystoreOpt, RpcOpt
+from coordinator.commands._chainopts import DevAccountOpt, KeystoreOpt, RpcOpt
 
 chain_app = typer.Typer(help="The local development chain (anvil from node_modules).", no_args_is_help=True)
 

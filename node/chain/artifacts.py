@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from node.errors import BsnsError
+from node.paths import PACKAGE_ROOT
 
 #: The contracts the project deploys, in deployment order.
 CONTRACT_NAMES = ("NodeRegistry", "TrainingSessions", "FineTuneGovernance", "AdapterRegistry", "FedPeatLedger")
@@ -25,7 +26,7 @@ def artifacts_dir() -> Path:
     env = os.environ.get("BSNS_ARTIFACTS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
+    return PACKAGE_ROOT / "contracts" / "artifacts"
 
 
 @lru_cache(maxsize=None)

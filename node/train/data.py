@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Iterator
 
 from node.errors import BsnsError
+from node.paths import PACKAGE_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SST2_PATH = REPO_ROOT / "data" / "sst2" / "train.tsv"
-SHAKESPEARE_PATH = REPO_ROOT / "data" / "tinyshakespeare" / "input.txt"
+SST2_PATH = PACKAGE_ROOT / "data" / "sst2" / "train.tsv"
+SHAKESPEARE_PATH = PACKAGE_ROOT / "data" / "tinyshakespeare" / "input.txt"
 
 # The validation split is fixed independently of the training seed, so every run (and every method in
 # docs/results.md) is scored on the same held-out sentences. 872 is the size of GLUE's SST-2 dev set.
@@ -49,8 +49,8 @@ def resolve_data_path(path: str | Path) -> Path:
     p = Path(path)
     if p.exists():
         return p
-    if not p.is_absolute() and (REPO_ROOT / p).exists():
-        return REPO_ROOT / p
+    if not p.is_absolute() and (PACKAGE_ROOT / p).exists():
+        return PACKAGE_ROOT / p
     raise DataError(f"data file not found: {path}")
 
 

@@ -45,7 +45,7 @@ def test_rpc_url_flag_then_env_then_recorded_chain_then_default(elsewhere, monke
 def test_commands_reach_the_recorded_chain_and_say_so(elsewhere):
     from coordinator.localchain import free_port
     from node.chain.rpc import record_chain
-    from tests.cli_inprocess import bsns
+    from tests.support.cli import bsns
 
     port = free_port()
     record_chain(f"http://127.0.0.1:{port}", 1.0)
@@ -82,7 +82,7 @@ def test_nothing_in_the_code_writes_next_to_the_package():
 
 
 def test_chain_up_flags_that_exclude_each_other_are_one_line(elsewhere):
-    from tests.cli_inprocess import bsns
+    from tests.support.cli import bsns
 
     code, out = bsns("chain", "up", "--on-demand", "--block-time", "2")
     assert (code, out.strip()) == (1, "error: --on-demand mines only per transaction; leave out --block-time with it")

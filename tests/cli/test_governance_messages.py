@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_inprocess import bsns
+from tests.support.cli import bsns
 
 pytestmark = pytest.mark.anvil
 SPEC = Path(__file__).resolve().parents[1] / "chain" / "fixtures" / "job.toml"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_inprocess import bsns
+from tests.support.cli import bsns
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.evm import deploy_probe as _probe
+from tests.support.evm import new_chain, tester_keys
+
 TAG = b"\x01" * 32
 
 
-@pytest.fixture
-def probe_artifact():
-    import json
-    from pathlib import Path
-
-    return json.loads((Path(__file__).resolve().parents[1] / "chain" / "fixtures" / "Probe.json").read_text())
-
-
 def _chain():
-    from web3 import EthereumTesterProvider, Web3
-
-    w3 = Web3(EthereumTesterProvider())
-    return w3, [k.to_bytes() for k in w3.provider.ethereum_tester.backend.account_keys]
-
-
-def _probe(w3, sender, artifact):
-    ctor = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"]).constructor()
-    res = sender.send(ctor, purpose="deploy Probe")
-    return w3.eth.contract(address=res.contract_address, abi=artifact["abi"])
+    c = new_chain()
+    return c.w3, tester_keys(c)
 
 
 def test_same_chain_with_a_new_genesis_hash_keeps_the_journal(tmp_path, probe_artifact, monkeypatch):
