@@ -146,6 +146,7 @@ class EventWatcher:
         if db_path is not None:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(db_path) if db_path is not None else ":memory:", check_same_thread=False)
+        self.subscribed = threading.Event()  # set while ``run``'s newHeads subscription is live (``ws_url``)
         self.db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
@@ -296,7 +297,7 @@ class EventWatcher:
         wake = threading.Event()
         ws_thread = None
         if ws_url:
-            ws_thread = threading.Thread(target=_subscribe_heads, args=(ws_url, wake, stop), daemon=True,
+            ws_thread = threading.Thread(target=_subscribe_heads, args=(ws_url, wake, stop, self.subscribed), daemon=True,
                                          name=f"watcher-ws-{self.name}")
             ws_thread.start()
         while not stop.is_set():
@@ -319,14 +320,18 @@ class EventWatcher:
         self.db.close()
 
 
-def _subscribe_heads(ws_url: str, wake: threading.Event, stop: threading.Event) -> None:
-    """Set ``wake`` on every new head announced over ``eth_subscribe``; reconnects until ``stop``."""
+def _subscribe_heads(ws_url: str, wake: threading.Event, stop: threading.Event, subscribed: threading.Event) -> None:
+    """Set ``wake`` on every new head announced over ``eth_subscribe``; reconnects until ``stop``. ``subscribed``
+    is set while the node has confirmed the subscription."""
     from websockets.sync.client import connect
 
     while not stop.is_set():
         try:
             with connect(ws_url, open_timeout=3, close_timeout=1) as ws:
                 ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}))
+                if "result" not in json.loads(ws.recv(timeout=3)):
+                    raise ValueError("the node refused the newHeads subscription")
+                subscribed.set()
                 while not stop.is_set():
                     try:
                         ws.recv(timeout=0.5)
@@ -336,4 +341,6 @@ def _subscribe_heads(ws_url: str, wake: threading.Event, stop: threading.Event) 
         except Exception as exc:  # the poll loop still runs; the subscription only lowers latency
             log.debug("newHeads subscription at %s failed: %s", ws_url, exc)
             stop.wait(1.0)
+        finally:
+            subscribed.clear()
 

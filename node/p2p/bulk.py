@@ -225,6 +225,7 @@ class BulkListener:
         self._closed = threading.Event()
         self._live: set[socket.socket] = set()
         self._to_park: list[socket.socket] = []
+        self.parked = 0  # sockets waiting to present a token, as of the selector loop's last pass
         self._waker_r, self._waker_w = socket.socketpair()
         self._waker_r.setblocking(False)
         self._sel = selectors.DefaultSelector()
@@ -305,6 +306,7 @@ class BulkListener:
             with self._lock:
                 for token in [t for t, p in self._pending.items() if p.deadline < now]:
                     self._pending.pop(token).ready.set()
+            self.parked = len(parked)
         for sock in list(parked):
             self._drop(parked, sock)
 
@@ -405,6 +407,11 @@ class DialPool:
                 raise PeerUnavailable("p2p node stopped")
             self._all.add(sock)
         return sock, False
+
+    def idle(self, host: str, port: int) -> int:
+        """How many kept sockets wait for the next transfer to (host, port)."""
+        with self._lock:
+            return len(self._idle.get((host, port), []))
 
     def checkin(self, host: str, port: int, sock: socket.socket) -> None:
         with self._lock:

@@ -90,9 +90,7 @@ def test_websocket_wakes_the_watcher(anvil, w3, key, probe):
     t = threading.Thread(target=watcher.run, args=(stop,), kwargs={"poll_interval": 60, "ws_url": anvil.ws_url})
     t.start()
     try:
-        import time
-
-        time.sleep(1.0)  # let the first poll and the subscription happen
+        assert watcher.subscribed.wait(15), "the newHeads subscription was not confirmed"
         s.send(probe.functions.ping(3, b"\0" * 32))
         assert arrived.wait(15), "event not delivered: the WebSocket subscription did not wake the watcher"
     finally:

@@ -13,7 +13,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 def test_sigkill_mid_round_then_restart(tmp_path):
     from coordinator.cluster import Cluster
     from coordinator.demo import demo_spec_text
-    from node.daemon.state import StateStore
 
     if shutil.which("node") is None:
         pytest.skip("node.js is not installed")
@@ -41,18 +40,26 @@ def test_sigkill_mid_round_then_restart(tmp_path):
 
         cl.wait_for("the session to complete", lambda: int(cl.sessions.get_session(sid).state) == 3, 480, poll=1)
         cl.wait_for("the adapter to be published", lambda: cl.adapters.adapter_of_session(sid), 120)
-        txs_after = cl.node_txs(victim)
         finals = {r: cl.sessions.final_hash(sid, r, 1) for r in range(3)}
-        onchain_nonce = cl.w3.eth.get_transaction_count(victim.address)
-        time.sleep(1)  # let the restarted daemon write its last checkpoint
-        store = StateStore(victim.data_dir)
-        ckpts = {r: store.checkpoint(sid, r) for r in range(3)}
+
+        def checkpointed():  # the restarted daemon writes each final adapter before it moves on
+            rows = cl.node_rows(victim, "SELECT round, adapter_hash FROM checkpoints WHERE session_id=? AND round >= 0",
+                                (sid,))
+            return {r["round"]: r["adapter_hash"] for r in rows} if len(rows) == 3 else None
+        ckpts = cl.wait_for("the victim to checkpoint every round", checkpointed, 60)
+
+        def settled():  # the journal and the chain agree once nothing is in flight: read both, compare, retry
+            txs = cl.node_txs(victim)
+            nonce = cl.w3.eth.get_transaction_count(victim.address)
+            done = [t for t in txs if t["status"] in ("mined", "failed")]
+            pending = [t for t in txs if t["status"] == "pending"]
+            return (txs, nonce) if not pending and nonce == len(done) else None
+        txs_after, onchain_nonce = cl.wait_for("the victim's journal to match the chain", settled, 60)
 
     assert final_before[0] is not None and finals[0] == final_before[0]      # round 0 was final before the kill
     assert all(finals[r] for r in range(3))
     # nothing finalized is lost: the restarted node holds every final adapter of its shard
-    for r in range(3):
-        assert ckpts[r] is not None and ckpts[r].adapter_hash == finals[r]
+    assert ckpts == finals
     # the journal kept growing from where it was: no nonce twice, and the chain used each exactly once
     assert [t["hash"] for t in txs_after[:len(txs_before)]] == [t["hash"] for t in txs_before]
     nonces = [t["nonce"] for t in txs_after]

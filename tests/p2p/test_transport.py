@@ -59,23 +59,38 @@ def test_message_from_the_wrong_peer_is_an_error(pair):
         sender.send(5, (0, 0, "fwd"), {"hidden": torch.zeros(2)})
 
 
+def _until(cond, what: str, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def test_bulk_transfer_after_the_peer_dropped_the_kept_side_socket(pair):
-    a, b = pair
+    """a keeps its side socket after a transfer; b closes its end of it while idle; the next transfer finds the
+    kept socket dead and goes on a fresh one (the retry path), for tensors and for blobs alike."""
+    _, b = pair
     b.bulkport.listener._idle_timeout = 0.3          # b closes parked side sockets quickly
     big = torch.randn(2**19)             # 2 MB: bulk channel
     from node.p2p import Tags
 
+    # a sender without links: each large message is one transfer on a side socket from its dial pool
+    a = P2PNode(DEV_KEYS[2], lambda addr, proto: True, timeout=10, links=False).start()
+    a.connect(b.peer_id, b.addrs)
+    target = ("127.0.0.1", b.bulkport.listener.port)
     assert a.send_tensor(b.peer_id, Tags(9, 0, 0, 0), big)
     assert torch.equal(b.recv(Tags(9, 0, 0, 0), 10), big)
-    import time
-
-    time.sleep(1.0)                      # a still keeps its side socket; b has closed its end
-    assert a.send_tensor(b.peer_id, Tags(9, 0, 1, 0), big * 2)
-    assert torch.equal(b.recv(Tags(9, 0, 1, 0), 10), big * 2)
     h = b.serve_blob(bytes(3 << 20))
-    assert a.fetch_blob(b.peer_id, h) == bytes(3 << 20)
-    time.sleep(1.0)
-    assert a.fetch_blob(b.peer_id, h) == bytes(3 << 20)
+    for again in (lambda: a.send_tensor(b.peer_id, Tags(9, 0, 1, 0), big * 2),
+                  lambda: a.fetch_blob(b.peer_id, h) == bytes(3 << 20)):
+        _until(lambda: a.bulkport.dialpool.idle(*target) >= 1, "a to keep its side socket")
+        _until(lambda: b.bulkport.listener.parked == 0, "b to close its end of the idle socket")
+        assert a.bulkport.dialpool.idle(*target) >= 1   # a still holds it: the next transfer meets a dead socket
+        assert again()
+    assert torch.equal(b.recv(Tags(9, 0, 1, 0), 10), big * 2)
+    a.close()
 
 
 def test_the_trainer_turns_transport_failures_into_pipeline_errors(pair):

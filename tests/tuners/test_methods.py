@@ -315,7 +315,8 @@ def test_qlora_without_cuda_says_so(tiny):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
 def test_qlora_on_cuda(tiny, model_type):
-    pytest.importorskip("bitsandbytes")
+    # no importorskip: scripts/setup.sh installs bitsandbytes (the gpu extra) wherever CUDA is present, so on a
+    # GPU machine a missing package fails here instead of skipping the only QLoRA test
     shard = load_shard(tiny(model_type), 0, N_LAYERS, num_labels=3, device="cuda")
     get_method("qlora").inject(shard, {"r": 4, "compute_dtype": "float32"})
     names = set(adapter_param_names(shard))
