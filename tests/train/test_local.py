@@ -191,3 +191,22 @@ def test_a_short_local_run_beats_the_untrained_adapter():
     before = evaluate(trainer.model, trainer.data.val, trainer.data.task, "cpu")["accuracy"]
     after = trainer.run().metrics["accuracy"]
     assert after - before >= 0.05, f"{before:.3f} -> {after:.3f}"
+
+
+@pytest.mark.slow
+def test_train_compare_cli_trains_each_method_and_writes_the_table(tmp_path):
+    """`bsns train compare` as a user runs it: each method trained the same steps from its shipped spec, the
+    markdown table printed and written, each method's adapter saved with its hash."""
+    from node.train.adapter_state import file_adapter_hash
+
+    res = _cli("train", "compare", "--methods", "lora,prompt", "--steps", "2", "--threads", "1", "--device", "cpu",
+               "--out", str(tmp_path / "runs"), "--table", str(tmp_path / "table.md"), timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = (tmp_path / "table.md").read_text()
+    assert table == res.stdout.strip() + "\n"
+    rows = [line for line in table.splitlines() if line.startswith("| lora") or line.startswith("| prompt")]
+    assert len(rows) == 2 and "2 steps × batch 32" in table
+    for method in ("lora", "prompt"):
+        result = json.loads((tmp_path / "runs" / method / "result.json").read_text())
+        assert result["method"] == method and result["steps"] == 2
+        assert file_adapter_hash(tmp_path / "runs" / method / "adapter.safetensors") == result["adapter_hash"]
