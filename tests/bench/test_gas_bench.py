@@ -5,6 +5,7 @@ OpenZeppelin Governor's."""
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 CALLS = {"register", "propose", "castVote", "execute", "join", "start", "commit (first of round)",
@@ -12,6 +13,7 @@ CALLS = {"register", "propose", "castVote", "execute", "join", "start", "commit 
          "registerEmulator", "attachEmulator", "setController", "recordRoundPlan"}
 
 
+@pytest.mark.slow
 def test_bench_reports_every_call_for_both_sizes_and_the_baseline(capsys):
     from coordinator.bench import gas
 

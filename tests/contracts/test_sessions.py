@@ -121,6 +121,7 @@ def test_join_assigns_fitting_shard_with_fewest_replicas(system, nodes, snap):
         c.tx(ses.functions.join(sid), nodes[4])
 
 
+@pytest.mark.slow
 def test_start_fixes_complete_replicas_or_fails(system, nodes, snap):
     c, ses = snap, system.sessions
     sid = open_session(system, nodes, minReplicas=2)

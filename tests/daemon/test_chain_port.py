@@ -103,7 +103,7 @@ class RealWorld:
         self.chain.mine(self.timeout_blocks + 1)
 
 
-@pytest.mark.parametrize("world", [FakeWorld, RealWorld], ids=["fake", "contract"])
+@pytest.mark.parametrize("world", [FakeWorld, pytest.param(RealWorld, marks=pytest.mark.slow)], ids=["fake", "contract"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_chain_port_scenarios(world, name):
     replicas, steps = SCENARIOS[name]

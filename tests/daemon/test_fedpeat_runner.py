@@ -12,6 +12,8 @@ import copy
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds the spec's emulators (about 20 s before the first test)
+
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 

@@ -53,6 +53,7 @@ def test_two_by_two_session_agrees_every_round(tmp_path, agg):
         assert [r["status"] for r in st.rounds(1)] == ["final", "final"]
 
 
+@pytest.mark.slow
 def test_replica_down_is_left_out_after_timeout(tmp_path):
     spec = _spec("fedavg")
     members = _members()
@@ -65,6 +66,7 @@ def test_replica_down_is_left_out_after_timeout(tmp_path):
     assert [r["peers_used"] for r in st.rounds(1)] == [1, 1]
 
 
+@pytest.mark.slow
 def test_replicas_that_saw_different_updates_converge_on_one_aggregate(tmp_path):
     """peer10 cannot fetch peer11's update: without agreement the two shard-1 replicas would commit
     different aggregates, and with two replicas such a split can never be finalized."""

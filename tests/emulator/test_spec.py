@@ -65,6 +65,7 @@ print(emulator_for_spec(spec, float(sys.argv[1])).hash())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fedpeat,retention", [({}, 0.25), ({"rule": "importance", "distill_steps": 2}, 0.5)])
 def test_same_spec_and_retention_give_the_same_hash_in_another_process(base, fedpeat, retention):
     spec = spec_with(**fedpeat)

@@ -92,6 +92,7 @@ def test_environment_follows_the_paper_reward_terms():
     assert swap < keep
 
 
+@pytest.mark.slow
 def test_ppo_learns_a_policy_that_beats_random_selection():
     """PPO trained in a small fitted environment earns more reward there than random selection.
 

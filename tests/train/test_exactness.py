@@ -38,7 +38,7 @@ seed = 5
 """
 
 
-@pytest.mark.parametrize("micro", [1, 2])
+@pytest.mark.parametrize("micro", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_two_shard_pipeline_equals_local_trainer(micro):
     from node.job import JobSpec
     from node.train.build import build_model, init_adapter_state

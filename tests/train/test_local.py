@@ -83,6 +83,7 @@ def test_train_local_cli_on_minilm_reports_accuracy_and_saves_reproducible_adapt
     assert abs(again.metrics["accuracy"] - result["metrics"]["accuracy"]) < 1e-9
 
 
+@pytest.mark.slow
 def test_learning_curve_and_seed_override(tmp_path):
     """`--eval-every` gives the validation curve of one run (its last point is the final result) and
     `--seed` is a second sample of the same experiment: other batches and initialisation."""
