@@ -129,9 +129,9 @@ contract FineTuneGovernance is IFineTuneGovernance {
         uint256 created = w & _MASK40;
         if (created == 0) revert UnknownProposal(proposalId);
         uint256 start = created + votingDelayBlocks;
-        if ((w >> _CANCELED_OFF) & 0xff != 0 || block.number <= start || block.number > start + votingPeriodBlocks) {
-            revert VotingClosed(proposalId, state(proposalId));
-        }
+        bool canceled = (w >> _CANCELED_OFF) & 0xff != 0;
+        if (!canceled && block.number <= start) revert VotingNotStarted(proposalId, start + 1);
+        if (canceled || block.number > start + votingPeriodBlocks) revert VotingClosed(proposalId, state(proposalId));
         (uint96 stake, uint40 registeredBlock, INodeRegistry.Status status,) = registry.eligibility(msg.sender);
         if (status != INodeRegistry.Status.Active || registeredBlock >= created) {
             revert NotEligible(msg.sender, proposalId);

@@ -65,6 +65,8 @@ interface IFineTuneGovernance {
     error SpecHashMismatch(bytes32 specHash, bytes32 textHash);
     error NoEligibleVoters();
     error UnknownProposal(uint256 proposalId);
+    /// @notice A vote on a proposal that is still Pending: votes count from block `startsAt` on.
+    error VotingNotStarted(uint256 proposalId, uint256 startsAt);
     error VotingClosed(uint256 proposalId, ProposalState state);
     error NotEligible(address voter, uint256 proposalId);
     error AlreadyVoted(address voter, uint256 proposalId);

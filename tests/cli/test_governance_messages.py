@@ -95,7 +95,7 @@ def test_a_defeated_proposal_says_why(chain):
 
 
 def test_the_contracts_coming_error_has_its_message(chain):
-    """VotingNotStarted(id, startsAt) is to replace VotingClosed for a Pending proposal; its message is ready."""
+    """VotingNotStarted(id, startsAt), the contract's answer to a vote on a Pending proposal, gets the message."""
     from coordinator.chainclock import ChainClock
     from coordinator.refusals import explain_revert
     from node.chain.errors import ContractRevert

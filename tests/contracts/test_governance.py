@@ -84,8 +84,9 @@ def test_registrant_in_the_creation_block_is_not_counted_nor_eligible(system, vo
 def test_vote_window_membership_and_once_each(system, voters):
     c, gov = system.chain, system.governance
     pid, _ = propose(system)
-    with c.reverts("VotingClosed", pid, PENDING):  # lands in the last block of the voting delay
-        vote(system, pid, voters[0])
+    vote_start = gov.functions.proposalInfo(pid).call()[2]
+    with c.reverts("VotingNotStarted", pid, vote_start + 1):  # Pending, not closed: votes count from the next block
+        vote(system, pid, voters[0])                            # (this one lands in the last block of the delay)
     open_voting(system, pid)
     assert gov.functions.state(pid).call() == ACTIVE
     with c.reverts("NotEligible", c.accounts[7], pid):  # never registered
