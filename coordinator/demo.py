@@ -84,8 +84,10 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
 
     console = console or Console()
     t_start = time.monotonic()
-    # SIGTERM behaves like Ctrl-C: the cluster's context manager then stops every process it started
-    prev = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C, and SIGTERM like it, stop the demo: the cluster's context manager then stops every process it started.
+    # SIGINT's handler is set, not inherited: a shell starts background jobs with SIGINT ignored, and Python keeps
+    # an inherited "ignore" (a demo started with `&` would otherwise run on after Ctrl-C's signal)
+    prev = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     workdir = Path(workdir or tempfile.mkdtemp(prefix="bsns-demo-"))
     spec_text = demo_spec_text(rounds=rounds, sync_interval=sync_interval, batch_size=batch_size,
                                max_seq_len=max_seq_len)
@@ -146,7 +148,8 @@ def run_demo(workdir: Path | None = None, *, rounds: int = 4, sync_interval: int
         png = workdir / "loss.png"
         loss_plot(summary["losses"], png, spec.training.sync_interval)
         summary["loss_png"] = str(png)
-    signal.signal(signal.SIGTERM, prev)
+    for sig, handler in prev.items():
+        signal.signal(sig, handler)
     summary["wall_seconds"] = round(time.monotonic() - t_start, 1)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_summary(console, summary)

@@ -4,7 +4,9 @@ Tests mirror the code: ``tests/<x>`` tests ``node/<x>`` (chain, p2p, model, tune
 ``coordinator/<x>`` (fedpeat, bench; ``tests/cli`` the CLI and the top-level coordinator modules);
 ``tests/contracts`` the Solidity contracts and their compilation; ``tests/e2e`` whole sessions through the real
 parts. Markers: ``slow`` (long; the full run includes them), ``anvil`` (needs the anvil binary), ``gpu`` (CUDA).
-The fast tier is ``pytest -m "not slow and not anvil"``.
+The fast tier is ``pytest -m "not slow and not anvil" -n 2``. The full run (``scripts/test.sh``) uses both cores
+too: every end-to-end test is in one xdist group (``--dist loadgroup``), so one worker runs the clusters one after
+another while the other runs everything else, and no two clusters of daemons ever compete for the cores.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from tests.support.evm import Chain, new_chain
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.fixture(scope="module")
