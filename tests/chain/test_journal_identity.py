@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.support.evm import deploy_probe as _probe
-from tests.support.evm import new_chain, tester_keys
+from tests.support import evm
 
 TAG = b"\x01" * 32
 
 
 def _chain():
-    c = new_chain()
-    return c.w3, tester_keys(c)
+    c = evm.new_chain()
+    return c.w3, evm.tester_keys(c)
 
 
 def test_same_chain_with_a_new_genesis_hash_keeps_the_journal(tmp_path, probe_artifact, monkeypatch):

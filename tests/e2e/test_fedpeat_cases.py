@@ -116,7 +116,7 @@ def cases(tmp_path_factory):
     need = RealSpecModels.build(prepare_spec(probe)).memory_need
     small_mb = int((need[0.25] + need[0.5]) / 2 / 1_000_000)
     assert need[0.25] < small_mb * 1_000_000 < need[0.5], need
-    with FedPeatCluster(wd, nodes=2, train_limit=TRAIN_LIMIT, pipeline_timeout_s=30, sync_timeout_s=10,
+    with FedPeatCluster(wd, nodes=2, train_limit=TRAIN_LIMIT, pipeline_timeout_s=30, sync_timeout_s=45,
                         memory_mb=(small_mb, 1000), fetchers=(SMALL,)) as cl:
         cl.wait_registered(240)
         env = cli_env(cl, wd / "home")

@@ -54,7 +54,7 @@ def controlled(tmp_path_factory):
 
     wd = tmp_path_factory.mktemp("fedpeat-control")
     t0 = time.monotonic()
-    with FedPeatCluster(wd, nodes=2, train_limit=160, pipeline_timeout_s=30, sync_timeout_s=10, memory_mb=MEMORY_MB,
+    with FedPeatCluster(wd, nodes=2, train_limit=160, pipeline_timeout_s=30, sync_timeout_s=45, memory_mb=MEMORY_MB,
                         fetchers=(0,)) as cl:
         cl.wait_registered(240)
         spec, pid = cl.propose(spec_text())

@@ -46,7 +46,7 @@ def sessions(tmp_path_factory):
         pytest.skip("node.js is not installed")
     wd = tmp_path_factory.mktemp("methods")
     done = {}
-    with Cluster(wd, nodes=3, train_limit=TRAIN_LIMIT, pipeline_timeout_s=30, sync_timeout_s=10) as cl:
+    with Cluster(wd, nodes=3, train_limit=TRAIN_LIMIT, pipeline_timeout_s=30, sync_timeout_s=45) as cl:
         cl.wait_registered(240)
         for name, over in SESSIONS.items():
             spec, pid = cl.propose(demo_spec_text(**SMALL, **over))

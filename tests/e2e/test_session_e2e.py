@@ -26,7 +26,7 @@ def finished_session(tmp_path_factory):
     wd = tmp_path_factory.mktemp("e2e")
     spec_text = demo_spec_text(rounds=2, sync_interval=15, batch_size=8, max_seq_len=16, micro_batches=2,
                                validation_size=200, bottleneck=8)
-    with Cluster(wd, nodes=2, train_limit=TRAIN_LIMIT, pipeline_timeout_s=30, sync_timeout_s=10) as cl:
+    with Cluster(wd, nodes=2, train_limit=TRAIN_LIMIT, pipeline_timeout_s=30, sync_timeout_s=45) as cl:
         cl.wait_registered(240)
         spec, pid = cl.propose(spec_text)
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
