@@ -306,6 +306,7 @@ class Daemon:
             return
         if info.state == SessionState.FAILED:
             self.store.upsert_session(sid, status="failed")
+            self._release(sid)
             event("session_failed", session=sid, replicas=info.replicas, min_replicas=info.min_replicas)
             return
         if not a.joined:
@@ -346,9 +347,25 @@ class Daemon:
             runner.run()
         except Stopped:
             return
-        self.publisher.publish(sid, spec, shard, replica, runner)
+        try:
+            self.publisher.publish(sid, spec, shard, replica, runner)
+        finally:
+            self._release(sid)
         self.store.upsert_session(sid, status="done")
         event("session_done", session=sid, shard=shard, replica=replica)
+
+    def _release(self, sid: int) -> None:
+        """Forget a finished session's runner (its model, optimizer state and data) and give the memory back: an
+        idle daemon should hold what it held before the session, not one model per session it ever ran."""
+        import ctypes
+        import gc
+
+        self._runners.pop(sid, None)
+        gc.collect()
+        try:  # glibc keeps freed arenas mapped; hand them back so the process's resident size falls too
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
 
     def serve_finished(self) -> None:
         """Re-serve the final adapters and manifests of finished sessions (after a restart)."""
