@@ -75,6 +75,7 @@ class Aggregation(Vocab):
     FEDAVG = "fedavg"
     MEDIAN = "median"
     TRIMMED_MEAN = "trimmed-mean"
+    GEOMETRIC_MEDIAN = "geometric-median"
 
 
 class DeviceKind(Vocab):

@@ -105,20 +105,22 @@ def test_parser_reads_members_in_order_past_comments():
         enum Aggregation {
             FedAvg, // the mean
             Median /* robust */,
-            TrimmedMean
+            TrimmedMean,
+            GeometricMedian
         }
         enum Empty {}
     }
     """
-    assert solidity_enums(src) == {"Aggregation": ["FedAvg", "Median", "TrimmedMean"], "Empty": []}
+    assert solidity_enums(src) == {"Aggregation": ["FedAvg", "Median", "TrimmedMean", "GeometricMedian"],
+                                   "Empty": []}
     assert mismatch(python_words(vocab.Aggregation), solidity_enums(src)["Aggregation"]) is None
 
 
 @pytest.mark.parametrize("snippet, expected", [
-    ("enum Aggregation { Median, FedAvg, TrimmedMean }", "0: 'fedavg' vs 'Median'"),  # reordered
-    ("enum Aggregation { FedAvg, Median }", "2: 'trimmed-mean' vs None"),  # one missing
-    ("enum Aggregation { FedAvg, Median, TrimmedMean, Krum }", "3: None vs 'Krum'"),  # one more
-    ("enum Aggregation { FedAvg, Median, Trimmed }", "2: 'trimmed-mean' vs 'Trimmed'"),  # renamed
+    ("enum Aggregation { Median, FedAvg, TrimmedMean, GeometricMedian }", "0: 'fedavg' vs 'Median'"),  # reordered
+    ("enum Aggregation { FedAvg, Median, GeometricMedian }", "2: 'trimmed-mean' vs 'GeometricMedian'"),  # missing
+    ("enum Aggregation { FedAvg, Median, TrimmedMean, GeometricMedian, Krum }", "4: None vs 'Krum'"),  # one more
+    ("enum Aggregation { FedAvg, Median, Trimmed, GeometricMedian }", "2: 'trimmed-mean' vs 'Trimmed'"),  # renamed
 ])
 def test_a_drifted_enum_is_caught(snippet, expected):
     (members,) = solidity_enums(snippet).values()

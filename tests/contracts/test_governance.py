@@ -223,7 +223,7 @@ BAD_PARAMS = [
     ("distributionParam", {"distribution": 1, "distributionParam": 0}),
     ("syncInterval", {"syncInterval": 0}),
     ("rounds", {"rounds": 0}),
-    ("aggregation", {"aggregation": 3}),
+    ("aggregation", {"aggregation": 4}),
     ("minReplicas", {"minReplicas": 0}),
     ("minReplicas", {"minReplicas": 1025}),
     ("learningRateE9", {"learningRateE9": 0}),
