@@ -43,6 +43,7 @@ EVENT_LEVELS = {
     "evaluate_failed": logging.WARNING,
     "pipeline_broken": logging.WARNING,
     "update_unavailable": logging.WARNING,
+    "update_refused": logging.WARNING,
     "emulator_refused": logging.WARNING,
     "plan_unusable": logging.WARNING,
 }
