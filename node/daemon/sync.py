@@ -231,28 +231,12 @@ class RoundSync:
     def _aggregate(self, rnd: int, chosen: dict[int, str], blobs: dict[int, bytes]) -> tuple[bytes, str]:
         """The aggregate of the agreed set's updates that pass screening. A pure function of the set (and the
         round's starting adapter), so every replica holding the same set computes the same bytes."""
-        from node.train.adapter_state import AdapterStateError, canonical_bytes, state_from_bytes
-        from node.train.screen import screen
+        from node.train.screen import screened_aggregate
 
-        start = self.global_before(rnd)
-        refused: dict[int, str] = {}
-        states, reps = [], []
-        for r in sorted(chosen):  # replica order: every node aggregates in the same order
-            try:
-                states.append(state_from_bytes(blobs[r]))
-                reps.append(r)
-            except AdapterStateError as exc:
-                refused[r] = f"undecodable: {exc}"
-        res = screen(states, state_from_bytes(start), reps)
-        refused.update(res.refused)
-        for r in sorted(refused):
-            self.emit("update_refused", round=rnd, replica=r, hash=chosen[r], reason=refused[r])
-        if res.kept:
-            by_rep = dict(zip(reps, states))
-            agg = self.rule.aggregate([by_rep[r] for r in res.kept], [self.sample_count(r) for r in res.kept])
-            data = canonical_bytes(agg)
-        else:  # every update refused: the adapter stays as the round started
-            data = start
+        data, refused = screened_aggregate({r: blobs[r] for r in chosen}, self.global_before(rnd), self.rule,
+                                           self.sample_count)
+        for r, why in refused.items():
+            self.emit("update_refused", round=rnd, replica=r, hash=chosen[r], reason=why)
         self.net.serve(data)
         return data, keccak_hex(data)
 

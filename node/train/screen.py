@@ -14,7 +14,8 @@ A replica may send anything. Before any aggregation rule sees the updates, ``scr
 The result is a pure function of the updates in replica order and the reference adapter, with distances from
 numpy's pairwise float64 sums: every honest replica holding the same set refuses the same replicas and so
 computes the same aggregate. What survives can still be poisoned subtly (noise of honest size, a stale update):
-the robust rules in ``node.train.aggregate`` bound that.
+the robust rules in ``node.train.aggregate`` bound that. ``screened_aggregate`` is the whole step every replica
+runs on a round's agreed set (the daemon's sync and ``bsns bench poison`` both call it).
 """
 
 from __future__ import annotations
@@ -106,3 +107,28 @@ def screen(states: Sequence[Mapping], reference: Mapping, labels: Sequence[int] 
     out.kept = [lab for lab in labels if lab in flat and lab not in out.refused]
     out.refused = {lab: out.refused[lab] for lab in labels if lab in out.refused}
     return out
+
+
+def screened_aggregate(blobs: Mapping[int, bytes], start: bytes, rule, sample_count) -> tuple[bytes, dict[int, str]]:
+    """(aggregate bytes, {replica: reason refused}) of one round: the replicas' update bytes are decoded and
+    screened against the round's starting adapter ``start``, and ``rule`` aggregates the survivors in replica
+    order, weighted by ``sample_count(replica)`` (the partition's count, never an announced one). When every
+    update is refused the adapter stays as the round started: ``start`` is returned."""
+    from node.train.adapter_state import AdapterStateError, canonical_bytes, state_from_bytes
+
+    refused: dict[int, str] = {}
+    states, reps = [], []
+    for r in sorted(blobs):
+        try:
+            states.append(state_from_bytes(blobs[r]))
+            reps.append(r)
+        except AdapterStateError as exc:
+            refused[r] = f"undecodable: {exc}"
+    res = screen(states, state_from_bytes(start), reps)
+    refused.update(res.refused)
+    refused = {r: refused[r] for r in sorted(refused)}
+    if not res.kept:
+        return start, refused
+    by_rep = dict(zip(reps, states))
+    agg = rule.aggregate([by_rep[r] for r in res.kept], [sample_count(r) for r in res.kept])
+    return canonical_bytes(agg), refused
