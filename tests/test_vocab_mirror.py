@@ -142,3 +142,17 @@ def test_session_limits_are_the_contracts(name, value):
     m = re.search(rf"\bconstant\s+{name}\s*=\s*([0-9_]+)\s*;", _COMMENT.sub(" ", source))
     assert m is not None, f"{name} is not declared in ITrainingSessions.sol"
     assert int(m.group(1).replace("_", "")) == value
+
+
+def test_chain_uint_bounds_are_the_abi_widths():
+    """CHAIN_UINT_MAX names every wide integer of JobParams with the largest value its ABI type holds."""
+    from node.chain.artifacts import load_abi
+
+    propose = next(f for f in load_abi("FineTuneGovernance") if f.get("name") == "propose")
+    (params,) = [i for i in propose["inputs"] if i["type"] == "tuple"]
+    widths = {}
+    for c in params["components"]:
+        m = re.fullmatch(r"uint(\d+)(\[\])?", c["type"])
+        if m and int(m.group(1)) > 8:  # uint8 fields are enum codes, bounded by their word lists
+            widths[c["name"]] = 2 ** int(m.group(1)) - 1
+    assert widths == vocab.CHAIN_UINT_MAX

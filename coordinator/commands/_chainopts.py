@@ -30,6 +30,21 @@ DeploymentOpt = Annotated[Optional[Path], typer.Option(
     help="deployment file [default: $BSNS_HOME/deployments/<chain id>.json]")]
 
 
+
+def _uint256(value: str) -> int:
+    """An on-chain id (uint256), refused in one line before anything connects or is sent."""
+    try:
+        n = int(value, 0)
+    except ValueError:
+        raise BsnsError(f"ID: {value!r} is not a whole number") from None
+    if not 0 <= n < 2**256:
+        raise BsnsError(f"ID: {value} is outside 0..2^256-1, the ids the chain holds")
+    return n
+
+
+ProposalIdArg = Annotated[int, typer.Argument(metavar="ID", parser=_uint256, help="the proposal id")]
+
+
 class NoAccount(BsnsError):
     pass
 

@@ -46,7 +46,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.errors import BsnsError, validation_message
 from node.vocab import Task
@@ -78,10 +78,28 @@ class IdentityCfg(_S):
         return self
 
 
+def _tcp_multiaddr(value: str | None) -> str | None:
+    """``/ip4/<address>/tcp/<port>`` (or ip6/dns): checked here so a typo is one line naming the field, not a
+    traceback from the p2p host's start."""
+    if value is None:
+        return value
+    import multiaddr
+
+    try:
+        names = [p.name for p in multiaddr.Multiaddr(value).protocols()]
+    except Exception as exc:  # noqa: BLE001 - multiaddr raises several parse errors; all mean the same here
+        raise ValueError(f"not a multiaddr: {str(exc).split(' (string:')[0]}") from None
+    if len(names) != 2 or names[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") or names[1] != "tcp":
+        raise ValueError(f"{value!r} is not /ip4/<address>/tcp/<port> (or ip6, dns)")
+    return value
+
+
 class P2PCfg(_S):
     listen: str = "/ip4/127.0.0.1/tcp/0"
     announce: str | None = None
     bootstrap: list[str] = Field(default_factory=list)
+
+    _addr = field_validator("listen", "announce")(classmethod(lambda cls, v: _tcp_multiaddr(v)))
 
 
 class ResourcesCfg(_S):
@@ -145,9 +163,11 @@ class NodeConfig(_S):
     def from_toml(cls, path: str | Path) -> "NodeConfig":
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read node config {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); node.toml is a UTF-8 TOML file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         try:

@@ -342,7 +342,7 @@ class SessionRunner:
         from node.train import data as D
 
         if self.spec.task.kind == "sequence-classification":
-            _, labels = D.read_sst2(D.resolve_data_path(self.spec.data.path))
+            _, labels = D.read_sst2(D.spec_data_path(self.spec.data.path))
             train_idx, _ = D.split_indices(len(labels), self.spec.data.validation_size)
             if self.train_limit is not None:
                 train_idx = train_idx[:self.train_limit]
