@@ -24,11 +24,19 @@ Example (``bsns node init node0.toml --dev-account 1`` writes one)::
     [storage]
     # data_dir = ".bsns/nodes/node0"  # default: <home>/nodes/<name>
 
-    [policy]
+    [policy]                          # what it votes for and joins (a proposal is a stranger's input)
     vote = "auto"                     # auto: vote by the rules below; manual: leave it to `bsns vote`
     methods = ["houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt"]
     tasks = ["sequence-classification", "causal-lm"]
+    models = []                       # allowed base models; empty: MiniLM and hub models already cached here
+    model_hashes = []                 # allowed weights hashes; empty: any that matches this node's files
+    download_models = false           # true: fetch a model listed in `models` that is not here yet
+    datasets = []                     # allowed data sets; empty: any whose file is in the data folders
     max_rounds = 1000
+    max_sync_interval = 100000
+    max_batch_size = 1024
+    max_seq_len = 2048
+    max_layers = 128
     join = true
 
     [register]                        # optional: register on start if not registered yet
@@ -78,6 +86,14 @@ class IdentityCfg(_S):
         return self
 
 
+def _hex32(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
+        raise ValueError(f"{value!r} is not a 0x-prefixed 32-byte hex hash")
+    return value.lower()
+
+
 def _tcp_multiaddr(value: str | None) -> str | None:
     """``/ip4/<address>/tcp/<port>`` (or ip6/dns): checked here so a typo is one line naming the field, not a
     traceback from the p2p host's start."""
@@ -121,12 +137,27 @@ def _default_methods() -> list[str]:
 
 
 class PolicyCfg(_S):
+    """What this node votes for and joins (node.daemon.proposals.VotePolicy): a proposal is a stranger's input."""
+
     vote: Literal["auto", "manual"] = "auto"
     methods: list[str] = Field(default_factory=lambda: _default_methods())
     tasks: list[str] = Field(default_factory=lambda: list(Task.names()))
-    models: list[str] = Field(default_factory=list, description="allowed base models; empty = any")
+    models: list[str] = Field(default_factory=list, description="allowed base models (ids or paths); empty = the "
+                                                                "MiniLM aliases and hub ids already in the local cache")
+    model_hashes: list[str] = Field(default_factory=list, description="allowed weights hashes; empty = any")
+    download_models: bool = Field(default=False, description="fetch a model listed in `models` that is not here yet "
+                                                             "(never one that is not listed)")
+    datasets: list[str] = Field(default_factory=list, description="allowed data sets (data.dataset); empty = any "
+                                                                  "whose file is in the data folders")
     max_rounds: int = Field(default=10_000, ge=1)
+    max_sync_interval: int = Field(default=100_000, ge=1)
+    max_batch_size: int = Field(default=1024, ge=1)
+    max_seq_len: int = Field(default=2048, ge=4)
+    max_layers: int = Field(default=128, ge=1, description="the largest model (transformer layers) this node takes")
     join: bool = True
+
+    _hashes = field_validator("model_hashes")(classmethod(
+        lambda cls, v: [_hex32(h) for h in v]))
 
 
 class RegisterCfg(_S):

@@ -10,11 +10,16 @@ how to set the old records aside, instead of replaying them. Then it reacts to t
   (``node.daemon.proposals.VotePolicy``) unless the policy is ``manual`` (then the operator runs ``bsns vote``);
   a Succeeded proposal is executed (anyone may);
 - ``SessionOpened`` → read the spec from the chain (``SpecSource``: the ``ProposalSpec`` event, checked against
-  the agreed params), join in the join window if a shard fits, call ``start`` once the window closed;
+  the agreed params), join in the join window if a shard fits and the policy accepts the spec
+  (``VotePolicy.accepts``, whatever this node voted), call ``start`` once the window closed;
 - a started session with this node assigned → ``SessionRunner`` trains, syncs and commits round after
   round (node.daemon.session), or ``FedPeatRunner`` for a spec with ``[fedpeat]`` (node.daemon.fedpeat);
   after the last round ``node.daemon.publish.Publisher`` serves the manifest and publishes the adapter. The
   daemon keeps serving its blobs.
+
+A session that fails on this node (any exception but the chain being unreachable) is retried
+``SESSION_ATTEMPTS`` times with a doubling wait, then marked failed here with its reason (the sessions row and a
+``session_failed_here`` event); the node's other sessions are handled on every tick meanwhile.
 
 Events come through the chain layer's ``EventWatcher`` (checkpointed, exactly once); decisions are
 re-derived from chain views each tick, so a restart (even after kill -9) repeats nothing: votes,
@@ -39,6 +44,12 @@ from node.errors import BsnsError
 log = logging.getLogger("bsns.daemon")
 
 
+#: tries of a session that fails on this node before it is marked failed here; the wait doubles from
+#: SESSION_RETRY_S between tries (a transient fault gets another chance, a poisoned spec never spins)
+SESSION_ATTEMPTS = 3
+SESSION_RETRY_S = 5.0
+
+
 class DaemonError(BsnsError):
     """The daemon cannot start or go on (no deployment, locked key, chain unreachable...)."""
 
@@ -55,6 +66,7 @@ class Daemon:
         self._runners: dict = {}
         self.datadir: DataDir | None = None
         self._chain_down_since: float | None = None
+        self._failures: dict[int, tuple[int, float]] = {}  # session -> (failed tries, monotonic time of the next)
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -216,12 +228,44 @@ class Daemon:
             self.stop.wait(self.cfg.chain.poll_interval_s)
 
     def tick(self) -> None:
+        from node.chain.errors import RpcUnavailable
+
         for pid in sorted(self._proposals):
-            self._handle_proposal(pid)
+            try:
+                self._handle_proposal(pid)
+            except RpcUnavailable:
+                raise
+            except BsnsError as exc:  # one proposal's trouble never stops the others
+                event("error", proposal=pid, error=str(exc))
         for sid in sorted(self._sessions):
             if self.stop.is_set():
                 return
-            self._handle_session(sid)
+            attempts, retry_at = self._failures.get(sid, (0, 0.0))
+            if time.monotonic() < retry_at:
+                continue
+            try:
+                self._handle_session(sid)
+            except RpcUnavailable:
+                raise  # the chain, not the session: the run loop waits for it
+            except Exception as exc:  # noqa: BLE001 - any failure of one session is that session's, never the node's
+                self._session_failed(sid, exc, attempts + 1)
+
+    def _session_failed(self, sid: int, exc: BaseException, attempts: int) -> None:
+        """Retry a failed session a bounded number of times, backing off; then mark it failed here with the reason.
+        The other sessions are handled on every tick meanwhile."""
+        reason = str(exc).splitlines()[0][:300] if isinstance(exc, BsnsError) else \
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        self._runners.pop(sid, None)  # a runner that failed may hold half-built state: the next try starts afresh
+        if attempts >= SESSION_ATTEMPTS:
+            self._failures.pop(sid, None)
+            if self.store.session(sid) is not None:
+                self.store.upsert_session(sid, status="failed", reason=reason)
+            self._sessions.discard(sid)
+            event("session_failed_here", session=sid, attempts=attempts, reason=reason)
+            return
+        wait = SESSION_RETRY_S * 2 ** (attempts - 1)
+        self._failures[sid] = (attempts, time.monotonic() + wait)
+        event("session_error", session=sid, attempt=attempts, retry_in_s=wait, reason=reason)
 
     def _handle_proposal(self, pid: int) -> None:
         from node.chain.clients import ProposalState
@@ -260,6 +304,7 @@ class Daemon:
     def _handle_session(self, sid: int) -> None:
         from node.chain.clients import SessionState
         from node.chain.errors import ContractRevert
+        from node.job import JobSpec
 
         row = self.store.session(sid)
         if row and row["status"] in ("done", "left", "failed"):
@@ -281,9 +326,12 @@ class Daemon:
             if not a.joined and self.cfg.policy.join and head + 1 <= info.join_deadline:
                 mem = self.cfg.resources.memory_mb
                 needs = [self.sessions.get_shard(sid, s).memory_mb for s in range(info.num_shards)]
+                ok, why = self.policy.accepts(JobSpec.from_text(row["spec_toml"]))
                 if not any(m <= mem for m in needs):
-                    self.store.upsert_session(sid, status="left")
-                    event("not_joining", session=sid, reason=f"no shard fits {mem} MB")
+                    ok, why = False, f"no shard fits {mem} MB"
+                if not ok:  # whatever this node voted: it joins only what its policy accepts
+                    self.store.upsert_session(sid, status="left", reason=why)
+                    event("not_joining", session=sid, reason=why)
                     return
                 try:
                     res = self.sessions.join(sid)

@@ -36,6 +36,9 @@ REPEAT_WINDOW_S = 10.0
 EVENT_LEVELS = {
     "error": logging.ERROR,
     "session_failed": logging.ERROR,
+    "session_failed_here": logging.ERROR,
+    "session_error": logging.WARNING,
+    "not_joining": logging.WARNING,
     "restore_failed": logging.ERROR,
     "chain_unreachable": logging.WARNING,
     "session_refused": logging.WARNING,

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     replicas INTEGER,
     status TEXT NOT NULL,            -- joined | assigned | training | done | failed | left
     published_id INTEGER,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    reason TEXT                      -- why it failed or was left on this node
 );
 CREATE TABLE IF NOT EXISTS rounds (
     session_id INTEGER NOT NULL,
@@ -112,6 +113,9 @@ class StateStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(sessions)")}
+        if "reason" not in cols:  # a data folder from before sessions recorded their reason
+            self.db.execute("ALTER TABLE sessions ADD COLUMN reason TEXT")
 
     def close(self) -> None:
         with self._lock:
