@@ -60,7 +60,7 @@ def load_key(w3, keystore: Path | None, dev_account: int | None):
     from node.paths import default_keystore
 
     if dev_account is not None:
-        return dev_key(dev_account, w3.eth.chain_id)
+        return dev_key(dev_account, w3.eth.chain_id, rpc_url=str(getattr(w3.provider, "endpoint_uri", "") or ""))
     path = keystore or default_keystore()
     if keystore is None and not path.exists():
         raise NoAccount("no account: pass --keystore FILE (see `bsns node keygen`) or, on the local chain, "
@@ -113,8 +113,10 @@ def chain_ctx(rpc: str | None, deployment: Path | None, keystore: Path | None = 
     from node.chain.rpc import rpc_url
 
     w3 = connect(rpc)
+    # a dev key on a chain that only claims to be the local one is refused before anything is read from it
+    key = load_key(w3, keystore, dev_account) if signer and dev_account is not None else None
     dep = load_deployment(w3, deployment)
     if not signer:
         return ChainCtx(w3, dep, rpc_url(rpc))
-    key = load_key(w3, keystore, dev_account)
+    key = key or load_key(w3, keystore, dev_account)
     return ChainCtx(w3, dep, rpc_url(rpc), key, make_sender(w3, key))

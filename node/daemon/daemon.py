@@ -91,7 +91,7 @@ class Daemon:
         self.store = StateStore(cfg.data_dir)
         if cfg.identity.dev_account is not None:
             # anvil's published development keys: accepted by dev_key only on the local chain (31337)
-            self.key = dev_key(cfg.identity.dev_account, chain_id)
+            self.key = dev_key(cfg.identity.dev_account, chain_id, rpc_url=rpc.rpc_url(cfg.chain.rpc))
         else:
             self.key = load_keystore(cfg.resolve(cfg.identity.keystore))
         self.address = self.key.address
