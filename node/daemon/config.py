@@ -7,6 +7,7 @@ Example (``bsns node init node0.toml --dev-account 1`` writes one)::
     [chain]                           # both optional: the chain `bsns chain up` recorded in the home
     # rpc = "http://127.0.0.1:8545"   # (else $BSNS_RPC, else 127.0.0.1:8545) and its deployment
     # deployment = "deployments/31337.json"    # (<home>/deployments/<chain id>.json)
+    # confirmations = 12              # default: 0 on the local chain 31337, 12 elsewhere
 
     [identity]
     keystore = "keys/node0.json"      # password from BSNS_KEYSTORE_PASSWORD
@@ -68,10 +69,26 @@ class _S(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+#: confirmation depth off the local chain when node.toml names none (Ethereum mainnet reorgs rarely exceed a few
+#: blocks; 12 is the long-standing conservative figure exchanges used before finality)
+DEFAULT_CONFIRMATIONS = 12
+
+
 class ChainCfg(_S):
     rpc: str | None = Field(default=None, min_length=1, description="default: node.chain.rpc.rpc_url()")
     deployment: str | None = Field(default=None, min_length=1, description="default: the chain id's in the home")
-    confirmations: int = Field(default=0, ge=0)
+    confirmations: int | None = Field(default=None, ge=0, le=10_000, description="blocks an event waits before the "
+                                      "daemon acts on it; default: 0 on the local chain (31337), else "
+                                      "DEFAULT_CONFIRMATIONS")
+
+    def confirmations_for(self, chain_id: int) -> int:
+        """The confirmation depth on ``chain_id``: the configured one, else none on the local dev chain (its blocks
+        are final when mined) and ``DEFAULT_CONFIRMATIONS`` anywhere else, where a reorg can undo recent events."""
+        from node.chain.keys import LOCAL_CHAIN_ID
+
+        if self.confirmations is not None:
+            return self.confirmations
+        return 0 if chain_id == LOCAL_CHAIN_ID else DEFAULT_CONFIRMATIONS
     poll_interval_s: float = Field(default=0.5, gt=0)
 
 

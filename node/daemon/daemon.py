@@ -84,7 +84,7 @@ class Daemon:
         self.datadir = DataDir(cfg.data_dir, reset_hint)
         self.datadir.lock()
         self.w3 = rpc.connect(cfg.chain.rpc)
-        chain_id = self.w3.eth.chain_id
+        chain_id = self.chain_id = self.w3.eth.chain_id
         self.deployment = Deployment.load(cfg.deployment_path, chain_id=chain_id)
         self.deployment.check_code(self.w3)  # a chain restarted without its state says so here, in one line
         self.datadir.bind(self.deployment)
@@ -186,9 +186,11 @@ class Daemon:
         d = self.deployment
         contracts = {n: (d.address(n), load_abi(n)) for n in ("FineTuneGovernance", "TrainingSessions")}
         self.watcher = EventWatcher(self.w3, contracts, db_path=self.cfg.data_dir / "watcher.sqlite",
-                                    start_block=d.deploy_block, confirmations=self.cfg.chain.confirmations)
+                                    start_block=d.deploy_block,
+                                    confirmations=self.cfg.chain.confirmations_for(self.chain_id))
         self.watcher.on("FineTuneGovernance", "ProposalCreated", self._on_proposal)
         self.watcher.on("TrainingSessions", "SessionOpened", self._on_session_opened)
+        self.watcher.on_reorg(self._on_reorg)
         self._proposals: set[int] = set(self.store.known("proposal")) - set(self.store.known("proposal_closed"))
         self._sessions: set[int] = set(self.store.known("session"))
 
@@ -207,6 +209,27 @@ class Daemon:
         self._remember("session", sid)
         self._sessions.add(sid)
         event("session_opened", session=sid, proposal=int(ev.args["proposalId"]))
+
+    def _on_reorg(self, fork: int, removed) -> None:
+        """Blocks after ``fork`` were replaced: what this node cached from them is invalid. A proposal or session
+        whose creation was undone is forgotten (the id may name another one on the new branch, which the watcher
+        delivers again); votes of open proposals are re-derived from the chain; every runner is rebuilt, so its
+        assignment is read again."""
+        for ev in removed:
+            if ev.name == "ProposalCreated":
+                pid = int(ev.args["proposalId"])
+                self._proposals.discard(pid)
+                self.store.forget("proposal", pid)
+            elif ev.name == "SessionOpened":
+                sid = int(ev.args["sessionId"])
+                self._sessions.discard(sid)
+                self.store.forget("session", sid)
+                self.store.delete_session(sid)
+                self._failures.pop(sid, None)
+        for pid in self._proposals:
+            self.store.delete_vote(pid)
+        self._runners.clear()
+        event("reorg", fork_block=fork, undone=len(removed))
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:

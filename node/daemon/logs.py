@@ -39,6 +39,7 @@ EVENT_LEVELS = {
     "session_failed_here": logging.ERROR,
     "session_error": logging.WARNING,
     "not_joining": logging.WARNING,
+    "reorg": logging.WARNING,
     "restore_failed": logging.ERROR,
     "chain_unreachable": logging.WARNING,
     "session_refused": logging.WARNING,
