@@ -12,8 +12,9 @@ different replica poisons each.
 
 Attacks (one replica per shard, every round): ``sign-flip-x10`` (the update's direction reversed and scaled
 ten times), ``gaussian`` (noise of twice the replica's honest update norm: passes the norm screen),
-``lying-count`` (announces 10^15 samples with its update's sign flipped), ``nan``, ``stale`` (resends its previous
-round's update), ``copy`` (resends another replica's update of this round).
+``lying-count`` (announces 10^15 samples with its update's sign flipped), ``nan``, ``stale`` (resends its own
+honest update of the previous round; in round 0 the unchanged start), ``copy`` (resends another replica's update
+of this round).
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def run_one(st: Setup, rule: str, attack: str, rounds: int, interval: int, batch
             who = attackers[s]
             sent = dict(part)
             sent[who] = ATTACKS[attack](rnd, part, who, start, last[s])
-            last[s] = sent[who]
+            last[s] = part[who]  # "stale" resends this: its own honest update of the round before
             if rule == BEFORE:
                 weights = [LIE if (attack == "lying-count" and r == who) else counts[r] for r in range(n)]
                 new.update(fedavg([sent[r] for r in range(n)], weights))
