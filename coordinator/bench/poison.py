@@ -158,8 +158,9 @@ class Setup:
         return 100.0 * correct / len(y)
 
 
-def run_one(st: Setup, rule: str, attack: str, rounds: int, interval: int, batch: int) -> float:
-    """Validation accuracy after ``rounds`` rounds with ``attack`` by one replica per shard, aggregated by ``rule``."""
+def run_one(st: Setup, rule: str, attack: str, rounds: int, interval: int, batch: int) -> tuple[float, int]:
+    """(validation accuracy after ``rounds`` rounds with ``attack`` by one replica per shard, aggregated by ``rule``;
+    how many honest updates the screen refused: its false positives)."""
     import torch
 
     from node.train import data as D
@@ -176,6 +177,7 @@ def run_one(st: Setup, rule: str, attack: str, rounds: int, interval: int, batch
     glob = {k: v.clone() for k, v in st.init.items()}
     opts = [make_optimizer(st.model, st.opt_lr) for _ in range(n)]
     last: list[dict | None] = [None] * st.shards
+    honest_refused = 0
     h, m, y = st.train
     for rnd in range(rounds):
         honest = {}
@@ -202,11 +204,14 @@ def run_one(st: Setup, rule: str, attack: str, rounds: int, interval: int, batch
                 weights = [LIE if (attack == "lying-count" and r == who) else counts[r] for r in range(n)]
                 new.update(fedavg([sent[r] for r in range(n)], weights))
             else:
-                data, _ = screened_aggregate({r: canonical_bytes(sent[r]) for r in range(n)},
-                                             canonical_bytes(start), rule_obj, counts.__getitem__)
+                data, refused = screened_aggregate({r: canonical_bytes(sent[r]) for r in range(n)},
+                                                   canonical_bytes(start), rule_obj, counts.__getitem__)
                 new.update(state_from_bytes(data))
+                # a copy's victim is refused with the copier by design; any other honest refusal is a false positive
+                victim = (who + 1) % n if attack == "copy" else None
+                honest_refused += sum(1 for r in refused if r != who and r != victim)
         glob = new
-    return st.accuracy(glob)
+    return st.accuracy(glob), honest_refused
 
 
 def register(bench_app: typer.Typer) -> None:
@@ -256,11 +261,14 @@ def register(bench_app: typer.Typer) -> None:
                    f"{batch_size}, {len(st.val[2])} validation examples; set-up {time.perf_counter() - t0:.0f} s",
                    err=True)
         acc: dict[tuple[str, str], float] = {}
+        false_pos = 0
         for r in rls:
             for a in atk:
                 t = time.perf_counter()
-                acc[(r, a)] = run_one(st, r, a, rounds, interval, batch_size)
-                typer.echo(f"  {r:17s} {a:14s} {acc[(r, a)]:6.2f}  ({time.perf_counter() - t:.0f} s)", err=True)
+                acc[(r, a)], fp = run_one(st, r, a, rounds, interval, batch_size)
+                false_pos += fp
+                typer.echo(f"  {r:17s} {a:14s} {acc[(r, a)]:6.2f}  honest updates refused {fp}  "
+                           f"({time.perf_counter() - t:.0f} s)", err=True)
         typer.echo("| attack | " + " | ".join(rls) + " |")
         typer.echo("|---|" + "---:|" * len(rls))
         for a in atk:
@@ -268,4 +276,5 @@ def register(bench_app: typer.Typer) -> None:
                      for r in rls]
             typer.echo(f"| {a} | " + " | ".join(cells) + " |")
         typer.echo(f"\naccuracy (%) on {len(st.val[2])} held-back SST-2 examples; (change vs the same rule's clean "
-                   f"run); {time.perf_counter() - t0:.0f} s in all", err=True)
+                   f"run); honest updates the screen refused in all runs: {false_pos}; "
+                   f"{time.perf_counter() - t0:.0f} s in all", err=True)

@@ -9,7 +9,10 @@ A replica may send anything. Before any aggregation rule sees the updates, ``scr
   the original, so every update of the group is refused (an honest replica loses one round's weight; the
   copier gains nothing);
 - with at least ``MIN_FOR_NORM`` updates left, an update whose distance from the round's start is more than
-  ``NORM_FACTOR`` times the median distance ("norm"): a scaled or sign-flipped update.
+  ``NORM_FACTOR`` times the median distance ("norm"): a scaled update;
+- with at least ``MIN_FOR_NORM`` updates left, an update whose change from the round's start points against the
+  coordinate-wise median change of the remaining updates (cosine below ``MIN_COSINE``: "direction"): a
+  sign-flipped update of honest size, which the norm test cannot see (``bsns bench poison``'s ``lying-count``).
 
 The result is a pure function of the updates in replica order and the reference adapter, with distances from
 numpy's pairwise float64 sums: every honest replica holding the same set refuses the same replicas and so
@@ -27,8 +30,12 @@ from dataclasses import dataclass, field
 #: replicas' distances differ by data and partition (the bench measures them within ~1.5x of each other);
 #: a scaled attack beyond 3x is refused, one below it is bounded by the robust rules.
 NORM_FACTOR = 3.0
-#: with fewer updates the median distance is not a majority's: the norm test is skipped
+#: with fewer updates the median distance is not a majority's: the norm and direction tests are skipped
 MIN_FOR_NORM = 3
+#: an update whose change has a cosine below this with the median change is refused: honest replicas train the
+#: same task from the same start, so their changes agree in direction (the bench measures it), while a reversed
+#: one has a cosine near -1
+MIN_COSINE = 0.0
 
 
 @dataclass
@@ -104,6 +111,17 @@ def screen(states: Sequence[Mapping], reference: Mapping, labels: Sequence[int] 
         for lab, d in dist.items():
             if d > norm_factor * med:
                 out.refused[lab] = f"norm: {d:.4g} from the round's start, over {norm_factor:g}x the median {med:.4g}"
+    left = [lab for lab in labels if lab in flat and lab not in out.refused]
+    if len(left) >= MIN_FOR_NORM:
+        deltas = np.stack([flat[lab] - ref for lab in left])
+        center = np.median(deltas, axis=0)  # exact: a sort and at most one halving per coordinate
+        cn = float(np.sqrt(np.add.reduce(center * center)))
+        for lab, d in zip(left, deltas):
+            dn = float(np.sqrt(np.add.reduce(d * d)))
+            cos = float(np.add.reduce(d * center)) / (dn * cn) if dn > 0 and cn > 0 else 1.0
+            if cos < MIN_COSINE:
+                out.refused[lab] = (f"direction: its change points against the others' (cosine {cos:.3f} with their "
+                                    f"median change)")
     out.kept = [lab for lab in labels if lab in flat and lab not in out.refused]
     out.refused = {lab: out.refused[lab] for lab in labels if lab in out.refused}
     return out

@@ -77,3 +77,11 @@ def test_same_result_whatever_the_order_of_evaluation():
     a = screen(s, _ref(), [0, 1, 2, 3, 4])
     b = screen(list(reversed(s)), _ref(), [4, 3, 2, 1, 0])
     assert sorted(a.kept) == sorted(b.kept) == [0, 1, 2, 3] and a.refused.keys() == b.refused.keys()
+
+
+def test_sign_flipped_update_of_honest_size_refused_by_direction():
+    """Reversed but not scaled: its distance from the start is honest, so only the direction test sees it."""
+    s = _honest(4)
+    s[2] = {k: -v for k, v in s[2].items()}  # the start is zero: this reverses the change
+    res = screen(s, _ref())
+    assert res.kept == [0, 1, 3] and res.refused[2].startswith("direction")
