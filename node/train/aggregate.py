@@ -14,7 +14,8 @@ must be bit-identical on every node given the same inputs in the same order. Tha
 multi-threaded reductions whose summation order depends on the thread count: sums here are
 explicit left-to-right element-wise accumulations in float64 on CPU (element-wise ops do not
 reorder), sorting is exact, and the result is cast to float32 once at the end. The geometric median's distances
-are numpy's pairwise float64 sums (single-threaded, a fixed order), never BLAS or torch reductions. Callers order the
+are numpy's pairwise float64 sums (single-threaded, a fixed order), never BLAS or torch reductions, and the weights
+made from them are rounded to 9 significant digits, so a last-bit difference between CPUs cannot reach the result. Callers order the
 inputs canonically (e.g. by replica index) before calling.
 
 Torch has no weighted/robust aggregation over dicts of tensors with these guarantees, hence the
@@ -157,7 +158,9 @@ def geometric_median(states: Sequence[Mapping], weights: Sequence[float] | None 
 
     z = weighted(w)
     for _ in range(iterations):
-        z = weighted([wi / max(nu, distance(z, x)) for wi, x in zip(w, xs)])
+        # distances are reductions, whose last bits may differ between CPUs (SIMD widths): the weights are rounded
+        # to 9 significant digits so that every node lands on the same iterate, bit for bit
+        z = weighted([float(f"{wi / max(nu, distance(z, x)):.9g}") for wi, x in zip(w, xs)])
     out, at = {}, 0
     for k in keys:
         n = states[0][k].numel()
