@@ -101,11 +101,7 @@ class SessionRunner:
 
     def _partition(self, labels) -> list[list[int]]:
         """Every replica's training indices (deterministic: every node computes the same partition)."""
-        from node.train.partition import partition
-
-        d = self.spec.data
-        return partition(labels if d.distribution == "dirichlet" else len(labels), self.replicas, d.distribution,
-                         seed=self.spec.training.seed, dataset_hash=d.hash or ZERO_HASH, alpha=d.alpha)
+        return partition_of(self.spec, self.replicas, labels)
 
     # -- state ----------------------------------------------------------------------------------
     def _state_bytes(self) -> bytes:
@@ -333,20 +329,35 @@ class SessionRunner:
         """How many training examples replica ``replica`` holds: its update's FedAvg weight. Every node computes
         it from the deterministic partition, so no replica can choose its own weight by announcing one."""
         if self._counts is None:
-            ys = self.data.train.targets if self.data is not None else self._train_labels()
+            ys = self.data.train.targets if self.data is not None else train_labels(self.spec, self.train_limit)
             self._counts = [len(p) for p in self._partition(ys)]
         return self._counts[replica]
 
-    def _train_labels(self) -> list[int]:
-        """The training split's labels, for a stage that does not hold the data (only the partition is needed)."""
-        from node.train import data as D
 
-        if self.spec.task.kind == "sequence-classification":
-            _, labels = D.read_sst2(D.spec_data_path(self.spec.data.path))
-            train_idx, _ = D.split_indices(len(labels), self.spec.data.validation_size)
-            if self.train_limit is not None:
-                train_idx = train_idx[:self.train_limit]
-            return [labels[i] for i in train_idx]
-        from node.train.build import build_data
+def partition_of(spec, replicas: int, labels) -> list[list[int]]:
+    """Every replica's training indices for ``spec`` over the training split's ``labels`` (node.train.partition)."""
+    from node.train.partition import partition
 
-        return build_data(self.spec, train_limit=self.train_limit).train.targets
+    d = spec.data
+    return partition(labels if d.distribution == "dirichlet" else len(labels), replicas, d.distribution,
+                     seed=spec.training.seed, dataset_hash=d.hash or ZERO_HASH, alpha=d.alpha)
+
+
+def train_labels(spec, train_limit: int | None = None) -> list[int]:
+    """The training split's labels, for a node that does not hold the data (only the partition is needed)."""
+    from node.train import data as D
+
+    if spec.task.kind == "sequence-classification":
+        _, labels = D.read_sst2(D.spec_data_path(spec.data.path))
+        train_idx, _ = D.split_indices(len(labels), spec.data.validation_size)
+        if train_limit is not None:
+            train_idx = train_idx[:train_limit]
+        return [labels[i] for i in train_idx]
+    from node.train.build import build_data
+
+    return build_data(spec, train_limit=train_limit).train.targets
+
+
+def replica_counts(spec, replicas: int, train_limit: int | None = None) -> list[int]:
+    """Every replica's sample count: what any node, or a checker, computes as the FedAvg weights."""
+    return [len(p) for p in partition_of(spec, replicas, train_labels(spec, train_limit))]
