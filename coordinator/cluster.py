@@ -152,6 +152,10 @@ sync_timeout_s = {self.sync_timeout_s}
 """)
         return NodeProc(i, cfg, data_dir, data_dir / "daemon.log", i + 1, port)
 
+    def entry(self, p: NodeProc) -> list[str]:
+        """The command that starts node ``p``'s `bsns` (a test may give one node another, e.g. a hostile daemon)."""
+        return [sys.executable, "-m", "coordinator.cli"]
+
     def start_node(self, p: NodeProc) -> None:
         # the cluster's own home: nothing the daemons might write lands in the caller's folder
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
@@ -160,7 +164,7 @@ sync_timeout_s = {self.sync_timeout_s}
         if self.train_limit:
             env["BSNS_TRAIN_LIMIT"] = str(self.train_limit)
         log = open(p.log, "ab")
-        p.proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "node", "run", "--config", str(p.config)],
+        p.proc = subprocess.Popen([*self.entry(p), "node", "run", "--config", str(p.config)],
                                   cwd=str(PACKAGE_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()

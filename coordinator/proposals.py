@@ -23,10 +23,12 @@ def shipped_or_local(path: str | Path) -> Path:
 
 
 def _resolve_file(path: str) -> Path:
+    from node.train.data import spec_data_path
+
     p = shipped_or_local(path)
-    if p.is_file():
-        return p
-    raise BsnsError(f"data.path: file not found: {path}")
+    if not p.is_file():
+        raise BsnsError(f"data.path: file not found: {path}")
+    return spec_data_path(p)  # confined to the data folders: a spec never makes a node read /etc/passwd
 
 
 def prepare_spec(path: Path):

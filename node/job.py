@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from node.errors import BsnsError, validation_message
 from node.hashing import keccak_hex
-from node.vocab import MAX_REPLICAS, MAX_SHARDS, Aggregation, Distribution, EmulatorRule, Task
+from node.vocab import CHAIN_UINT_MAX, MAX_REPLICAS, MAX_SHARDS, Aggregation, Distribution, EmulatorRule, Task
 
 HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
@@ -50,7 +50,8 @@ class DataSection(_Section):
     path: str = Field(min_length=1, description="path of the data file, relative to the repository or absolute")
     hash: str | None = None
     distribution: Distribution = Distribution.IID
-    alpha: float = Field(default=0.5, gt=0, description="Dirichlet concentration (used when distribution='dirichlet')")
+    alpha: float = Field(default=0.5, gt=0, le=CHAIN_UINT_MAX["distributionParam"] / 1000,
+                         description="Dirichlet concentration (used when distribution='dirichlet'); x1000 on chain")
     max_seq_len: int = Field(default=64, ge=4, le=8192)
     validation_size: int = Field(default=872, ge=0)
 
@@ -90,6 +91,9 @@ class ShardsSection(_Section):
     @field_validator("layers")
     @classmethod
     def _contiguous(cls, layers: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        top = CHAIN_UINT_MAX["layerBounds"]
+        if layers[-1][1] > top:
+            raise ValueError(f"layer {layers[-1][1]} is over {top}, the largest layer bound the chain holds")
         if layers[0][0] != 0:
             raise ValueError("the first shard must start at layer 0")
         for i, (start, end) in enumerate(layers):
@@ -105,6 +109,8 @@ class ShardsSection(_Section):
             raise ValueError(f"memory_mb has {len(self.memory_mb)} entries for {len(self.layers)} shards")
         if any(m <= 0 for m in self.memory_mb):
             raise ValueError("memory_mb entries must be positive")
+        if any(m > CHAIN_UINT_MAX["shardMemoryMB"] for m in self.memory_mb):
+            raise ValueError(f"memory_mb entries must be at most {CHAIN_UINT_MAX['shardMemoryMB']} (the chain's uint32)")
         return self
 
     @property
@@ -113,12 +119,12 @@ class ShardsSection(_Section):
 
 
 class TrainingSection(_Section):
-    rounds: int = Field(ge=1, le=100_000)
-    sync_interval: int = Field(ge=1, description="optimizer steps between replica syncs")
+    rounds: int = Field(ge=1, le=min(100_000, CHAIN_UINT_MAX["rounds"]))
+    sync_interval: int = Field(ge=1, le=CHAIN_UINT_MAX["syncInterval"], description="optimizer steps between syncs")
     batch_size: int = Field(default=16, ge=1)
     micro_batches: int = Field(default=1, ge=1)
     learning_rate: float = Field(gt=0, lt=1)
-    seed: int = Field(default=0, ge=0, lt=2**63)
+    seed: int = Field(default=0, ge=0, lt=min(2**63, CHAIN_UINT_MAX["seed"]))
     aggregation: Aggregation = Aggregation.FEDAVG
     trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
 
@@ -208,9 +214,11 @@ class JobSpec(_Section):
     def from_toml(cls, path: str | Path) -> "JobSpec":
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); a spec is a UTF-8 TOML file") from None
         return cls.from_text(text, source=str(path))
 
     # -- identity ---------------------------------------------------------------------------------

@@ -24,6 +24,17 @@ def home() -> Path:
     return Path(env).expanduser().resolve() if env else Path.cwd() / ".bsns"
 
 
+DATA_DIRS_ENV = "BSNS_DATA_DIRS"
+
+
+def data_dirs() -> list[Path]:
+    """The folders a job spec's ``data.path`` may point into: the package's ``data/``, ``<home>/data`` and those
+    the operator lists in ``$BSNS_DATA_DIRS`` (separated by ``os.pathsep``). A spec is a stranger's input: a
+    path anywhere else (``/etc/passwd``) is refused before it is read, hashed or proposed."""
+    extra = [Path(p).expanduser().resolve() for p in os.environ.get(DATA_DIRS_ENV, "").split(os.pathsep) if p]
+    return [(PACKAGE_ROOT / "data").resolve(), home() / "data", *extra]
+
+
 def deployments_dir() -> Path:
     return home() / "deployments"
 

@@ -7,7 +7,8 @@ these lists as Solidity enums (``contracts/interfaces``); ``tests/test_vocab_mir
 PEFT method names are not here: each tuner registers itself (``node.tuners.registry``) with its properties.
 
 It also holds the session limits a job spec must respect because the contracts enforce them
-(``MAX_SHARDS``, ``MAX_REPLICAS``; ``contracts/interfaces/ITrainingSessions.sol`` declares the same numbers).
+(``MAX_SHARDS``, ``MAX_REPLICAS``; ``contracts/interfaces/ITrainingSessions.sol`` declares the same numbers) and
+the widths of the job parameters' integers on chain (``CHAIN_UINT_MAX``).
 
 A leaf module: it imports nothing of the project but ``node.errors``.
 """
@@ -22,6 +23,21 @@ from node.errors import BsnsError
 #: most shards of one session, and most replicas of one shard (SESSION_MAX_SHARDS / SESSION_MAX_REPLICAS on chain)
 MAX_SHARDS = 64
 MAX_REPLICAS = 1024
+
+#: the largest values JobParams' integer fields hold on chain (IFineTuneGovernance.JobParams: uint16 layerBounds,
+#: uint32 shardMemoryMB, syncInterval, rounds and distributionParam, uint64 learningRateE9 and seed). The spec
+#: validator bounds each field by them, so an overflow is a spec error naming the field, not a web3 traceback;
+#: tests/test_vocab_mirror.py reads the widths from the ABI.
+CHAIN_UINT_MAX = {
+    "layerBounds": 2**16 - 1,
+    "shardMemoryMB": 2**32 - 1,
+    "distributionParam": 2**32 - 1,
+    "syncInterval": 2**32 - 1,
+    "rounds": 2**32 - 1,
+    "minReplicas": 2**16 - 1,
+    "learningRateE9": 2**64 - 1,
+    "seed": 2**64 - 1,
+}
 
 
 class UnknownWord(BsnsError, ValueError):
@@ -75,6 +91,7 @@ class Aggregation(Vocab):
     FEDAVG = "fedavg"
     MEDIAN = "median"
     TRIMMED_MEAN = "trimmed-mean"
+    GEOMETRIC_MEDIAN = "geometric-median"
 
 
 class DeviceKind(Vocab):

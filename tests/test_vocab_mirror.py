@@ -105,20 +105,22 @@ def test_parser_reads_members_in_order_past_comments():
         enum Aggregation {
             FedAvg, // the mean
             Median /* robust */,
-            TrimmedMean
+            TrimmedMean,
+            GeometricMedian
         }
         enum Empty {}
     }
     """
-    assert solidity_enums(src) == {"Aggregation": ["FedAvg", "Median", "TrimmedMean"], "Empty": []}
+    assert solidity_enums(src) == {"Aggregation": ["FedAvg", "Median", "TrimmedMean", "GeometricMedian"],
+                                   "Empty": []}
     assert mismatch(python_words(vocab.Aggregation), solidity_enums(src)["Aggregation"]) is None
 
 
 @pytest.mark.parametrize("snippet, expected", [
-    ("enum Aggregation { Median, FedAvg, TrimmedMean }", "0: 'fedavg' vs 'Median'"),  # reordered
-    ("enum Aggregation { FedAvg, Median }", "2: 'trimmed-mean' vs None"),  # one missing
-    ("enum Aggregation { FedAvg, Median, TrimmedMean, Krum }", "3: None vs 'Krum'"),  # one more
-    ("enum Aggregation { FedAvg, Median, Trimmed }", "2: 'trimmed-mean' vs 'Trimmed'"),  # renamed
+    ("enum Aggregation { Median, FedAvg, TrimmedMean, GeometricMedian }", "0: 'fedavg' vs 'Median'"),  # reordered
+    ("enum Aggregation { FedAvg, Median, GeometricMedian }", "2: 'trimmed-mean' vs 'GeometricMedian'"),  # missing
+    ("enum Aggregation { FedAvg, Median, TrimmedMean, GeometricMedian, Krum }", "4: None vs 'Krum'"),  # one more
+    ("enum Aggregation { FedAvg, Median, Trimmed, GeometricMedian }", "2: 'trimmed-mean' vs 'Trimmed'"),  # renamed
 ])
 def test_a_drifted_enum_is_caught(snippet, expected):
     (members,) = solidity_enums(snippet).values()
@@ -140,3 +142,17 @@ def test_session_limits_are_the_contracts(name, value):
     m = re.search(rf"\bconstant\s+{name}\s*=\s*([0-9_]+)\s*;", _COMMENT.sub(" ", source))
     assert m is not None, f"{name} is not declared in ITrainingSessions.sol"
     assert int(m.group(1).replace("_", "")) == value
+
+
+def test_chain_uint_bounds_are_the_abi_widths():
+    """CHAIN_UINT_MAX names every wide integer of JobParams with the largest value its ABI type holds."""
+    from node.chain.artifacts import load_abi
+
+    propose = next(f for f in load_abi("FineTuneGovernance") if f.get("name") == "propose")
+    (params,) = [i for i in propose["inputs"] if i["type"] == "tuple"]
+    widths = {}
+    for c in params["components"]:
+        m = re.fullmatch(r"uint(\d+)(\[\])?", c["type"])
+        if m and int(m.group(1)) > 8:  # uint8 fields are enum codes, bounded by their word lists
+            widths[c["name"]] = 2 ** int(m.group(1)) - 1
+    assert widths == vocab.CHAIN_UINT_MAX

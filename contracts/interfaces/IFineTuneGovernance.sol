@@ -33,7 +33,8 @@ interface IFineTuneGovernance {
     enum Aggregation {
         FedAvg,
         Median,
-        TrimmedMean
+        TrimmedMean,
+        GeometricMedian
     }
 
     /// @notice The fields of a job spec that must be agreed on chain (the rest is in the TOML, hashed).

@@ -30,6 +30,21 @@ DeploymentOpt = Annotated[Optional[Path], typer.Option(
     help="deployment file [default: $BSNS_HOME/deployments/<chain id>.json]")]
 
 
+
+def _uint256(value: str) -> int:
+    """An on-chain id (uint256), refused in one line before anything connects or is sent."""
+    try:
+        n = int(value, 0)
+    except ValueError:
+        raise BsnsError(f"ID: {value!r} is not a whole number") from None
+    if not 0 <= n < 2**256:
+        raise BsnsError(f"ID: {value} is outside 0..2^256-1, the ids the chain holds")
+    return n
+
+
+ProposalIdArg = Annotated[int, typer.Argument(metavar="ID", parser=_uint256, help="the proposal id")]
+
+
 class NoAccount(BsnsError):
     pass
 
@@ -45,7 +60,7 @@ def load_key(w3, keystore: Path | None, dev_account: int | None):
     from node.paths import default_keystore
 
     if dev_account is not None:
-        return dev_key(dev_account, w3.eth.chain_id)
+        return dev_key(dev_account, w3.eth.chain_id, rpc_url=str(getattr(w3.provider, "endpoint_uri", "") or ""))
     path = keystore or default_keystore()
     if keystore is None and not path.exists():
         raise NoAccount("no account: pass --keystore FILE (see `bsns node keygen`) or, on the local chain, "
@@ -98,8 +113,10 @@ def chain_ctx(rpc: str | None, deployment: Path | None, keystore: Path | None = 
     from node.chain.rpc import rpc_url
 
     w3 = connect(rpc)
+    # a dev key on a chain that only claims to be the local one is refused before anything is read from it
+    key = load_key(w3, keystore, dev_account) if signer and dev_account is not None else None
     dep = load_deployment(w3, deployment)
     if not signer:
         return ChainCtx(w3, dep, rpc_url(rpc))
-    key = load_key(w3, keystore, dev_account)
+    key = key or load_key(w3, keystore, dev_account)
     return ChainCtx(w3, dep, rpc_url(rpc), key, make_sender(w3, key))

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from coordinator.commands._chainopts import DeploymentOpt, DevAccountOpt, KeystoreOpt, RpcOpt
+from coordinator.commands._chainopts import DeploymentOpt, DevAccountOpt, KeystoreOpt, ProposalIdArg, RpcOpt
 
 
 class Choice(str, Enum):
@@ -56,7 +56,7 @@ def propose(
 
 
 def vote(
-    proposal_id: Annotated[int, typer.Argument(metavar="ID")],
+    proposal_id: ProposalIdArg,
     choice: Annotated[Choice, typer.Argument(metavar="for|against", case_sensitive=False)],
     rpc: RpcOpt = None,
     keystore: KeystoreOpt = None,
@@ -108,7 +108,7 @@ def proposals(rpc: RpcOpt = None, deployment: DeploymentOpt = None) -> None:
 
 
 def execute(
-    proposal_id: Annotated[int, typer.Argument(metavar="ID")],
+    proposal_id: ProposalIdArg,
     rpc: RpcOpt = None,
     keystore: KeystoreOpt = None,
     dev_account: DevAccountOpt = None,
@@ -130,7 +130,7 @@ def execute(
 
 
 def cancel(
-    proposal_id: Annotated[int, typer.Argument(metavar="ID")],
+    proposal_id: ProposalIdArg,
     rpc: RpcOpt = None,
     keystore: KeystoreOpt = None,
     dev_account: DevAccountOpt = None,

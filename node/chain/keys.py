@@ -102,11 +102,31 @@ def load_keystore(path: str | Path, password: str | None = None) -> NodeKey:
     return NodeKey(acct.address, bytes(acct.key))
 
 
-def dev_key(index: int, chain_id: int) -> NodeKey:
-    """anvil's dev account ``index``; refused on any chain but the local one (id 31337)."""
+def is_loopback_url(url: str) -> bool:
+    """Whether an RPC URL reaches this machine only (localhost, 127.0.0.0/8, ::1, or an IPC socket path)."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    if "://" not in url:
+        return True  # an IPC socket path: a file on this machine
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dev_key(index: int, chain_id: int, rpc_url: str | None = None) -> NodeKey:
+    """anvil's dev account ``index``; refused on any chain but the local one (id 31337) and, when the caller
+    says which RPC it uses, on any RPC that is not on this machine (anyone can claim chain id 31337)."""
     if chain_id != LOCAL_CHAIN_ID:
         raise KeystoreError(f"development keys are only allowed on the local chain (id {LOCAL_CHAIN_ID}), "
                         f"this chain has id {chain_id}")
+    if rpc_url is not None and not is_loopback_url(rpc_url):
+        raise KeystoreError(f"development keys are only allowed with a local RPC (localhost, 127.0.0.1, ::1), "
+                            f"not {rpc_url}: their private keys are public")
     if not 0 <= index < DEV_ACCOUNT_COUNT:
         raise KeystoreError(f"development account index must be 0..{DEV_ACCOUNT_COUNT - 1}, got {index}")
     from eth_account import Account

@@ -7,6 +7,10 @@ checkpoint (block number + hash); handlers may write their own tables through ``
 that same transaction, so what they did and how far the watcher got can never disagree. A handler
 that raises rolls the block back; it is delivered again on the next poll.
 
+Every range read is checked whole (``_consistent``): its first block must be the checkpoint's child, and every log
+must lie in the range and carry the canonical hash of its block, so an answer that mixes branches (a reorg between
+calls, a lagging RPC backend) delivers nothing and is read again.
+
 Before each poll the stored checkpoint hash is compared with the chain's block at that height; on a
 mismatch the watcher walks its stored block hashes back to the fork point, deletes the records of the
 orphaned blocks (telling ``on_reorg`` handlers which events were undone), and replays from there.
@@ -246,9 +250,9 @@ class EventWatcher:
             end = min(start + self.max_range - 1, target)
             end_hash = self._block_hash(end)
             logs = self.w3.eth.get_logs({"fromBlock": start, "toBlock": end, "address": addresses})
-            if end_hash is None or self._block_hash(end) != end_hash or any(
-                    lg["blockNumber"] == end and _hex(lg["blockHash"]) != end_hash for lg in logs):
-                # the chain moved under us between the calls; the next poll's reorg check sorts it out
+            if not self._consistent(start, end, end_hash, logs):
+                # the chain moved under us between the calls (or the RPC mixed branches): nothing of this range
+                # is delivered; the next poll's reorg check and a fresh read sort it out
                 break
             by_block: dict[int, list] = {}
             for lg in sorted(logs, key=lambda lg: (lg["blockNumber"], lg["logIndex"])):
@@ -264,6 +268,30 @@ class EventWatcher:
                 self._set_checkpoint(end, end_hash)
             start = end + 1
         return delivered
+
+    def _consistent(self, start: int, end: int, end_hash: str | None, logs: list) -> bool:
+        """Whether one ``eth_getLogs`` answer is a segment of the canonical chain that continues the checkpoint:
+        block ``start`` is the checkpoint's child, every log lies in [start, end] and carries the canonical hash of
+        its block, and ``end`` is still the block it was before the logs were read."""
+        if end_hash is None or self._block_hash(end) != end_hash:
+            return False
+        cp = self.checkpoint()
+        if cp is not None and cp[1] is not None and cp[0] == start - 1:
+            if _hex(self.w3.eth.get_block(start)["parentHash"]) != cp[1]:
+                log.warning("watcher %s: block %d does not continue the checkpoint %d", self.name, start, cp[0])
+                return False
+        canonical = {end: end_hash}
+        for lg in logs:
+            n = lg["blockNumber"]
+            if not start <= n <= end or lg.get("removed"):
+                log.warning("watcher %s: a log of block %s in the answer for [%d, %d]", self.name, n, start, end)
+                return False
+            if n not in canonical:
+                canonical[n] = self._block_hash(n)
+            if _hex(lg["blockHash"]) != canonical[n]:
+                log.warning("watcher %s: a log of block %d is from another branch", self.name, n)
+                return False
+        return True
 
     def _deliver(self, lg) -> Event | None:
         from eth_utils import to_checksum_address

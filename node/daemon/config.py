@@ -7,6 +7,7 @@ Example (``bsns node init node0.toml --dev-account 1`` writes one)::
     [chain]                           # both optional: the chain `bsns chain up` recorded in the home
     # rpc = "http://127.0.0.1:8545"   # (else $BSNS_RPC, else 127.0.0.1:8545) and its deployment
     # deployment = "deployments/31337.json"    # (<home>/deployments/<chain id>.json)
+    # confirmations = 12              # default: 0 on the local chain 31337, 12 elsewhere
 
     [identity]
     keystore = "keys/node0.json"      # password from BSNS_KEYSTORE_PASSWORD
@@ -24,11 +25,19 @@ Example (``bsns node init node0.toml --dev-account 1`` writes one)::
     [storage]
     # data_dir = ".bsns/nodes/node0"  # default: <home>/nodes/<name>
 
-    [policy]
+    [policy]                          # what it votes for and joins (a proposal is a stranger's input)
     vote = "auto"                     # auto: vote by the rules below; manual: leave it to `bsns vote`
     methods = ["houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt"]
     tasks = ["sequence-classification", "causal-lm"]
+    models = []                       # allowed base models; empty: MiniLM and hub models already cached here
+    model_hashes = []                 # allowed weights hashes; empty: any that matches this node's files
+    download_models = false           # true: fetch a model listed in `models` that is not here yet
+    datasets = []                     # allowed data sets; empty: any whose file is in the data folders
     max_rounds = 1000
+    max_sync_interval = 100000
+    max_batch_size = 1024
+    max_seq_len = 2048
+    max_layers = 128
     join = true
 
     [register]                        # optional: register on start if not registered yet
@@ -46,7 +55,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.errors import BsnsError, validation_message
 from node.vocab import Task
@@ -60,10 +69,26 @@ class _S(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+#: confirmation depth off the local chain when node.toml names none (Ethereum mainnet reorgs rarely exceed a few
+#: blocks; 12 is the long-standing conservative figure exchanges used before finality)
+DEFAULT_CONFIRMATIONS = 12
+
+
 class ChainCfg(_S):
     rpc: str | None = Field(default=None, min_length=1, description="default: node.chain.rpc.rpc_url()")
     deployment: str | None = Field(default=None, min_length=1, description="default: the chain id's in the home")
-    confirmations: int = Field(default=0, ge=0)
+    confirmations: int | None = Field(default=None, ge=0, le=10_000, description="blocks an event waits before the "
+                                      "daemon acts on it; default: 0 on the local chain (31337), else "
+                                      "DEFAULT_CONFIRMATIONS")
+
+    def confirmations_for(self, chain_id: int) -> int:
+        """The confirmation depth on ``chain_id``: the configured one, else none on the local dev chain (its blocks
+        are final when mined) and ``DEFAULT_CONFIRMATIONS`` anywhere else, where a reorg can undo recent events."""
+        from node.chain.keys import LOCAL_CHAIN_ID
+
+        if self.confirmations is not None:
+            return self.confirmations
+        return 0 if chain_id == LOCAL_CHAIN_ID else DEFAULT_CONFIRMATIONS
     poll_interval_s: float = Field(default=0.5, gt=0)
 
 
@@ -78,10 +103,36 @@ class IdentityCfg(_S):
         return self
 
 
+def _hex32(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
+        raise ValueError(f"{value!r} is not a 0x-prefixed 32-byte hex hash")
+    return value.lower()
+
+
+def _tcp_multiaddr(value: str | None) -> str | None:
+    """``/ip4/<address>/tcp/<port>`` (or ip6/dns): checked here so a typo is one line naming the field, not a
+    traceback from the p2p host's start."""
+    if value is None:
+        return value
+    import multiaddr
+
+    try:
+        names = [p.name for p in multiaddr.Multiaddr(value).protocols()]
+    except Exception as exc:  # noqa: BLE001 - multiaddr raises several parse errors; all mean the same here
+        raise ValueError(f"not a multiaddr: {str(exc).split(' (string:')[0]}") from None
+    if len(names) != 2 or names[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") or names[1] != "tcp":
+        raise ValueError(f"{value!r} is not /ip4/<address>/tcp/<port> (or ip6, dns)")
+    return value
+
+
 class P2PCfg(_S):
     listen: str = "/ip4/127.0.0.1/tcp/0"
     announce: str | None = None
     bootstrap: list[str] = Field(default_factory=list)
+
+    _addr = field_validator("listen", "announce")(classmethod(lambda cls, v: _tcp_multiaddr(v)))
 
 
 class ResourcesCfg(_S):
@@ -103,12 +154,27 @@ def _default_methods() -> list[str]:
 
 
 class PolicyCfg(_S):
+    """What this node votes for and joins (node.daemon.proposals.VotePolicy): a proposal is a stranger's input."""
+
     vote: Literal["auto", "manual"] = "auto"
     methods: list[str] = Field(default_factory=lambda: _default_methods())
     tasks: list[str] = Field(default_factory=lambda: list(Task.names()))
-    models: list[str] = Field(default_factory=list, description="allowed base models; empty = any")
+    models: list[str] = Field(default_factory=list, description="allowed base models (ids or paths); empty = the "
+                                                                "MiniLM aliases and hub ids already in the local cache")
+    model_hashes: list[str] = Field(default_factory=list, description="allowed weights hashes; empty = any")
+    download_models: bool = Field(default=False, description="fetch a model listed in `models` that is not here yet "
+                                                             "(never one that is not listed)")
+    datasets: list[str] = Field(default_factory=list, description="allowed data sets (data.dataset); empty = any "
+                                                                  "whose file is in the data folders")
     max_rounds: int = Field(default=10_000, ge=1)
+    max_sync_interval: int = Field(default=100_000, ge=1)
+    max_batch_size: int = Field(default=1024, ge=1)
+    max_seq_len: int = Field(default=2048, ge=4)
+    max_layers: int = Field(default=128, ge=1, description="the largest model (transformer layers) this node takes")
     join: bool = True
+
+    _hashes = field_validator("model_hashes")(classmethod(
+        lambda cls, v: [_hex32(h) for h in v]))
 
 
 class RegisterCfg(_S):
@@ -145,9 +211,11 @@ class NodeConfig(_S):
     def from_toml(cls, path: str | Path) -> "NodeConfig":
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read node config {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); node.toml is a UTF-8 TOML file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         try:

@@ -10,11 +10,16 @@ how to set the old records aside, instead of replaying them. Then it reacts to t
   (``node.daemon.proposals.VotePolicy``) unless the policy is ``manual`` (then the operator runs ``bsns vote``);
   a Succeeded proposal is executed (anyone may);
 - ``SessionOpened`` → read the spec from the chain (``SpecSource``: the ``ProposalSpec`` event, checked against
-  the agreed params), join in the join window if a shard fits, call ``start`` once the window closed;
+  the agreed params), join in the join window if a shard fits and the policy accepts the spec
+  (``VotePolicy.accepts``, whatever this node voted), call ``start`` once the window closed;
 - a started session with this node assigned → ``SessionRunner`` trains, syncs and commits round after
   round (node.daemon.session), or ``FedPeatRunner`` for a spec with ``[fedpeat]`` (node.daemon.fedpeat);
   after the last round ``node.daemon.publish.Publisher`` serves the manifest and publishes the adapter. The
   daemon keeps serving its blobs.
+
+A session that fails on this node (any exception but the chain being unreachable) is retried
+``SESSION_ATTEMPTS`` times with a doubling wait, then marked failed here with its reason (the sessions row and a
+``session_failed_here`` event); the node's other sessions are handled on every tick meanwhile.
 
 Events come through the chain layer's ``EventWatcher`` (checkpointed, exactly once); decisions are
 re-derived from chain views each tick, so a restart (even after kill -9) repeats nothing: votes,
@@ -39,6 +44,12 @@ from node.errors import BsnsError
 log = logging.getLogger("bsns.daemon")
 
 
+#: tries of a session that fails on this node before it is marked failed here; the wait doubles from
+#: SESSION_RETRY_S between tries (a transient fault gets another chance, a poisoned spec never spins)
+SESSION_ATTEMPTS = 3
+SESSION_RETRY_S = 5.0
+
+
 class DaemonError(BsnsError):
     """The daemon cannot start or go on (no deployment, locked key, chain unreachable...)."""
 
@@ -55,6 +66,7 @@ class Daemon:
         self._runners: dict = {}
         self.datadir: DataDir | None = None
         self._chain_down_since: float | None = None
+        self._failures: dict[int, tuple[int, float]] = {}  # session -> (failed tries, monotonic time of the next)
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -72,14 +84,14 @@ class Daemon:
         self.datadir = DataDir(cfg.data_dir, reset_hint)
         self.datadir.lock()
         self.w3 = rpc.connect(cfg.chain.rpc)
-        chain_id = self.w3.eth.chain_id
+        chain_id = self.chain_id = self.w3.eth.chain_id
         self.deployment = Deployment.load(cfg.deployment_path, chain_id=chain_id)
         self.deployment.check_code(self.w3)  # a chain restarted without its state says so here, in one line
         self.datadir.bind(self.deployment)
         self.store = StateStore(cfg.data_dir)
         if cfg.identity.dev_account is not None:
             # anvil's published development keys: accepted by dev_key only on the local chain (31337)
-            self.key = dev_key(cfg.identity.dev_account, chain_id)
+            self.key = dev_key(cfg.identity.dev_account, chain_id, rpc_url=rpc.rpc_url(cfg.chain.rpc))
         else:
             self.key = load_keystore(cfg.resolve(cfg.identity.keystore))
         self.address = self.key.address
@@ -174,9 +186,11 @@ class Daemon:
         d = self.deployment
         contracts = {n: (d.address(n), load_abi(n)) for n in ("FineTuneGovernance", "TrainingSessions")}
         self.watcher = EventWatcher(self.w3, contracts, db_path=self.cfg.data_dir / "watcher.sqlite",
-                                    start_block=d.deploy_block, confirmations=self.cfg.chain.confirmations)
+                                    start_block=d.deploy_block,
+                                    confirmations=self.cfg.chain.confirmations_for(self.chain_id))
         self.watcher.on("FineTuneGovernance", "ProposalCreated", self._on_proposal)
         self.watcher.on("TrainingSessions", "SessionOpened", self._on_session_opened)
+        self.watcher.on_reorg(self._on_reorg)
         self._proposals: set[int] = set(self.store.known("proposal")) - set(self.store.known("proposal_closed"))
         self._sessions: set[int] = set(self.store.known("session"))
 
@@ -195,6 +209,27 @@ class Daemon:
         self._remember("session", sid)
         self._sessions.add(sid)
         event("session_opened", session=sid, proposal=int(ev.args["proposalId"]))
+
+    def _on_reorg(self, fork: int, removed) -> None:
+        """Blocks after ``fork`` were replaced: what this node cached from them is invalid. A proposal or session
+        whose creation was undone is forgotten (the id may name another one on the new branch, which the watcher
+        delivers again); votes of open proposals are re-derived from the chain; every runner is rebuilt, so its
+        assignment is read again."""
+        for ev in removed:
+            if ev.name == "ProposalCreated":
+                pid = int(ev.args["proposalId"])
+                self._proposals.discard(pid)
+                self.store.forget("proposal", pid)
+            elif ev.name == "SessionOpened":
+                sid = int(ev.args["sessionId"])
+                self._sessions.discard(sid)
+                self.store.forget("session", sid)
+                self.store.delete_session(sid)
+                self._failures.pop(sid, None)
+        for pid in self._proposals:
+            self.store.delete_vote(pid)
+        self._runners.clear()
+        event("reorg", fork_block=fork, undone=len(removed))
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -216,12 +251,44 @@ class Daemon:
             self.stop.wait(self.cfg.chain.poll_interval_s)
 
     def tick(self) -> None:
+        from node.chain.errors import RpcUnavailable
+
         for pid in sorted(self._proposals):
-            self._handle_proposal(pid)
+            try:
+                self._handle_proposal(pid)
+            except RpcUnavailable:
+                raise
+            except BsnsError as exc:  # one proposal's trouble never stops the others
+                event("error", proposal=pid, error=str(exc))
         for sid in sorted(self._sessions):
             if self.stop.is_set():
                 return
-            self._handle_session(sid)
+            attempts, retry_at = self._failures.get(sid, (0, 0.0))
+            if time.monotonic() < retry_at:
+                continue
+            try:
+                self._handle_session(sid)
+            except RpcUnavailable:
+                raise  # the chain, not the session: the run loop waits for it
+            except Exception as exc:  # noqa: BLE001 - any failure of one session is that session's, never the node's
+                self._session_failed(sid, exc, attempts + 1)
+
+    def _session_failed(self, sid: int, exc: BaseException, attempts: int) -> None:
+        """Retry a failed session a bounded number of times, backing off; then mark it failed here with the reason.
+        The other sessions are handled on every tick meanwhile."""
+        reason = str(exc).splitlines()[0][:300] if isinstance(exc, BsnsError) else \
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        self._runners.pop(sid, None)  # a runner that failed may hold half-built state: the next try starts afresh
+        if attempts >= SESSION_ATTEMPTS:
+            self._failures.pop(sid, None)
+            if self.store.session(sid) is not None:
+                self.store.upsert_session(sid, status="failed", reason=reason)
+            self._sessions.discard(sid)
+            event("session_failed_here", session=sid, attempts=attempts, reason=reason)
+            return
+        wait = SESSION_RETRY_S * 2 ** (attempts - 1)
+        self._failures[sid] = (attempts, time.monotonic() + wait)
+        event("session_error", session=sid, attempt=attempts, retry_in_s=wait, reason=reason)
 
     def _handle_proposal(self, pid: int) -> None:
         from node.chain.clients import ProposalState
@@ -260,6 +327,7 @@ class Daemon:
     def _handle_session(self, sid: int) -> None:
         from node.chain.clients import SessionState
         from node.chain.errors import ContractRevert
+        from node.job import JobSpec
 
         row = self.store.session(sid)
         if row and row["status"] in ("done", "left", "failed"):
@@ -281,9 +349,12 @@ class Daemon:
             if not a.joined and self.cfg.policy.join and head + 1 <= info.join_deadline:
                 mem = self.cfg.resources.memory_mb
                 needs = [self.sessions.get_shard(sid, s).memory_mb for s in range(info.num_shards)]
+                ok, why = self.policy.accepts(JobSpec.from_text(row["spec_toml"]))
                 if not any(m <= mem for m in needs):
-                    self.store.upsert_session(sid, status="left")
-                    event("not_joining", session=sid, reason=f"no shard fits {mem} MB")
+                    ok, why = False, f"no shard fits {mem} MB"
+                if not ok:  # whatever this node voted: it joins only what its policy accepts
+                    self.store.upsert_session(sid, status="left", reason=why)
+                    event("not_joining", session=sid, reason=why)
                     return
                 try:
                     res = self.sessions.join(sid)

@@ -36,6 +36,10 @@ REPEAT_WINDOW_S = 10.0
 EVENT_LEVELS = {
     "error": logging.ERROR,
     "session_failed": logging.ERROR,
+    "session_failed_here": logging.ERROR,
+    "session_error": logging.WARNING,
+    "not_joining": logging.WARNING,
+    "reorg": logging.WARNING,
     "restore_failed": logging.ERROR,
     "chain_unreachable": logging.WARNING,
     "session_refused": logging.WARNING,
@@ -43,6 +47,7 @@ EVENT_LEVELS = {
     "evaluate_failed": logging.WARNING,
     "pipeline_broken": logging.WARNING,
     "update_unavailable": logging.WARNING,
+    "update_refused": logging.WARNING,
     "emulator_refused": logging.WARNING,
     "plan_unusable": logging.WARNING,
 }

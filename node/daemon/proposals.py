@@ -4,7 +4,9 @@
 out-of-band copy for a governance contract that does not carry the text, and accepts it only if it hashes to
 the agreed ``specHash`` and its fields are exactly the agreed params. ``VotePolicy.decide`` is the node's vote
 by its ``[policy]`` config: does a shard fit my memory, do I support the method and task, is the model allowed
-and are my weights the proposal's, is it within my round limit.
+(never downloaded unless listed) and are my weights the proposal's, are rounds, sync interval, batch, sequence
+length and model size within my limits, is the data set allowed and its path in the data folders.
+``VotePolicy.accepts`` is the same judgement on a spec, which the daemon repeats before joining.
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ class SpecSource:
 
 
 class VotePolicy:
-    """The node's vote on a proposal, from its ``[policy]`` and ``[resources]`` config."""
+    """The node's vote on a proposal, and whether it joins a session, from its ``[policy]`` and ``[resources]``.
+
+    ``decide`` (the vote) checks the agreed params first, then the spec text (``accepts``); the daemon calls
+    ``accepts`` again before joining, so a node never joins what its policy refuses, whatever it voted. The model
+    check never downloads a model unless the operator listed it in ``models`` and set ``download_models``.
+    """
 
     def __init__(self, cfg, specs: SpecSource) -> None:
         self.cfg, self.specs = cfg, specs
@@ -73,42 +80,71 @@ class VotePolicy:
             return False, f"method {p.method} not supported"
         if p.task not in pol.tasks:
             return False, f"task {p.task} not supported"
-        if pol.models and p.base_model not in pol.models:
-            return False, f"model {p.base_model} not allowed"
         if p.rounds > pol.max_rounds:
             return False, f"{p.rounds} rounds exceed max_rounds {pol.max_rounds}"
         if not any(m <= mem for m in p.shard_memory_mb):
             return False, f"no shard fits {mem} MB (needs {min(p.shard_memory_mb)} MB)"
-        if not self._fetches_emulators_for(pid):
-            try:
-                local = local_weights_hash(p.base_model)
-            except BsnsError as exc:
-                return False, f"model {p.base_model} not available here: {exc}"
-            if local != p.base_model_hash:
-                return False, (f"my weights of {p.base_model} hash to {local[:10]}…, not the proposal's "
-                               f"{p.base_model_hash[:10]}…")
-        try:
-            if self.specs.spec_for(pid) is None:
-                return False, "spec text not on chain"
-        except BsnsError as exc:
-            return False, str(exc)
-        return True, "a shard fits; method, task and model supported"
-
-    def _fetches_emulators_for(self, pid: int) -> bool:
-        """A FedPEAT job on a node that fetches its emulators by on-chain hash: it never reads local weights,
-        so their hash is no reason to vote against."""
-        if not self.cfg.fedpeat.fetch_emulators:
-            return False
         try:
             spec = self.specs.spec_for(pid)
-        except BsnsError:
-            return False
-        return spec is not None and spec.fedpeat is not None
+        except BsnsError as exc:
+            return False, str(exc)
+        if spec is None:
+            return False, "spec text not on chain"
+        ok, why = self.accepts(spec)
+        return (True, "a shard fits; method, task, model, data and limits within policy") if ok else (False, why)
+
+    def accepts(self, spec) -> tuple[bool, str]:
+        """(ok, why not): the spec within this node's limits, data set and model allowed, the model here (or
+        allowed to be fetched) with the proposal's weights."""
+        pol = self.cfg.policy
+        t = spec.training
+        for name, value, limit in (("rounds", t.rounds, pol.max_rounds),
+                                   ("sync_interval", t.sync_interval, pol.max_sync_interval),
+                                   ("batch_size", t.batch_size, pol.max_batch_size),
+                                   ("max_seq_len", spec.data.max_seq_len, pol.max_seq_len),
+                                   ("layers", spec.shards.layers[-1][1], pol.max_layers)):
+            if value > limit:
+                return False, f"{name} {value} exceeds the policy's max_{name.removeprefix('max_')} {limit}"
+        if spec.method.name not in pol.methods:
+            return False, f"method {spec.method.name} not supported"
+        if pol.datasets and spec.data.dataset not in pol.datasets:
+            return False, f"data set {spec.data.dataset} not allowed"
+        from node.train.data import spec_data_path
+
+        try:
+            spec_data_path(spec.data.path)
+        except BsnsError as exc:
+            return False, str(exc)
+        if spec.fedpeat is not None and self.cfg.fedpeat.fetch_emulators:
+            return True, ""  # emulators are fetched by on-chain hash: no local weights are read
+        return self._model_ok(spec.model.id, spec.model.weights_hash)
+
+    def _model_ok(self, model: str, wanted: str | None) -> tuple[bool, str]:
+        pol = self.cfg.policy
+        listed = model in pol.models
+        if pol.models and not listed:
+            return False, f"model {model} not allowed"
+        if not listed and _is_path(model):
+            return False, f"model {model} is a local path not listed in the policy's models"
+        if pol.model_hashes and (wanted or "").lower() not in pol.model_hashes:
+            return False, f"weights {str(wanted)[:10]}… of {model} not in the policy's model_hashes"
+        try:
+            local = local_weights_hash(model, download=listed and pol.download_models)
+        except BsnsError as exc:
+            return False, f"model {model} not available here: {exc}"
+        if wanted and local != wanted.lower():
+            return False, f"my weights of {model} hash to {local[:10]}…, not the proposal's {wanted[:10]}…"
+        return True, ""
+
+
+def _is_path(model: str) -> bool:
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1
 
 
 @functools.lru_cache(maxsize=8)
-def local_weights_hash(model_id: str) -> str:
-    """The weights hash of the model this node would load (cached: hashing reads every weights file)."""
+def local_weights_hash(model_id: str, download: bool = False) -> str:
+    """The weights hash of the model this node would load (cached: hashing reads every weights file); without
+    ``download`` only what is already on this machine."""
     from node.model import weights_hash
 
-    return weights_hash(model_id)
+    return weights_hash(model_id, download=download)

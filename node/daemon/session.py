@@ -66,12 +66,13 @@ class SessionRunner:
         self.data = None
         self.part: list[int] | None = None
         self.samples = 0
+        self._counts: list[int] | None = None  # every replica's sample count, from the deterministic partition
         self.loaded_round: int | None = None  # the in-memory adapter is the final state of this round
         self._round_bytes0: tuple[int, int] | None = None
         from node.train.aggregate import rule_for
 
         self.sync = RoundSync(session_id, me, chain, net, store, rule_for(t), self.sync_policy, sync_timeout, poll,
-                              self._sleep, self._emit, self.fetch_blob, self._global_before)
+                              self._sleep, self._emit, self.fetch_blob, self._global_before, self.replica_samples)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _emit(self, kind: str, **info) -> None:
@@ -100,11 +101,7 @@ class SessionRunner:
 
     def _partition(self, labels) -> list[list[int]]:
         """Every replica's training indices (deterministic: every node computes the same partition)."""
-        from node.train.partition import partition
-
-        d = self.spec.data
-        return partition(labels if d.distribution == "dirichlet" else len(labels), self.replicas, d.distribution,
-                         seed=self.spec.training.seed, dataset_hash=d.hash or ZERO_HASH, alpha=d.alpha)
+        return partition_of(self.spec, self.replicas, labels)
 
     # -- state ----------------------------------------------------------------------------------
     def _state_bytes(self) -> bytes:
@@ -228,7 +225,7 @@ class SessionRunner:
             return None
         # later stages do not see the data: they weight their update by their first stage's count,
         # which every node recomputes from the partition (deterministic, so no message is needed)
-        samples = self.samples or self._replica_samples(self.me.replica)
+        samples = self.replica_samples(self.me.replica)
         return RoundWork(self._state_bytes(), frozenset(range(self.replicas)), samples, samples)
 
     def _stage_peers(self) -> dict[int, Member]:
@@ -328,18 +325,39 @@ class SessionRunner:
         self._emit("round_final", round=rnd, final=final, agreed=agreed, **work.info,
                    sync_seconds=round(time.perf_counter() - t_sync, 3))
 
-    def _replica_samples(self, replica: int) -> int:
-        from node.train import data as D
+    def replica_samples(self, replica: int) -> int:
+        """How many training examples replica ``replica`` holds: its update's FedAvg weight. Every node computes
+        it from the deterministic partition, so no replica can choose its own weight by announcing one."""
+        if self._counts is None:
+            ys = self.data.train.targets if self.data is not None else train_labels(self.spec, self.train_limit)
+            self._counts = [len(p) for p in self._partition(ys)]
+        return self._counts[replica]
 
-        if self.spec.task.kind == "sequence-classification":
-            _, labels = D.read_sst2(D.resolve_data_path(self.spec.data.path))
-            train_idx, _ = D.split_indices(len(labels), self.spec.data.validation_size)
-            if self.train_limit is not None:
-                train_idx = train_idx[:self.train_limit]
-            ys = [labels[i] for i in train_idx]
-        else:
-            from node.train.build import build_data
 
-            ys = build_data(self.spec, train_limit=self.train_limit).train.targets
-        self.samples = len(self._partition(ys)[replica])
-        return self.samples
+def partition_of(spec, replicas: int, labels) -> list[list[int]]:
+    """Every replica's training indices for ``spec`` over the training split's ``labels`` (node.train.partition)."""
+    from node.train.partition import partition
+
+    d = spec.data
+    return partition(labels if d.distribution == "dirichlet" else len(labels), replicas, d.distribution,
+                     seed=spec.training.seed, dataset_hash=d.hash or ZERO_HASH, alpha=d.alpha)
+
+
+def train_labels(spec, train_limit: int | None = None) -> list[int]:
+    """The training split's labels, for a node that does not hold the data (only the partition is needed)."""
+    from node.train import data as D
+
+    if spec.task.kind == "sequence-classification":
+        _, labels = D.read_sst2(D.spec_data_path(spec.data.path))
+        train_idx, _ = D.split_indices(len(labels), spec.data.validation_size)
+        if train_limit is not None:
+            train_idx = train_idx[:train_limit]
+        return [labels[i] for i in train_idx]
+    from node.train.build import build_data
+
+    return build_data(spec, train_limit=train_limit).train.targets
+
+
+def replica_counts(spec, replicas: int, train_limit: int | None = None) -> list[int]:
+    """Every replica's sample count: what any node, or a checker, computes as the FedAvg weights."""
+    return [len(p) for p in partition_of(spec, replicas, train_labels(spec, train_limit))]

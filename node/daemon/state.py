@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     replicas INTEGER,
     status TEXT NOT NULL,            -- joined | assigned | training | done | failed | left
     published_id INTEGER,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    reason TEXT                      -- why it failed or was left on this node
 );
 CREATE TABLE IF NOT EXISTS rounds (
     session_id INTEGER NOT NULL,
@@ -112,6 +113,9 @@ class StateStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(sessions)")}
+        if "reason" not in cols:  # a data folder from before sessions recorded their reason
+            self.db.execute("ALTER TABLE sessions ADD COLUMN reason TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -125,6 +129,10 @@ class StateStore:
     def record_vote(self, proposal_id: int, support: bool, reason: str, tx_hash: str | None) -> None:
         self._x("INSERT OR REPLACE INTO votes VALUES (?,?,?,?,?)", (proposal_id, int(support), reason, tx_hash, time.time()))
 
+    def delete_vote(self, proposal_id: int) -> None:
+        """Forget a recorded vote (after a reorg the chain is asked again)."""
+        self._x("DELETE FROM votes WHERE proposal_id=?", (proposal_id,))
+
     def vote_of(self, proposal_id: int) -> dict | None:
         r = self._x("SELECT * FROM votes WHERE proposal_id=?", (proposal_id,)).fetchone()
         return dict(r) if r else None
@@ -132,6 +140,9 @@ class StateStore:
     # -- ids seen in chain events ---------------------------------------------------------------------
     def remember(self, kind: str, ident: int) -> None:
         self._x("INSERT OR IGNORE INTO known VALUES (?,?)", (kind, int(ident)))
+
+    def forget(self, kind: str, ident: int) -> None:
+        self._x("DELETE FROM known WHERE kind=? AND id=?", (kind, int(ident)))
 
     def known(self, kind: str) -> list[int]:
         return [r[0] for r in self._x("SELECT id FROM known WHERE kind=? ORDER BY id", (kind,)).fetchall()]
@@ -149,6 +160,13 @@ class StateStore:
                 cols = ", ".join(f"{k}=?" for k in fields)
                 self._x(f"UPDATE sessions SET {cols}, updated=? WHERE session_id=?",
                         (*fields.values(), time.time(), session_id))
+
+    def delete_session(self, session_id: int) -> None:
+        """Forget a session (its cached spec, assignment, rounds and checkpoints), e.g. when a reorg undid its
+        opening: the id may name another session on the new branch, which must not resume from these."""
+        with self._lock:
+            for table in ("sessions", "rounds", "checkpoints", "losses"):
+                self._x(f"DELETE FROM {table} WHERE session_id=?", (session_id,))
 
     def session(self, session_id: int) -> dict | None:
         r = self._x("SELECT * FROM sessions WHERE session_id=?", (session_id,)).fetchone()

@@ -10,8 +10,11 @@ shard) ``RoundSync.run``:
    passed (a replica that is down is left out), and fetches their updates by hash (verified);
 3. agrees on the set (``_agree_on_set``): announces which updates it holds and keeps only those every replica
    in its set also holds (the intersection), so replicas that saw different sets converge on one aggregate
-   instead of splitting the vote (with two replicas a split could never be finalized); aggregates them in
-   replica order with the spec's rule (``node.train.aggregate``) weighted by the samples each announced;
+   instead of splitting the vote (with two replicas a split could never be finalized); screens them
+   (``node.train.screen``: undecodable, wrong shapes, NaN/Inf, unchanged, copied, outlying norm are refused and
+   each refusal is logged as ``update_refused`` with the replica and reason) and aggregates the rest in replica
+   order with the spec's rule (``node.train.aggregate``), weighted by each replica's sample count from the
+   deterministic partition (``sample_count``), never by the count a replica announces;
 4. commits (aggregate hash, local hash) unless this node already did (no duplicate transaction after a
    restart) or the round is already final;
 5. waits until the round is final on chain, calling ``finalizeAfterTimeout`` once the deadline passed, and
@@ -58,7 +61,7 @@ class RoundWork:
 
     local: bytes | None          # this node's local update; None: it sits the round out (zero local hash)
     expected: frozenset[int]     # the replicas whose updates the sync waits for
-    samples: int                 # the weight announced with the update and the set
+    samples: int                 # announced with the update (informational: weights come from the partition)
     recorded_samples: int        # the round row's ``samples``
     update_extra: dict = field(default_factory=dict)   # more fields of the update announcement
     info: dict = field(default_factory=dict)           # more fields of the committed and round_final events
@@ -107,6 +110,7 @@ class RoundSync:
     emit: Callable[..., None]
     fetch_blob: Callable[[str, list[str]], bytes]  # (hash, peers to try first) -> verified bytes
     global_before: Callable[[int], bytes]         # the adapter round r started from
+    sample_count: Callable[[int], int]            # a replica's sample count from the partition: its update's weight
 
     @property
     def shard(self) -> int:
@@ -184,7 +188,7 @@ class RoundSync:
         same aggregate instead of splitting the vote."""
         for _ in range(len(work.expected) + 1):
             if chosen:
-                agg_bytes, h_agg = self._aggregate(chosen, blobs, updates)
+                agg_bytes, h_agg = self._aggregate(rnd, chosen, blobs)
             else:  # nobody took part (or no update reached us): the global adapter stays as it was
                 agg_bytes = self.global_before(rnd)
                 h_agg = keccak_hex(agg_bytes)
@@ -224,13 +228,15 @@ class RoundSync:
             pulse.tick()
             self.sleep(self.poll)
 
-    def _aggregate(self, chosen: dict[int, str], blobs: dict[int, bytes],
-                   updates: dict[int, Announcement]) -> tuple[bytes, str]:
-        from node.train.adapter_state import canonical_bytes, state_from_bytes
+    def _aggregate(self, rnd: int, chosen: dict[int, str], blobs: dict[int, bytes]) -> tuple[bytes, str]:
+        """The aggregate of the agreed set's updates that pass screening. A pure function of the set (and the
+        round's starting adapter), so every replica holding the same set computes the same bytes."""
+        from node.train.screen import screened_aggregate
 
-        reps = sorted(chosen)  # replica order: every node aggregates in the same order
-        agg = self.rule.aggregate([state_from_bytes(blobs[r]) for r in reps], [updates[r].samples for r in reps])
-        data = canonical_bytes(agg)
+        data, refused = screened_aggregate({r: blobs[r] for r in chosen}, self.global_before(rnd), self.rule,
+                                           self.sample_count)
+        for r, why in refused.items():
+            self.emit("update_refused", round=rnd, replica=r, hash=chosen[r], reason=why)
         self.net.serve(data)
         return data, keccak_hex(data)
 

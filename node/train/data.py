@@ -54,6 +54,18 @@ def resolve_data_path(path: str | Path) -> Path:
     raise DataError(f"data file not found: {path}")
 
 
+def spec_data_path(path: str | Path) -> Path:
+    """A spec's ``data.path`` resolved (``resolve_data_path``) and confined to the data folders
+    (``node.paths.data_dirs``): symlinks and ``..`` are resolved before the check."""
+    from node.paths import DATA_DIRS_ENV, data_dirs
+
+    p = resolve_data_path(path).resolve()
+    if not any(p.is_relative_to(d) for d in data_dirs()):
+        raise DataError(f"data.path: {path} is outside the data folders (the package's data/, <home>/data, "
+                        f"${DATA_DIRS_ENV})")
+    return p
+
+
 def read_sst2(path: str | Path = SST2_PATH) -> tuple[list[str], list[int]]:
     """Sentences and labels of an SST-2 ``label<TAB>sentence`` file with a header line."""
     p = resolve_data_path(path)

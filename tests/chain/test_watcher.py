@@ -151,3 +151,58 @@ def test_reorg_rewinds_and_replays(env):
     assert got == [1, 2, 3, 2, 3, 20]
     assert [e.args["n"] for e in watcher.delivered()] == [1, 2, 3, 20]
     assert all(e.block_hash == w3.eth.get_block(e.block_number)["hash"].to_0x_hex() for e in watcher.delivered())
+
+
+def _tamper(w3, monkeypatch, change):
+    """Make eth_getLogs answer with ``change`` applied to its logs once (as a lagging or mixed RPC backend would)."""
+    from web3.datastructures import AttributeDict
+
+    real = w3.eth.get_logs
+    calls = {"n": 0}
+
+    def once(params):
+        logs = real(params)
+        calls["n"] += 1
+        return [AttributeDict(change(dict(lg))) for lg in logs] if calls["n"] == 1 else logs
+
+    monkeypatch.setattr(w3.eth, "get_logs", once)
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda lg: {**lg, "blockHash": b"\x11" * 32}, id="log-from-another-branch"),
+    pytest.param(lambda lg: {**lg, "blockNumber": lg["blockNumber"] + 100}, id="log-outside-the-range"),
+    pytest.param(lambda lg: {**lg, "removed": True}, id="removed-log"),
+])
+def test_an_inconsistent_range_delivers_nothing_and_is_read_again(env, monkeypatch, change):
+    """Not only the last block of a range is checked: a log in its middle from another branch, or outside the
+    range, makes the whole answer be dropped; the next poll reads it again and delivers each event once."""
+    w3, sender, probe, contracts = env
+    for n in (1, 2, 3):
+        ping(sender, probe, n)
+    ping(sender, probe, 99)  # the range's last block holds a good log: the old last-block check passed
+    watcher = EventWatcher(w3, contracts, max_range=100)
+    got = []
+    watcher.on("Probe", "Pinged", lambda e: got.append(e.args["n"]))
+    _tamper(w3, monkeypatch, lambda lg: change(lg) if lg["blockNumber"] < w3.eth.block_number else lg)
+    assert watcher.poll_once() == [] and got == []
+    watcher.poll_once()
+    assert got == [1, 2, 3, 99]
+
+
+def test_a_range_that_does_not_continue_the_checkpoint_is_not_delivered(env, monkeypatch):
+    w3, sender, probe, contracts = env
+    ping(sender, probe, 1)
+    watcher = EventWatcher(w3, contracts)
+    got = []
+    watcher.on("Probe", "Pinged", lambda e: got.append(e.args["n"]))
+    watcher.poll_once()
+    ping(sender, probe, 2)
+    real = w3.eth.get_block
+    first = w3.eth.block_number
+    monkeypatch.setattr(w3.eth, "get_block", lambda n, *a: {**real(n, *a), "parentHash": b"\x22" * 32}
+                        if n == first else real(n, *a))
+    watcher.poll_once()
+    assert got == [1]
+    monkeypatch.setattr(w3.eth, "get_block", real)
+    watcher.poll_once()
+    assert got == [1, 2]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from node.vocab import Aggregation
+
 from tests.support.evm import (MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system, h,
                        job_params, plain, propose_args, register, SPEC_TOML)
 
@@ -223,7 +225,7 @@ BAD_PARAMS = [
     ("distributionParam", {"distribution": 1, "distributionParam": 0}),
     ("syncInterval", {"syncInterval": 0}),
     ("rounds", {"rounds": 0}),
-    ("aggregation", {"aggregation": 3}),
+    ("aggregation", {"aggregation": len(Aggregation)}),  # the first code past the word list
     ("minReplicas", {"minReplicas": 0}),
     ("minReplicas", {"minReplicas": 1025}),
     ("learningRateE9", {"learningRateE9": 0}),

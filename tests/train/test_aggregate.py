@@ -38,7 +38,7 @@ def test_median_and_trimmed_mean_resist_an_outlier():
 
 def test_single_state_is_returned_unchanged():
     s = _states(1)
-    for rule in ("fedavg", "median", "trimmed-mean"):
+    for rule in ("fedavg", "median", "trimmed-mean", "geometric-median"):
         out = aggregate(rule, s, [10])
         assert all(torch.equal(out[k], s[0][k]) for k in s[0])
 
@@ -76,3 +76,42 @@ def test_mismatched_inputs_are_clear_errors():
         aggregate("mode", [a])
     with pytest.raises(AggregationError, match="weights"):
         fedavg([a, a], [0, 0])
+
+
+def test_fedavg_refuses_weights_too_large_for_a_float():
+    a, b = _states(2)
+    with pytest.raises(AggregationError, match="finite"):
+        fedavg([a, b], [1, 10**400])
+
+
+def test_geometric_median_resists_a_scaled_update_and_keeps_a_clean_mean_close():
+    """One sign-flipped x10 update of four moves FedAvg far away; the geometric median stays near the honest mean."""
+    g = torch.Generator().manual_seed(3)
+    honest = [{"x": torch.ones(50) + 0.1 * torch.randn(50, generator=g)} for _ in range(3)]
+    attack = {"x": -10 * torch.ones(50)}
+    clean = fedavg(honest)["x"]
+    gm = aggregate("geometric-median", [*honest, attack], [1, 1, 1, 1])["x"]
+    fa = fedavg([*honest, attack])["x"]
+    assert (gm - clean).norm() < 0.5 * (fa - clean).norm()
+    assert (gm - clean).norm() < 0.2 * clean.norm()
+    # without an attacker it is close to the mean (it is a different estimator, not the mean)
+    assert (aggregate("geometric-median", honest)["x"] - clean).norm() < 0.05 * clean.norm()
+
+
+def test_geometric_median_weights_by_samples():
+    s = [{"x": torch.tensor([0.0])}, {"x": torch.tensor([1.0])}, {"x": torch.tensor([1.0])}]
+    assert aggregate("geometric-median", s, [1, 1, 1])["x"].item() == pytest.approx(1.0, abs=0.01)
+    assert aggregate("geometric-median", s, [5, 1, 1])["x"].item() == pytest.approx(0.0, abs=0.01)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_geometric_median_bit_identical_in_another_process(threads):
+    here = _digest(aggregate("geometric-median", _states(5, seed=7), [1, 2, 3, 4, 5]))
+    code = (f"import hashlib, torch; torch.set_num_threads({threads});"
+            "from types import SimpleNamespace as NS; from node.train.aggregate import rule_for;"
+            "g = torch.Generator().manual_seed(7);"
+            "s = [{'a.w': torch.randn(33, 17, generator=g), 'b.bias': torch.randn(5, generator=g)} for _ in range(5)];"
+            "o = rule_for(NS(aggregation='geometric-median', trim_fraction=0.1)).aggregate(s, [1, 2, 3, 4, 5]);"
+            "print(hashlib.sha256(b''.join(o[k].numpy().tobytes() for k in sorted(o))).hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == here
