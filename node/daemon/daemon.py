@@ -278,7 +278,7 @@ class Daemon:
         The other sessions are handled on every tick meanwhile."""
         reason = str(exc).splitlines()[0][:300] if isinstance(exc, BsnsError) else \
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        self._runners.pop(sid, None)  # a runner that failed may hold half-built state: the next try starts afresh
+        self._release(sid)  # a runner that failed may hold half-built state: the next try starts afresh
         if attempts >= SESSION_ATTEMPTS:
             self._failures.pop(sid, None)
             if self.store.session(sid) is not None:
