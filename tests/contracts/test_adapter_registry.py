@@ -35,7 +35,7 @@ def completed(chain, system):
     join_all(system, sid, nodes)
     start(system, sid)
     for a in nodes:
-        _, shard, _ = system.sessions.functions.assignmentOf(sid, a).call()
+        _, shard, *_ = system.sessions.functions.assignmentOf(sid, a).call()
         commit(system, sid, a, 0, shard, f"final{shard}")
     assert system.sessions.functions.getSession(sid).call()[9] == 3
     return sid, nodes
