@@ -264,6 +264,7 @@ contract TrainingSessions is ITrainingSessions, Ownable, SessionsState {
     /// @dev The session fails: every shard stops taking commits (a loop over shards, <= MAX_SHARDS).
     function _abort(uint256 sessionId, Session storage s, uint256 round, uint256 shard) private {
         s.state = State.Failed;
+        _abortedAt[sessionId] = block.number;
         uint256 n = s.numShards;
         for (uint256 i = 0; i < n; ++i) {
             _shards[sessionId][i].aborted = true;
@@ -312,6 +313,8 @@ contract TrainingSessions is ITrainingSessions, Ownable, SessionsState {
             if (epoch == sh.epoch) {
                 uint256 deadline = uint256(sh.roundStart) + commitTimeoutBlocks;
                 if (block.number <= deadline) revert TimeoutNotReached(deadline);
+                // another shard aborted the session before this epoch's deadline: commits were shut early
+                if (sh.aborted && deadline >= _abortedAt[sessionId]) return Fault.None;
             }
         } else {
             uint256 meta = _finalMeta[_key3(sessionId, round, shard)];

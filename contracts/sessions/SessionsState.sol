@@ -47,6 +47,7 @@ abstract contract SessionsState is ITrainingSessions {
     mapping(bytes32 => bytes32) internal _final; // key(session, round, shard) -> final aggregate hash
     mapping(bytes32 => uint256) internal _finalMeta; // key(session, round, shard) -> epoch | deadline << 8
     mapping(bytes32 => bool) internal _reported; // key(session, rk(round, epoch), shard, replica)
+    mapping(uint256 => uint256) internal _abortedAt; // session -> block of SessionAborted (0: never)
 
     constructor(INodeRegistry registry_, uint256 joinWindowBlocks_, uint256 commitTimeoutBlocks_, uint256 slashAmount_) {
         if (address(registry_) == address(0)) revert ZeroAddress();

@@ -461,3 +461,28 @@ def test_a_node_slashed_elsewhere_is_barred_here_by_anyone(system, nodes, snap):
         commit(system, s2, d, 0, 0, "agg")
     with c.reverts("NotBarrable", d):
         c.tx(ses.functions.bar(s2, d), c.accounts[9])
+
+
+def test_an_abort_by_another_shard_never_makes_an_honest_replica_missing(system, nodes, training):
+    """Shard 0 runs out of epochs while shard 1's current epoch is still open: shard 1's replicas lose the rest
+    of their window, so not committing in it proves nothing (their earlier, fully elapsed epochs still do)."""
+    c, ses = system.chain, system.sessions
+    sid, shards = training
+
+    def close(shard):
+        c.mine(max(0, ses.functions.roundDeadline(sid, shard).call() - c.block))
+        return c.tx(ses.functions.closeRound(sid, 0, shard), c.accounts[9])
+
+    close(0), close(1)          # both to epoch 1; shard 1's epoch starts a block later
+    close(0), close(1)          # both to epoch 2; again shard 1 one block later
+    r = close(0)                # shard 0 is out of epochs: abort, one block before shard 1's deadline
+    assert c.events(ses, "SessionAborted", r)[0]["shard"] == 0
+    assert ses.functions.roundDeadline(sid, 1).call() >= r.blockNumber
+    c.mine(ses.functions.roundDeadline(sid, 1).call() - c.block + 1)
+    honest = shards[1][0]
+    with c.reverts("NotFaulty", 0, 1, honest):
+        c.tx(ses.functions.reportFaulty(sid, 0, 2, 1, honest), c.accounts[9])
+    r = c.tx(ses.functions.reportFaulty(sid, 0, 1, 1, honest), c.accounts[9])  # epoch 1 ran to its deadline
+    assert c.events(ses, "FaultReported", r)[0]["fault"] == MISSING
+    r = c.tx(ses.functions.reportFaulty(sid, 0, 2, 0, shards[0][0]), c.accounts[9])  # the aborting shard's
+    assert c.events(ses, "FaultReported", r)[0]["fault"] == MISSING
