@@ -322,6 +322,8 @@ contract TrainingSessions is ITrainingSessions, Ownable, SessionsState {
             if (epoch > fe) revert InvalidEpoch(round, epoch);
             if (epoch == fe) {
                 if (block.number <= meta >> 8 && c == bytes32(0)) revert TimeoutNotReached(meta >> 8);
+                // late commits of a finalized round were shut by an abort before the round's deadline
+                if (c == bytes32(0) && sh.aborted && meta >> 8 >= _abortedAt[sessionId]) return Fault.None;
                 fin = _final[_key3(sessionId, round, shard)];
             }
         }

@@ -486,3 +486,27 @@ def test_an_abort_by_another_shard_never_makes_an_honest_replica_missing(system,
     assert c.events(ses, "FaultReported", r)[0]["fault"] == MISSING
     r = c.tx(ses.functions.reportFaulty(sid, 0, 2, 0, shards[0][0]), c.accounts[9])  # the aborting shard's
     assert c.events(ses, "FaultReported", r)[0]["fault"] == MISSING
+
+
+def test_an_abort_never_makes_a_slow_replica_of_a_finalized_round_missing(system, nodes, training):
+    """Shard 1 finalizes round 0 without its slow third replica, whose late window (until round 0's deadline)
+    is then cut by shard 0's abort: that replica is not Missing for round 0."""
+    c, ses = system.chain, system.sessions
+    sid, shards = training
+    for epoch in range(MAX_EPOCHS - 1):
+        c.mine(max(0, ses.functions.roundDeadline(sid, 0).call() - c.block))
+        c.tx(ses.functions.closeRound(sid, 0, 0), c.accounts[9])
+    # shard 1 runs its own round-0 epochs until its last one, then finalizes it early in that epoch
+    for epoch in range(MAX_EPOCHS - 1):
+        c.mine(max(0, ses.functions.roundDeadline(sid, 1).call() - c.block))
+        c.tx(ses.functions.closeRound(sid, 0, 1), c.accounts[9])
+    x, y, slow = shards[1][:3]
+    commit(system, sid, x, 0, 1, "agg")
+    commit(system, sid, y, 0, 1, "agg")
+    _, late_until = ses.functions.finalEpoch(sid, 0, 1).call()
+    c.mine(max(0, ses.functions.roundDeadline(sid, 0).call() - c.block))
+    r = c.tx(ses.functions.closeRound(sid, 0, 0), c.accounts[9])  # shard 0 out of epochs: abort
+    assert c.events(ses, "SessionAborted", r) and r.blockNumber <= late_until
+    c.mine(max(0, late_until - c.block + 1))
+    with c.reverts("NotFaulty", 0, 1, slow):
+        c.tx(ses.functions.reportFaulty(sid, 0, MAX_EPOCHS - 1, 1, slow), c.accounts[9])
