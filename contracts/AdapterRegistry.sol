@@ -26,7 +26,10 @@ contract AdapterRegistry is IAdapterRegistry {
     uint256 public adapterCount;
 
     mapping(uint256 => Adapter) private _adapters;
-    mapping(bytes32 => uint256[]) private _byModelTask; // keccak(baseModelHash, task) -> ids
+    mapping(bytes32 => uint256[]) private _byModelTask; // keccak(baseModelHash, task) -> verified ids
+    mapping(bytes32 => uint256[]) private _unverified; // keccak(baseModelHash, task) -> ids without a session
+    mapping(uint256 => mapping(address => uint256)) private _attest; // id -> attester -> 1 + accuracyBps
+    mapping(uint256 => uint256) private _attestCount;
     mapping(uint256 => uint256) private _adapterOfSession;
 
     /// @param sessions_ the TrainingSessions contract whose final hashes adapters are checked against
@@ -47,12 +50,53 @@ contract AdapterRegistry is IAdapterRegistry {
         a.record = record;
         a.publisher = msg.sender;
         a.publishedBlock = block.number;
-        _byModelTask[_modelTaskKey(record.baseModelHash, record.task)].push(adapterId);
-        if (record.sessionId != 0) _adapterOfSession[record.sessionId] = adapterId;
+        bytes32 key = _modelTaskKey(record.baseModelHash, record.task);
+        // a record nobody checked must not be able to take over what the lookups answer
+        if (record.sessionId != 0) {
+            _byModelTask[key].push(adapterId);
+            _adapterOfSession[record.sessionId] = adapterId;
+        } else {
+            _unverified[key].push(adapterId);
+        }
         emit AdapterPublished(
             adapterId, record.baseModelHash, record.sessionId, msg.sender, record.manifestHash, record.task,
             record.method, record.parentId
         );
+        if (record.sessionId != 0) _recordAttestation(adapterId, record.accuracyBps, record.metricsURI);
+    }
+
+    /// @inheritdoc IAdapterRegistry
+    function attest(uint256 adapterId, uint32 accuracyBps, string calldata metricsURI) external {
+        if (adapterId == 0 || adapterId > adapterCount) revert UnknownAdapter(adapterId);
+        uint256 sid = _adapters[adapterId].record.sessionId;
+        if (sid == 0) revert NotFromSession(adapterId);
+        if (!sessions.assignmentOf(sid, msg.sender).joined) revert NotSessionMember(sid, msg.sender);
+        if (accuracyBps > 10_000) revert InvalidRecord("accuracyBps");
+        if (bytes(metricsURI).length > MAX_URI_BYTES) revert InvalidRecord("metricsURI");
+        _recordAttestation(adapterId, accuracyBps, metricsURI);
+    }
+
+    function _recordAttestation(uint256 adapterId, uint32 accuracyBps, string calldata metricsURI) private {
+        if (_attest[adapterId][msg.sender] != 0) revert AlreadyAttested(adapterId, msg.sender);
+        _attest[adapterId][msg.sender] = 1 + uint256(accuracyBps);
+        ++_attestCount[adapterId];
+        emit MetricsAttested(adapterId, msg.sender, accuracyBps, metricsURI);
+    }
+
+    /// @inheritdoc IAdapterRegistry
+    function attestationOf(uint256 adapterId, address attester) external view returns (bool attested, uint32 accuracyBps) {
+        uint256 v = _attest[adapterId][attester];
+        return (v != 0, v == 0 ? 0 : uint32(v - 1));
+    }
+
+    /// @inheritdoc IAdapterRegistry
+    function attestationCount(uint256 adapterId) external view returns (uint256) {
+        return _attestCount[adapterId];
+    }
+
+    /// @inheritdoc IAdapterRegistry
+    function unverifiedFor(bytes32 baseModelHash, string calldata task) external view returns (uint256[] memory) {
+        return _unverified[_modelTaskKey(baseModelHash, task)];
     }
 
     /// @inheritdoc IAdapterRegistry

@@ -21,6 +21,7 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
         uint40 exitAvailableAt; // unix time from which withdraw() works; 0 unless exiting
         Status status;
         uint32 memoryMB; // memory the node offers to hold a shard
+        uint16 locks; // open sessions this node is a member of: its stake cannot leave while > 0
     }
 
     struct Profile {
@@ -52,6 +53,10 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     ///      it, so kinds added to node.vocab.DeviceKind later need no new contract (the vocab mirror test
     ///      checks that every known kind stays below this bound).
     uint8 public constant MAX_DEVICE_KIND = 15;
+    /// @inheritdoc INodeRegistry
+    uint256 public constant MAX_EXIT_DELAY_SECONDS = 365 days;
+    /// @inheritdoc INodeRegistry
+    uint256 public constant DEV_CHAIN_ID = 31337;
 
     /// @inheritdoc INodeRegistry
     uint256 public immutable minStake;
@@ -71,7 +76,12 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
 
     /// @param minStake_ minimum stake in wei
     /// @param exitDelaySeconds_ delay between requestExit and withdraw, in seconds
+    /// @dev A zero minimum stake makes identities free (Sybil capture of a shard costs nothing): only the
+    ///      dev chain may have it. The exit delay is bounded so that `block.timestamp + delay` always fits
+    ///      the uint40 `exitAvailableAt` (a wrapped value would allow an immediate withdrawal).
     constructor(uint256 minStake_, uint256 exitDelaySeconds_) Ownable(msg.sender) {
+        if (minStake_ == 0 && block.chainid != DEV_CHAIN_ID) revert InvalidParameter("minStake");
+        if (exitDelaySeconds_ > MAX_EXIT_DELAY_SECONDS) revert InvalidParameter("exitDelaySeconds");
         minStake = minStake_;
         exitDelaySeconds = exitDelaySeconds_;
     }
@@ -97,7 +107,8 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
             registeredBlock: uint40(block.number),
             exitAvailableAt: 0,
             status: Status.Active,
-            memoryMB: memoryMB
+            memoryMB: memoryMB,
+            locks: 0
         });
         _profile[msg.sender] = Profile(peerId, announceAddr, deviceKind, throughput);
         if (!_known[msg.sender]) {
@@ -129,9 +140,11 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     function requestExit() external {
         Eligibility storage e = _elig[msg.sender];
         if (e.status != Status.Active) revert NotActive(msg.sender);
+        // a member of an open session stays active and slashable until it released every session
+        if (e.locks != 0) revert StakeLocked(msg.sender, e.locks);
         uint256 availableAt = block.timestamp + exitDelaySeconds;
         e.status = Status.Exiting;
-        e.exitAvailableAt = uint40(availableAt);
+        e.exitAvailableAt = SafeCast.toUint40(availableAt);
         _changeTotals(false, e.stake);
         emit ExitRequested(msg.sender, availableAt);
     }
@@ -140,6 +153,8 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     function withdraw() external nonReentrant {
         Eligibility storage e = _elig[msg.sender];
         if (e.status != Status.Exiting) revert NotExiting(msg.sender);
+        // a node deactivated by a slash is Exiting while still a member: its stake stays at risk
+        if (e.locks != 0) revert StakeLocked(msg.sender, e.locks);
         if (block.timestamp < e.exitAvailableAt) revert ExitDelayNotPassed(e.exitAvailableAt, block.timestamp);
         uint256 amount = e.stake;
         e.stake = 0;
@@ -176,7 +191,7 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
             if (remaining < minStake) {
                 _changeTotals(false, uint96(stake));
                 e.status = Status.Exiting;
-                e.exitAvailableAt = uint40(block.timestamp + exitDelaySeconds);
+                e.exitAvailableAt = SafeCast.toUint40(block.timestamp + exitDelaySeconds);
                 deactivated = true;
                 emit ExitRequested(node, block.timestamp + exitDelaySeconds);
             } else {
@@ -184,6 +199,26 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
             }
         }
         emit Slashed(node, taken, remaining, deactivated);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function lockStake(address node) external {
+        if (msg.sender != slasher) revert NotSlasher(msg.sender);
+        Eligibility storage e = _elig[node];
+        if (e.status != Status.Active) revert NotActive(node);
+        uint16 n = e.locks + 1;
+        e.locks = n;
+        emit StakeLockChanged(node, n);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function unlockStake(address node) external {
+        if (msg.sender != slasher) revert NotSlasher(msg.sender);
+        Eligibility storage e = _elig[node];
+        uint16 n = e.locks;
+        if (n == 0) revert NotLocked(node);
+        e.locks = n - 1;
+        emit StakeLockChanged(node, n - 1);
     }
 
     /// @inheritdoc INodeRegistry
@@ -206,6 +241,11 @@ contract NodeRegistry is INodeRegistry, Ownable, ReentrancyGuard {
     {
         Eligibility memory e = _elig[node];
         return (e.stake, e.registeredBlock, e.status, e.memoryMB);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function locksOf(address node) external view returns (uint256) {
+        return _elig[node].locks;
     }
 
     /// @inheritdoc INodeRegistry

@@ -61,7 +61,7 @@ class Cluster:
     block_time: float = DEFAULT_BLOCK_TIME
     voting_period_blocks: int = 6
     join_window_blocks: int = 6
-    commit_timeout_blocks: int = 10
+    commit_timeout_blocks: int = 120  # an epoch must hold a round's training and sync (deadline from its start)
     pipeline_timeout_s: float = 30.0
     sync_timeout_s: float = 20.0
     train_limit: int | None = None

@@ -39,13 +39,17 @@ def parse_amount(text: str | int) -> int:
     return int(wei)
 
 
+DEV_CHAIN_ID = 31337  # NodeRegistry.DEV_CHAIN_ID: anvil and Hardhat
+
+
 class DeployParams(BaseModel):
     """Contract parameters; validated here so that a bad value fails before any transaction."""
 
     model_config = ConfigDict(extra="forbid")
 
     min_stake: int = Field(default=10**18, ge=0, description="NodeRegistry: minimum stake (wei)")
-    exit_delay_seconds: int = Field(default=3600, ge=0, description="NodeRegistry: requestExit → withdraw")
+    exit_delay_seconds: int = Field(default=3600, ge=0, le=365 * 86400,
+                                    description="NodeRegistry: requestExit → withdraw (at most a year)")
     voting_delay_blocks: int = Field(default=1, ge=0, le=1_000_000)
     voting_period_blocks: int = Field(default=20, ge=1, le=10_000_000)
     quorum_bps: int = Field(default=5000, ge=0, le=10_000)
@@ -68,6 +72,10 @@ def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:
     from node.chain.artifacts import load_artifact
 
     params = params or DeployParams()
+    if params.min_stake == 0 and sender.chain_id != DEV_CHAIN_ID:
+        # the registry refuses it too (InvalidParameter("minStake")); saying so here costs no transaction
+        raise DeployError(f"min_stake: 0 is allowed only on the dev chain (chain id {DEV_CHAIN_ID}), "
+                          f"not on chain {sender.chain_id}: free identities let anyone fill a shard")
     slash = params.slash_amount if params.slash_amount is not None else params.min_stake // 10
     addresses: dict[str, str] = {}
     txs: dict[str, str] = {}

@@ -40,16 +40,22 @@ interface IAdapterRegistry {
     error ShardCountMismatch(uint256 expected, uint256 got);
     error ShardHashMismatch(uint256 shard, bytes32 expected, bytes32 got);
     error AlreadyPublished(uint256 sessionId, uint256 adapterId);
+    error NotFromSession(uint256 adapterId);
+    error AlreadyAttested(uint256 adapterId, address attester);
 
     event AdapterPublished(
         uint256 indexed adapterId, bytes32 indexed baseModelHash, uint256 indexed sessionId, address publisher,
         bytes32 manifestHash, string task, string method, uint256 parentId
     );
 
+    event MetricsAttested(uint256 indexed adapterId, address indexed attester, uint32 accuracyBps, string metricsURI);
+
     /// @notice Publish a finished adapter; checked against its session when `record.sessionId` != 0.
     /// @dev A record that names a session needs: the session Completed, the publisher a member of it, base
     ///      model hash, method and task equal to the proposal's, and every shard hash equal to that shard's
-    ///      final aggregate hash of the last round. One adapter per session.
+    ///      final aggregate hash of the last round. One adapter per session. Only such verified records feed
+    ///      adaptersFor/latestFor; a record without a session (0) is listed apart (unverifiedFor). The record's
+    ///      accuracy and metrics URI count as the publisher's attestation (see attest).
     /// @param record the adapter record
     /// @return adapterId the new adapter's id (1-based)
     function publish(AdapterRecord calldata record) external returns (uint256 adapterId);
@@ -58,12 +64,34 @@ interface IAdapterRegistry {
     /// @param adapterId the adapter
     function getAdapter(uint256 adapterId) external view returns (Adapter memory);
 
-    /// @notice Ids of all adapters for a base model and task, oldest first.
+    /// @notice Attest an adapter's metrics as a member of the session that produced it (once per member):
+    ///         metrics are claims by named members, not facts the contract checked.
+    /// @param adapterId an adapter published from a session
+    /// @param accuracyBps the accuracy this member measured x 10000
+    /// @param metricsURI further metrics (free-form, <= MAX_URI_BYTES)
+    function attest(uint256 adapterId, uint32 accuracyBps, string calldata metricsURI) external;
+
+    /// @notice Whether `attester` attested the adapter's metrics, and the accuracy it attested.
+    /// @param adapterId the adapter
+    /// @param attester a member of its session
+    function attestationOf(uint256 adapterId, address attester) external view returns (bool attested, uint32 accuracyBps);
+
+    /// @notice How many members attested the adapter's metrics (the publisher counts as one).
+    /// @param adapterId the adapter
+    function attestationCount(uint256 adapterId) external view returns (uint256);
+
+    /// @notice Ids of the adapters not checked against a session (sessionId 0) for a base model and task.
+    /// @param baseModelHash the base model's weights hash
+    /// @param task the task name
+    function unverifiedFor(bytes32 baseModelHash, string calldata task) external view returns (uint256[] memory);
+
+    /// @notice Ids of the verified adapters (published from a completed session) for a base model and task,
+    ///         oldest first.
     /// @param baseModelHash the base model's weights hash
     /// @param task the task name
     function adaptersFor(bytes32 baseModelHash, string calldata task) external view returns (uint256[] memory);
 
-    /// @notice The newest adapter for a base model and task (0 if none).
+    /// @notice The newest verified adapter for a base model and task (0 if none).
     /// @param baseModelHash the base model's weights hash
     /// @param task the task name
     function latestFor(bytes32 baseModelHash, string calldata task) external view returns (uint256);

@@ -50,6 +50,9 @@ interface INodeRegistry {
     error NothingToSlash(address node);
     error NothingToSweep();
     error IndexOutOfRange(uint256 index, uint256 count);
+    error InvalidParameter(string field);
+    error StakeLocked(address node, uint256 openSessions);
+    error NotLocked(address node);
 
     event NodeRegistered(
         address indexed node, bytes peerId, string announceAddr, uint32 memoryMB, uint8 deviceKind,
@@ -61,6 +64,7 @@ interface INodeRegistry {
     event SlasherSet(address indexed slasher);
     event Slashed(address indexed node, uint256 amount, uint256 remainingStake, bool deactivated);
     event SlashedSwept(address indexed to, uint256 amount);
+    event StakeLockChanged(address indexed node, uint256 openSessions);
 
     // ------------------------------------------------------------------ membership
 
@@ -110,6 +114,16 @@ interface INodeRegistry {
     /// @return taken the wei actually taken
     function slash(address node, uint256 amount) external returns (uint256 taken);
 
+    /// @notice Lock a node's stake while it is a member of an open session (counted: one lock per
+    ///         session). While locked the node can neither requestExit nor withdraw. Only the slasher
+    ///         (TrainingSessions, on join).
+    /// @param node an active node
+    function lockStake(address node) external;
+
+    /// @notice Release one session's lock (TrainingSessions, when the member releases an ended session).
+    /// @param node a node holding at least one lock
+    function unlockStake(address node) external;
+
     /// @notice Send the slashed wei to `to`. Owner only.
     /// @param to receiver of the slashed funds
     function sweepSlashed(address payable to) external;
@@ -122,6 +136,10 @@ interface INodeRegistry {
         external
         view
         returns (uint96 stake, uint40 registeredBlock, Status status, uint32 memoryMB);
+
+    /// @notice Open sessions holding the node's stake (0: it may requestExit / withdraw).
+    /// @param node the node's address
+    function locksOf(address node) external view returns (uint256);
 
     /// @notice Everything stored about a node (status None if unknown).
     /// @param node the node's address
@@ -163,6 +181,12 @@ interface INodeRegistry {
 
     /// @notice Slashed wei held by the registry until the owner sweeps it.
     function slashedBalance() external view returns (uint256);
+
+    /// @notice Longest exit delay a registry can be deployed with (so unlock times always fit uint40).
+    function MAX_EXIT_DELAY_SECONDS() external view returns (uint256);
+
+    /// @notice The dev chain (anvil, Hardhat) on which a zero minimum stake is allowed.
+    function DEV_CHAIN_ID() external view returns (uint256);
 
     /// @notice Longest peer id accepted, in bytes.
     function MAX_PEER_ID_BYTES() external view returns (uint256);

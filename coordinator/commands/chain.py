@@ -75,7 +75,7 @@ def deploy_cmd(
     threshold_bps: Annotated[int, typer.Option(help="share of 'for' among cast votes to pass, basis points")] = 5000,
     weight_by_stake: Annotated[bool, typer.Option(help="weigh votes by stake instead of one node one vote")] = False,
     join_window: Annotated[int, typer.Option(help="blocks a session stays open for joining")] = 20,
-    commit_timeout: Annotated[int, typer.Option(help="blocks after which a round can be finalized without everyone")] = 50,
+    commit_timeout: Annotated[int, typer.Option(help="blocks each attempt of a round takes commits, counted from the round's start (must hold its training and sync)")] = 50,
     slash_amount: Annotated[Optional[str], typer.Option(help="stake slashed per faulty commit (default: contract's)")] = None,
 ) -> None:
     """Deploy NodeRegistry, TrainingSessions, FineTuneGovernance, AdapterRegistry and FedPeatLedger, wired together."""

@@ -43,12 +43,13 @@ def status(
     typer.echo(f"deployment {shown(d.path)} (deployed in block {d.deploy_block})")
 
     t = Table(title=f"nodes (chain {ctx.w3.eth.chain_id}, block {clock.head})")
-    for col in ("address", "status", "peer id", "address announced", "memory MB", "stake (ETH)"):
+    for col in ("address", "status", "peer id", "address announced", "memory MB", "stake (ETH)", "locked by"):
         t.add_column(col)
     for addr in c.registry.nodes():
         n = c.registry.get_node(addr)
+        locks = c.registry.locks_of(addr)  # open sessions holding the stake (no exit or withdrawal until 0)
         t.add_row(addr, n.status.name.lower(), n.peer_id[:16] + "…", n.announce_addr, str(n.memory_mb),
-                  f"{n.stake / 1e18:g}")
+                  f"{n.stake / 1e18:g}", f"{locks} session{'s' if locks != 1 else ''}" if locks else "-")
     con.print(t)
 
     t = Table(title="proposals")
@@ -60,13 +61,16 @@ def status(
     con.print(t)
 
     t = Table(title="sessions")
-    for col in ("id", "proposal", "state", "replicas", "rounds done per shard", "adapter"):
+    for col in ("id", "proposal", "state", "replicas", "rounds done per shard", "retries", "adapter"):
         t.add_column(col)
     for sid in range(1, c.sessions.session_count() + 1):
         s = c.sessions.get_session(sid)
-        done = [c.sessions.current_round(sid, k) for k in range(s.num_shards)]
+        shards = [c.sessions.get_shard(sid, k) for k in range(s.num_shards)]
+        # a round that reached no quorum by its deadline is retried in a new epoch (at most MAX_EPOCHS)
+        retries = " ".join(f"shard {k}: round {sh.round} epoch {sh.epoch}" for k, sh in enumerate(shards) if sh.epoch)
         t.add_row(str(sid), str(s.proposal_id), s.state.name.lower(), str(s.replicas),
-                  " ".join(f"{d}/{s.rounds}" for d in done), str(c.adapters.adapter_of_session(sid) or "-"))
+                  " ".join(f"{sh.round}/{s.rounds}" for sh in shards), retries or "-",
+                  str(c.adapters.adapter_of_session(sid) or "-"))
     con.print(t)
 
     if config is not None:

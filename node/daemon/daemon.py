@@ -64,6 +64,7 @@ class Daemon:
         self.watcher = None
         self._active_cache: dict[str, tuple[float, bool]] = {}
         self._runners: dict = {}
+        self._released: set[int] = set()   # sessions whose stake lock this node took back on chain
         self.datadir: DataDir | None = None
         self._chain_down_since: float | None = None
         self._failures: dict[int, tuple[int, float]] = {}  # session -> (failed tries, monotonic time of the next)
@@ -278,7 +279,7 @@ class Daemon:
         The other sessions are handled on every tick meanwhile."""
         reason = str(exc).splitlines()[0][:300] if isinstance(exc, BsnsError) else \
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-        self._release(sid)  # a runner that failed may hold half-built state: the next try starts afresh
+        self._free_runner(sid)  # a runner that failed may hold half-built state: the next try starts afresh
         if attempts >= SESSION_ATTEMPTS:
             self._failures.pop(sid, None)
             if self.store.session(sid) is not None:
@@ -331,6 +332,8 @@ class Daemon:
 
         row = self.store.session(sid)
         if row and row["status"] in ("done", "left", "failed"):
+            if sid not in self._released and row["shard"] is not None:
+                self._release_stake(sid)  # the stake lock comes back once the session ended on chain
             return
         info = self.sessions.get_session(sid)
         if row is None:
@@ -377,8 +380,10 @@ class Daemon:
             return
         if info.state == SessionState.FAILED:
             self.store.upsert_session(sid, status="failed")
-            self._release(sid)
+            self._free_runner(sid)
             event("session_failed", session=sid, replicas=info.replicas, min_replicas=info.min_replicas)
+            if a.joined:
+                self._release_stake(sid)
             return
         if not a.joined:
             self.store.upsert_session(sid, status="left")
@@ -387,6 +392,7 @@ class Daemon:
             self.store.upsert_session(sid, shard=a.shard, replica=a.replica, replicas=info.replicas, status="spare")
             event("spare_replica", session=sid, shard=a.shard, replica=a.replica, replicas=info.replicas)
             self.store.upsert_session(sid, status="left")
+            self._release_stake(sid)  # a spare takes no part in rounds: its stake comes back at once
             return
         self.store.upsert_session(sid, shard=a.shard, replica=a.replica, replicas=info.replicas, status="training")
         self._run_session(sid, row["spec_toml"], a.shard, a.replica, info.replicas)
@@ -394,6 +400,7 @@ class Daemon:
     def _run_session(self, sid: int, spec_toml: str, shard: int, replica: int, replicas: int) -> None:
         from node.daemon.ports import Member
         from node.daemon.session import SessionRunner, Stopped
+        from node.daemon.sync import SessionAborted
         from node.job import JobSpec
 
         spec = JobSpec.from_text(spec_toml)
@@ -418,14 +425,35 @@ class Daemon:
             runner.run()
         except Stopped:
             return
+        except SessionAborted as exc:  # a round ran out of epochs on chain: stop, and take the stake back
+            self._free_runner(sid)
+            self.store.upsert_session(sid, status="failed")
+            event("session_failed", session=sid, reason=str(exc))
+            self._release_stake(sid)
+            return
         try:
             self.publisher.publish(sid, spec, shard, replica, runner)
         finally:
-            self._release(sid)
+            self._free_runner(sid)
         self.store.upsert_session(sid, status="done")
         event("session_done", session=sid, shard=shard, replica=replica)
+        self._release_stake(sid)
 
-    def _release(self, sid: int) -> None:
+    def _release_stake(self, sid: int) -> None:
+        """Take this node's stake lock of an ended session back (TrainingSessions.release). Refused while other
+        shards still train (NotReleasable): tried again on a later tick."""
+        if self.sessions.assignment_of(sid, self.address).released:
+            self._released.add(sid)
+            return
+        try:
+            self.chain_port._count(self.sessions.release(sid))
+        except BsnsError as exc:  # NotReleasable while other shards train, or a race with a restart
+            log.debug("release of session %s refused: %s", sid, exc)
+            return
+        self._released.add(sid)
+        event("stake_released", session=sid)
+
+    def _free_runner(self, sid: int) -> None:
         """Forget a finished session's runner (its model, optimizer state and data) and give the memory back: an
         idle daemon should hold what it held before the session, not one model per session it ever ran."""
         import ctypes

@@ -1,7 +1,7 @@
 """The two narrow interfaces the session runner needs from the outside world: the chain and the network.
 
 ``ChainPort`` is what a node reads and writes on chain during a session (rounds, final hashes, commits,
-the timeout finalization; for a FedPEAT session the controller's round plans and the attached emulators); ``NetPort`` is what it needs from peers (a pipeline transport to its
+closing a round past its deadline; for a FedPEAT session the controller's round plans and the attached emulators); ``NetPort`` is what it needs from peers (a pipeline transport to its
 replica's other stages, content-addressed blobs, small announcements to the session's topic).
 The daemon implements them over ``node.chain`` and ``node.p2p`` (``node/daemon/real_ports.py``); the
 unit tests implement them in memory. Keeping them this small is what lets ``node.daemon.session`` be
@@ -58,8 +58,15 @@ class ChainPort(Protocol):
 
     def commit(self, session: int, rnd: int, shard: int, aggregate_hash: str, local_hash: str) -> None: ...
 
-    def try_finalize_after_timeout(self, session: int, rnd: int, shard: int) -> bool:
-        """Finalize a round whose commit deadline has passed; False while it has not (no transaction)."""
+    def try_close_round(self, session: int, rnd: int, shard: int) -> bool:
+        """Close a round whose current epoch passed its deadline without a quorum (the chain retries it in a
+        new epoch, or aborts the session after its last one); False while the deadline has not passed."""
+
+    def epoch(self, session: int, shard: int) -> int:
+        """The attempt (epoch) of the shard's current round; a retried round counts up."""
+
+    def session_failed(self, session: int) -> bool:
+        """Whether the session failed on chain (too few replicas at start, or a round out of epochs)."""
 
     def members(self, session: int) -> list[Member]: ...
 

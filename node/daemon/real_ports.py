@@ -53,13 +53,27 @@ class RealChain:
     def final_hash(self, session, rnd, shard):
         return _hex(self.sessions.final_hash(session, rnd, shard))
 
+    def _purpose(self, session, rnd, shard) -> str:
+        # one commit per epoch: a retried round is committed again under a new purpose
+        st = self.sessions.get_shard(session, shard)
+        epoch = st.epoch if st.round == rnd else self.sessions.final_epoch(session, rnd, shard)[0]
+        return f"commit s{session} r{rnd} k{shard} e{epoch}"
+
     def committed(self, session, rnd, shard):
         if _hex(self.sessions.commit_of(session, rnd, shard, self.address)) is not None:
             return True
         # a commit signed before a crash and still in flight counts: the sender re-broadcasts it
-        purpose = f"commit s{session} r{rnd} k{shard}"
+        purpose = self._purpose(session, rnd, shard)
         return any(t.get("purpose") == purpose and t.get("status") in ("pending", "mined")
                    for t in self.sessions.sender.journal())
+
+    def epoch(self, session, shard):
+        return self.sessions.get_shard(session, shard).epoch
+
+    def session_failed(self, session):
+        from node.chain.clients import SessionState
+
+        return self.sessions.get_session(session).state == SessionState.FAILED
 
     def commit(self, session, rnd, shard, aggregate_hash, local_hash):
         from node.chain.errors import ContractRevert, translate
@@ -70,12 +84,13 @@ class RealChain:
             # the commit that finalizes a round costs more than one that does not, and which one ours
             # is depends on the order the block includes them: give it room for the finalizing path
             est = self.sessions.sender.estimate_gas(fn)
-            res = self.sessions.sender.send(fn, purpose=f"commit s{session} r{rnd} k{shard}",
+            res = self.sessions.sender.send(fn, purpose=self._purpose(session, rnd, shard),
                                             contract="TrainingSessions", gas=max(2 * est, 250_000))
             self._count(res)
         except ContractRevert as exc:
             # the round closed (finalized without us) or we already committed: nothing to do
-            if exc.name in ("AlreadyCommitted", "RoundClosed", "WrongRound", "ShardDone"):
+            if exc.name in ("AlreadyCommitted", "RoundClosed", "WrongRound", "ShardDone",
+                            "CommitDeadlinePassed"):
                 log.info("commit skipped: %s", exc)
                 return
             raise
@@ -88,14 +103,14 @@ class RealChain:
         except Exception as exc:  # the estimate's revert arrives as a raw web3 error
             err = translate(exc, "TrainingSessions")
             if isinstance(err, ContractRevert) and err.name in ("AlreadyCommitted", "RoundClosed", "WrongRound",
-                                                                 "ShardDone"):
+                                                                 "ShardDone", "CommitDeadlinePassed"):
                 log.info("commit skipped: %s", err)
                 return
             if err is exc:
                 raise
             raise err from None
 
-    def try_finalize_after_timeout(self, session, rnd, shard):
+    def try_close_round(self, session, rnd, shard):
         from node.chain.errors import ContractRevert
 
         head = self.sessions.w3.eth.block_number
@@ -103,16 +118,16 @@ class RealChain:
             return False  # at most one try per block
         self._last_finalize_try[(session, rnd, shard)] = head
         st = self.sessions.get_shard(session, shard)
-        if st.round != rnd or st.commits == 0:
+        if st.round != rnd or st.aborted or st.replicas == 0:
             return False
-        if head + 1 <= st.first_commit_block + self.sessions.commit_timeout_blocks():
+        if head + 1 <= st.round_start + self.sessions.commit_timeout_blocks():
             return False
         try:
-            self._count(self.sessions.finalize_after_timeout(session, rnd, shard))
+            self._count(self.sessions.close_round(session, rnd, shard))
             return True
-        except ContractRevert as exc:  # another replica was first, or no quorum among the commits
+        except ContractRevert as exc:  # another replica was first
             if self._last_finalize_error.get((session, rnd, shard)) != exc.name:
-                log.info("finalizeAfterTimeout refused: %s", exc)
+                log.info("closeRound refused: %s", exc)
                 self._last_finalize_error[(session, rnd, shard)] = exc.name
             return False
 

@@ -17,8 +17,10 @@ shard) ``RoundSync.run``:
    deterministic partition (``sample_count``), never by the count a replica announces;
 4. commits (aggregate hash, local hash) unless this node already did (no duplicate transaction after a
    restart) or the round is already final;
-5. waits until the round is final on chain, calling ``finalizeAfterTimeout`` once the deadline passed, and
-   returns the final hash with its bytes (ours, or fetched by hash from a replica that announced it).
+5. waits until the round is final on chain, calling ``closeRound`` once the epoch's deadline passed without a
+   quorum (the chain retries the round in a new epoch, where this node commits its aggregate again, or aborts
+   the session after its last epoch: ``SessionAborted``), and returns the final hash with its bytes (ours, or
+   fetched by hash from a replica that announced it).
 
 What happens next (adopting and checkpointing the aggregate, optimizer state) is the runner's.
 """
@@ -35,6 +37,10 @@ from node.hashing import keccak_hex
 
 PULSE_SECONDS = 3.0
 FETCH_TIMEOUT = 30.0
+
+
+class SessionAborted(Exception):
+    """The session failed on chain (a round ran out of epochs): nothing more to do but release the stake."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,7 @@ class RoundSync:
                               **work.commit_info, replicas_used=sorted(chosen))
                 self.store.upsert_round(self.session, self.shard, rnd, status="committed")
 
-        final = self._await_final(rnd, pulse)
+        final = self._await_final(rnd, pulse, h_agg, h_local)
         if final == h_agg:
             return SyncResult(final, agg_bytes, True)
         hints = [a.peer for a in self.net.announcements(self.session, rnd, self.shard, kind="set")
@@ -218,13 +224,23 @@ class RoundSync:
             chosen = narrowed
         return chosen, agg_bytes, h_agg
 
-    def _await_final(self, rnd: int, pulse: _Pulse) -> str:
-        """The round's final hash, once it is final on chain (directly, or after the commit deadline)."""
+    def _await_final(self, rnd: int, pulse: _Pulse, h_agg: str | None, h_local: str) -> str:
+        """The round's final hash, once it is final on chain. A round retried in a new epoch gets this node's
+        aggregate again; a session aborted on chain raises ``SessionAborted``."""
+        tried_epoch = self.chain.epoch(self.session, self.shard)  # this node's commit (if any) went here
         while True:
             final = self._final(rnd)
             if final is not None:
                 return final
-            self.chain.try_finalize_after_timeout(self.session, rnd, self.shard)
+            if self.chain.session_failed(self.session):
+                raise SessionAborted(f"session {self.session} failed on chain in round {rnd}")
+            epoch = self.chain.epoch(self.session, self.shard)
+            if h_agg is not None and epoch != tried_epoch:
+                tried_epoch = epoch
+                if not self.chain.committed(self.session, rnd, self.shard):
+                    self.chain.commit(self.session, rnd, self.shard, h_agg, h_local)
+                    self.emit("recommitted", round=rnd, epoch=epoch, aggregate=h_agg)
+            self.chain.try_close_round(self.session, rnd, self.shard)
             pulse.tick()
             self.sleep(self.poll)
 

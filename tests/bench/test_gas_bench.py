@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 CALLS = {"register", "propose", "castVote", "execute", "join", "start", "commit (first of round)",
-         "commit (agrees, not final)", "commit (finalizes round)", "finalizeAfterTimeout", "reportFaulty", "publish",
+         "commit (agrees, not final)", "commit (finalizes round)", "closeRound", "reportFaulty", "release", "publish",
          "registerEmulator", "attachEmulator", "setController", "recordRoundPlan"}
 
 

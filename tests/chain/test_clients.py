@@ -227,3 +227,5 @@ def test_full_flow_through_the_clients(net):
     assert got.record == record and got.publisher == a.sender.address
     assert a.adapters.adapters_for("0x" + "ab" * 32, "sequence-classification") == [aid]
     assert a.adapters.latest_for("0x" + "ab" * 32, "sequence-classification") == aid
+    assert a.adapters.unverified_for("0x" + "ab" * 32, "sequence-classification") == []
+    assert a.adapters.attestation_of(aid, a.sender.address) == (True, 8000) and a.adapters.attestation_count(aid) == 1

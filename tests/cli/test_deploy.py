@@ -41,3 +41,15 @@ def test_deployment_file_round_trip_and_chain_check(tmp_path, tester_w3, tester_
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(DeploymentError, match="malformed"):
         Deployment.load(tmp_path / "bad.json")
+
+
+def test_zero_min_stake_and_unbounded_exit_delay_are_refused_before_any_transaction(tester_w3, tester_keys):
+    """Free identities would let anyone fill a shard (only the dev chain 31337 may have them), and an exit delay
+    past a year used to wrap NodeRegistry's uint40 unlock time into an immediate withdrawal."""
+    sender = TxSender(tester_w3, tester_keys[0])
+    nonce = tester_w3.eth.get_transaction_count(sender.address)
+    with pytest.raises(DeployError, match="min_stake: 0 is allowed only on the dev chain"):
+        deploy(tester_w3, sender, DeployParams(min_stake=0))
+    assert tester_w3.eth.get_transaction_count(sender.address) == nonce
+    with pytest.raises(DeployError, match="exit_delay_seconds"):
+        DeployParams.make(exit_delay_seconds=2**40)

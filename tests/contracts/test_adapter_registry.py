@@ -35,7 +35,7 @@ def completed(chain, system):
     join_all(system, sid, nodes)
     start(system, sid)
     for a in nodes:
-        _, shard, _ = system.sessions.functions.assignmentOf(sid, a).call()
+        _, shard, *_ = system.sessions.functions.assignmentOf(sid, a).call()
         commit(system, sid, a, 0, shard, f"final{shard}")
     assert system.sessions.functions.getSession(sid).call()[9] == 3
     return sid, nodes
@@ -53,11 +53,16 @@ def test_publish_without_session_and_lookups(system, snap):
     child, _ = publish(system, pub, parentId=aid, manifestHash=h("child"))
     other, _ = publish(system, pub, task="causal-lm")
     key = (record()["baseModelHash"], "sequence-classification")
-    assert plain(ad.functions.adaptersFor(*key).call()) == [aid, child]
-    assert ad.functions.latestFor(*key).call() == child
-    assert ad.functions.latestFor(record()["baseModelHash"], "causal-lm").call() == other
+    # records no session vouches for live apart: anyone could publish them, so they never answer latestFor
+    assert plain(ad.functions.unverifiedFor(*key).call()) == [aid, child]
+    assert plain(ad.functions.adaptersFor(*key).call()) == []
+    assert ad.functions.latestFor(*key).call() == 0
+    assert plain(ad.functions.unverifiedFor(record()["baseModelHash"], "causal-lm").call()) == [other]
     assert ad.functions.latestFor(h("another model"), "causal-lm").call() == 0
     assert plain(ad.functions.adaptersFor(h("another model"), "x").call()) == []
+    with c.reverts("NotFromSession", aid):  # and carry no member attestations
+        c.tx(ad.functions.attest(aid, 9000, ""), pub)
+    assert ad.functions.attestationCount(aid).call() == 0
     with c.reverts("UnknownAdapter", 9):
         ad.functions.getAdapter(9).call()
     with c.reverts("UnknownAdapter", 0):
@@ -109,11 +114,31 @@ def test_publish_from_session_is_checked_against_final_hashes(system, completed,
         ad.functions.publish(as_tuple(record(task="causal-lm", **good))).call({"from": member})
     with c.reverts("SessionNotCompleted", 99):
         ad.functions.publish(as_tuple(record(sessionId=99, shardHashes=good["shardHashes"]))).call({"from": member})
-    aid, r = publish(system, member, **good)
+    squat, _ = publish(system, outsider, manifestHash=h("squat"))  # session 0: cannot take the lookups over
+    aid, r = publish(system, member, accuracyBps=9000, **good)
     assert ad.functions.adapterOfSession(sid).call() == aid
     assert c.events(ad, "AdapterPublished", r)[0]["sessionId"] == sid
+    key = (record()["baseModelHash"], "sequence-classification")
+    assert ad.functions.latestFor(*key).call() == aid and plain(ad.functions.adaptersFor(*key).call()) == [aid]
+    assert plain(ad.functions.unverifiedFor(*key).call()) == [squat]
     with c.reverts("AlreadyPublished", sid, aid):
         ad.functions.publish(as_tuple(record(**good))).call({"from": nodes[1]})
+    # metrics are attestations by named members: the publisher's is one, others add theirs
+    ev = c.events(ad, "MetricsAttested", r)[0]
+    assert (ev["attester"], ev["accuracyBps"]) == (member, 9000)
+    r = c.tx(ad.functions.attest(aid, 8700, "ipfs://m"), nodes[1])
+    assert c.events(ad, "MetricsAttested", r)[0]["metricsURI"] == "ipfs://m"
+    assert plain(ad.functions.attestationOf(aid, nodes[1]).call()) == [True, 8700]
+    assert plain(ad.functions.attestationOf(aid, nodes[2]).call()) == [False, 0]
+    assert ad.functions.attestationCount(aid).call() == 2
+    with c.reverts("AlreadyAttested", aid, nodes[1]):
+        c.tx(ad.functions.attest(aid, 1, ""), nodes[1])
+    with c.reverts("NotSessionMember", sid, outsider):
+        c.tx(ad.functions.attest(aid, 1, ""), outsider)
+    with c.reverts("InvalidRecord", "accuracyBps"):
+        c.tx(ad.functions.attest(aid, 10_001, ""), nodes[2])
+    with c.reverts("UnknownAdapter", 99):
+        c.tx(ad.functions.attest(99, 1, ""), nodes[2])
 
 
 def test_session_not_completed_is_refused(system, completed, snap):

@@ -152,3 +152,23 @@ def test_slash_only_by_slasher_and_deactivates_below_min_stake(chain):
             reg.functions.nodeAt(5).call()
     finally:
         c.tester.revert_to_snapshot(sid)
+
+
+def test_deploy_bounds_and_stake_locks(system, snap):
+    """A zero minimum stake only on the dev chain (31337; eth-tester is not it), an exit delay that cannot wrap
+    the uint40 unlock time, and stake locks that only the slasher (TrainingSessions) moves."""
+    c, reg = snap, system.registry
+    assert c.w3.eth.chain_id != 31337
+    with c.reverts("InvalidParameter", "minStake"):
+        c.deploy("NodeRegistry", 0, EXIT_DELAY)
+    # 2**40 seconds used to wrap in the uint40 cast and allow an immediate withdrawal
+    with c.reverts("InvalidParameter", "exitDelaySeconds"):
+        c.deploy("NodeRegistry", MIN_STAKE, 2**40)
+    assert reg.functions.MAX_EXIT_DELAY_SECONDS().call() == 365 * 86400
+    a = c.accounts[1]
+    register(system, a)
+    with c.reverts("NotSlasher", a):
+        c.tx(reg.functions.lockStake(a), a)
+    with c.reverts("NotSlasher", a):
+        c.tx(reg.functions.unlockStake(a), a)
+    assert reg.functions.locksOf(a).call() == 0

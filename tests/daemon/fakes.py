@@ -2,10 +2,10 @@
 ``run_runners``, which runs one runner per member in threads over them.
 
 ``FakeChain`` follows TrainingSessions' rules as the daemon's port sees them (tests/daemon/test_chain_port.py runs
-one table of scenarios against both): per-shard rounds, a round is final inside the commit that brings
-ceil(2/3 x replicas) identical aggregate hashes, a late commit for the round just finalized is recorded within the
-deadline but not counted, and ``finalizeAfterTimeout`` after a deadline finalizes with the most committed hash if
-it has ceil(2/3) of those who committed. A commit the contract would refuse (twice, or for another round) changes
+one table of scenarios against both): per-shard rounds in epochs, a round is final inside the commit that brings
+ceil(2/3 x replicas) identical aggregate hashes, each epoch takes commits until a deadline counted from its start,
+a late commit for a finalized round is recorded until that round's deadline but not counted, and ``closeRound``
+after a deadline without a quorum retries the round in a new epoch or, after the last one, fails the session. A commit the contract would refuse (twice, or for another round) changes
 nothing and is kept in ``refused``: ``run_runners`` fails a test whose runners sent one.
 """
 
@@ -21,24 +21,37 @@ from node.daemon.state import StateStore
 from node.train.pipeline import QueueTransport
 
 
+MAX_EPOCHS = 3  # TrainingSessions.MAX_EPOCHS
+
+
 class FakeChain:
-    def __init__(self, members, rounds, replicas, deadline_s=1.0):
+    def __init__(self, members, rounds, replicas, deadline_s=30.0):
         self.lock = threading.Lock()
         self._members = members
         self.rounds, self.replicas, self.deadline_s = rounds, replicas, deadline_s
         self.round = defaultdict(int)                     # shard -> current round
+        self.epoch = defaultdict(int)                     # shard -> epoch of the current round
+        self.started = time.monotonic()
+        self.round_start = defaultdict(lambda: self.started)  # shard -> start of the current epoch
         self.finals = {}                                  # (round, shard) -> hash
-        self.commits = defaultdict(dict)                  # (round, shard) -> {address: agg}
-        self.first_commit = {}
-        self.finalized_at = {}                            # (round, shard) -> time it became final
+        self.final_epoch = {}                             # (round, shard) -> (epoch, deadline)
+        self.commits = defaultdict(dict)                  # (round, shard) -> {address: agg} of the counting epoch
+        self.closed_epochs = {}                           # (round, shard, epoch) -> its commits, once retried
+        self.failed = False
         self.txs = []                                     # (address, kind, args)
         self.refused = []                                 # (address, round, shard, why): the contract reverts
+
+    def start_clock(self):
+        """Round 0's deadline counts from here (the contract's start(); runners load their models before)."""
+        self.started = time.monotonic()
+        self.round_start.clear()
 
     def view(self, me):
         return _ChainView(self, me)
 
     def members(self, session):
         return list(self._members)
+
 
 
 class _ChainView:
@@ -54,41 +67,53 @@ class _ChainView:
     def committed(self, session, rnd, shard):
         return self.me.address in self.c.commits[(rnd, shard)]
 
+    def epoch(self, session, shard):
+        return self.c.epoch[shard]
+
+    def session_failed(self, session):
+        return self.c.failed
+
     def commit(self, session, rnd, shard, agg, local):
         with self.c.lock:
-            current = self.c.round[shard]
-            late = rnd == current - 1 and time.monotonic() - self.c.finalized_at[(rnd, shard)] <= self.c.deadline_s
-            why = ("AlreadyCommitted" if self.me.address in self.c.commits[(rnd, shard)] else
-                   None if rnd == current or late else "RoundClosed" if rnd < current else "WrongRound")
+            now, current, epoch = time.monotonic(), self.c.round[shard], self.c.epoch[shard]
+            if self.c.failed:
+                why = "WrongSessionState"
+            elif rnd > current:
+                why = "WrongRound"
+            elif rnd < current:
+                why = "RoundClosed" if now > self.c.final_epoch[(rnd, shard)][1] else None
+            else:
+                why = "CommitDeadlinePassed" if now > self.c.round_start[shard] + self.c.deadline_s else None
+            if why is None and self.me.address in self.c.commits[(rnd, shard)]:
+                why = "AlreadyCommitted"
             if why is not None:
                 self.c.refused.append((self.me.address, rnd, shard, why))
                 return
             self.c.txs.append((self.me.address, "commit", (rnd, shard, agg)))
             self.c.commits[(rnd, shard)][self.me.address] = agg
-            if late:
-                return
-            self.c.first_commit.setdefault((rnd, shard), time.monotonic())
-            need = math.ceil(2 * self.c.replicas / 3)
+            if rnd < current:
+                return  # a late commit: recorded, not counted
+            need = math.ceil(2 * self.c.replicas / 3)  # of the shard's replicas, not of the commits
             if list(self.c.commits[(rnd, shard)].values()).count(agg) >= need:
-                self._finalize(rnd, shard, agg)
+                self.c.finals[(rnd, shard)] = agg
+                self.c.final_epoch[(rnd, shard)] = (epoch, self.c.round_start[shard] + self.c.deadline_s)
+                self.c.round[shard] = rnd + 1
+                self.c.epoch[shard] = 0
+                self.c.round_start[shard] = now
 
-    def _finalize(self, rnd, shard, h):
-        self.c.finals[(rnd, shard)] = h
-        self.c.finalized_at[(rnd, shard)] = time.monotonic()
-        self.c.round[shard] = rnd + 1
-
-    def try_finalize_after_timeout(self, session, rnd, shard):
+    def try_close_round(self, session, rnd, shard):
         with self.c.lock:
-            t0 = self.c.first_commit.get((rnd, shard))
-            if (rnd, shard) in self.c.finals or t0 is None or time.monotonic() - t0 < self.c.deadline_s:
+            if self.c.failed or rnd != self.c.round[shard] or \
+                    time.monotonic() <= self.c.round_start[shard] + self.c.deadline_s:
                 return False
-            votes = list(self.c.commits[(rnd, shard)].values())
-            best = max(set(votes), key=votes.count)
-            if votes.count(best) >= math.ceil(2 * len(votes) / 3):
-                self.c.txs.append((self.me.address, "finalizeAfterTimeout", (rnd, shard)))
-                self._finalize(rnd, shard, best)
-                return True
-            return False
+            self.c.txs.append((self.me.address, "closeRound", (rnd, shard)))
+            if self.c.epoch[shard] + 1 >= MAX_EPOCHS:
+                self.c.failed = True
+            else:
+                self.c.closed_epochs[(rnd, shard, self.c.epoch[shard])] = self.c.commits.pop((rnd, shard), {})
+                self.c.epoch[shard] += 1
+                self.c.round_start[shard] = time.monotonic()
+            return True
 
     def members(self, session):
         return self.c.members(session)
@@ -148,7 +173,8 @@ class _NetView:
         return self.n.sent[self.peer], 0
 
 
-def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, per_member=lambda m: {}, **kwargs):
+def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, per_member=lambda m: {}, expect=None,
+                **kwargs):
     """Build a ``cls`` runner (session 1) for each member with its own state under ``tmp/<peer id>``, run them in
     threads until all return and give them back; the first error stops the others and fails the test."""
     stop = threading.Event()
@@ -160,7 +186,7 @@ def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, p
                 train_limit=200, poll=0.05, **kwargs, **per_member(m))
         r.setup()
         runners.append(r)
-    errors = []
+    errors, expected = [], []
 
     def go(r):
         try:
@@ -168,9 +194,14 @@ def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, p
         except Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - reported by the test
+            if expect is not None and isinstance(exc, expect):
+                expected.append(exc)
+                return
             errors.append(exc)
             stop.set()
 
+    if hasattr(chain, "start_clock"):
+        chain.start_clock()
     threads = [threading.Thread(target=go, args=(r,), daemon=True) for r in runners]
     for t in threads:
         t.start()
@@ -181,4 +212,4 @@ def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, p
     assert not errors, errors
     assert not hung, f"runners {hung} did not finish"
     assert not chain.refused, f"runners sent commits the contract refuses: {chain.refused}"
-    return runners
+    return expected if expect is not None else runners

@@ -2,12 +2,13 @@
 ``FakeChain`` the runner unit tests use, and the daemon's real port (``RealChain`` over the chain clients) on
 the real ``TrainingSessions`` contract (eth-tester). The fake cannot drift from the contract unnoticed: a rule the
 contract changes (when a round is final, what a late, duplicate or early commit does, when the timeout
-finalization works) fails here for the fake until the fake follows.
+round closes) fails here for the fake until the fake follows.
 
 Each scenario is a list of steps on one shard of a fresh session; replicas commit labelled hashes:
 ``("commit", replica, round, label)``, ``("timeout",)`` (the commit deadline passes),
-``("finalize", replica, round, expected)`` (``try_finalize_after_timeout``'s answer), ``("final", round, label)``
-(None: not final), ``("round", n)``, ``("committed", replica, round, bool)``.
+``("close", replica, round, expected)`` (``try_close_round``'s answer), ``("final", round, label)``
+(None: not final), ``("round", n)``, ``("committed", replica, round, bool)``, ``("epoch", n)``, ``("failed", bool)``.
+The deadline counts from the round's (epoch's) start, the quorum from the shard's replicas.
 """
 
 from __future__ import annotations
@@ -35,15 +36,19 @@ SCENARIOS = {
         ("commit", 1, 0, "B"), ("final", 0, None), ("committed", 2, 0, False)]),
     "a commit for a round that has not started changes nothing": (3, [
         ("commit", 0, 1, "A"), ("committed", 0, 1, False), ("round", 0)]),
-    "with a replica down the round is final after the deadline": (4, [
-        ("commit", 0, 0, "A"), ("commit", 1, 0, "A"), ("final", 0, None),
-        ("finalize", 2, 0, False), ("timeout",), ("finalize", 2, 0, True), ("final", 0, "A"), ("round", 1),
-        ("commit", 0, 1, "C"), ("commit", 1, 1, "C"), ("commit", 2, 1, "C"), ("final", 1, "C")]),
-    "the deadline finalizes nothing without a quorum among the commits": (4, [
-        ("commit", 0, 0, "A"), ("commit", 1, 0, "B"), ("timeout",), ("finalize", 2, 0, False),
-        ("final", 0, None), ("round", 0)]),
-    "the deadline finalizes nothing before any commit": (3, [
-        ("timeout",), ("finalize", 0, 0, False), ("final", 0, None)]),
+    "with one of four replicas down three are a quorum, no deadline needed": (4, [
+        ("commit", 0, 0, "A"), ("commit", 1, 0, "A"), ("final", 0, None), ("close", 2, 0, False),
+        ("commit", 2, 0, "A"), ("final", 0, "A"), ("round", 1)]),
+    "a lone committer is never final: the round is retried in a new epoch": (3, [
+        ("commit", 0, 0, "X"), ("timeout",), ("commit", 1, 0, "A"), ("committed", 1, 0, False),
+        ("final", 0, None), ("close", 2, 0, True), ("epoch", 1), ("committed", 0, 0, False),
+        ("commit", 1, 0, "A"), ("commit", 2, 0, "A"), ("final", 0, "A"), ("round", 1), ("epoch", 0)]),
+    "a split retries, then the session fails after the last epoch": (4, [
+        ("commit", 0, 0, "A"), ("commit", 1, 0, "B"), ("timeout",), ("close", 2, 0, True), ("epoch", 1),
+        ("timeout",), ("close", 2, 0, True), ("epoch", 2), ("failed", False),
+        ("timeout",), ("close", 3, 0, True), ("failed", True), ("final", 0, None)]),
+    "nothing closes before the deadline": (3, [
+        ("close", 0, 0, False), ("final", 0, None), ("epoch", 0)]),
 }
 
 
@@ -117,9 +122,13 @@ def test_chain_port_scenarios(world, name):
             w.ports[r].commit(sid, rnd, 0, _h(label), _h("local" + label))
         elif kind == "timeout":
             w.timeout()
-        elif kind == "finalize":
+        elif kind == "close":
             r, rnd, expected = args
-            assert w.ports[r].try_finalize_after_timeout(sid, rnd, 0) is expected, where
+            assert w.ports[r].try_close_round(sid, rnd, 0) is expected, where
+        elif kind == "epoch":
+            assert w.ports[0].epoch(sid, 0) == args[0], where
+        elif kind == "failed":
+            assert w.ports[0].session_failed(sid) is args[0], where
         elif kind == "final":
             rnd, label = args
             assert w.ports[0].final_hash(sid, rnd, 0) == (None if label is None else _h(label)), where

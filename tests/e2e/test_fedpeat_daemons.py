@@ -49,7 +49,7 @@ def fedpeat_session(tmp_path_factory):
         pytest.skip("node.js is not installed")
 
     wd = tmp_path_factory.mktemp("fedpeat-e2e")
-    with FedPeatCluster(wd, nodes=3, train_limit=TRAIN_LIMIT, sync_timeout_s=45, commit_timeout_blocks=10,
+    with FedPeatCluster(wd, nodes=3, train_limit=TRAIN_LIMIT, sync_timeout_s=45, commit_timeout_blocks=120,
                         fetchers=FETCHERS) as cl:
         ledger = FedPeatLedgerClient(cl.w3, cl.deployment.address("FedPeatLedger"), cl.sender)
         cl.wait_registered(240)

@@ -19,7 +19,7 @@ def test_sigkill_mid_round_then_restart(tmp_path):
     spec_text = demo_spec_text(rounds=3, sync_interval=8, batch_size=8, max_seq_len=16, micro_batches=2,
                                validation_size=32, bottleneck=8)
     with Cluster(tmp_path, nodes=4, train_limit=160, pipeline_timeout_s=15, sync_timeout_s=8,
-                 commit_timeout_blocks=8) as cl:
+                 commit_timeout_blocks=120) as cl:
         cl.wait_registered(240)
         spec, pid = cl.propose(spec_text)
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)

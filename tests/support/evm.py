@@ -17,7 +17,7 @@ VOTING_PERIOD = 10
 QUORUM_BPS = 5000
 THRESHOLD_BPS = 6000
 JOIN_WINDOW = 10
-COMMIT_TIMEOUT = 5
+COMMIT_TIMEOUT = 10
 SLASH = ETHER // 4
 # identity multihash of a secp256k1 libp2p key: 0x00 0x25, then the protobuf-wrapped 33-byte key
 PEER_ID = bytes.fromhex("002508021221") + b"\x02" * 33

@@ -56,6 +56,19 @@ class AdapterRegistryClient(ContractClient):
     def latest_for(self, base_model_hash: str | bytes, task: str) -> int:
         return self._call("latestFor", b32(base_model_hash), task)
 
+    def unverified_for(self, base_model_hash: str | bytes, task: str) -> list[int]:
+        """Adapters published without a session (not checked against any final hashes): never in latest_for."""
+        return list(self._call("unverifiedFor", b32(base_model_hash), task))
+
+    def attest(self, adapter_id: int, accuracy_bps: int, metrics_uri: str = ""):
+        return self._send("attest", adapter_id, accuracy_bps, metrics_uri)
+
+    def attestation_of(self, adapter_id: int, attester: str) -> tuple[bool, int]:
+        return tuple(self._call("attestationOf", adapter_id, attester))
+
+    def attestation_count(self, adapter_id: int) -> int:
+        return self._call("attestationCount", adapter_id)
+
     def adapter_of_session(self, session_id: int) -> int:
         return self._call("adapterOfSession", session_id)
 

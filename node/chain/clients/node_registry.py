@@ -99,6 +99,23 @@ class NodeRegistryClient(ContractClient):
     def sweep_slashed(self, to: str):
         return self._send("sweepSlashed", to)
 
+    def lock_stake(self, node: str):
+        """TrainingSessions only (on join); here for completeness and tests."""
+        return self._send("lockStake", node)
+
+    def unlock_stake(self, node: str):
+        return self._send("unlockStake", node)
+
+    def locks_of(self, node: str) -> int:
+        """Open sessions holding this node's stake: it can request exit and withdraw only at 0."""
+        return self._call("locksOf", node)
+
+    def max_exit_delay_seconds(self) -> int:
+        return self._call("MAX_EXIT_DELAY_SECONDS")
+
+    def dev_chain_id(self) -> int:
+        return self._call("DEV_CHAIN_ID")
+
     def transfer_ownership(self, new_owner: str):
         return self._send("transferOwnership", new_owner)
 

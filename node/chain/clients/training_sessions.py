@@ -52,11 +52,12 @@ class ShardState:
     replicas: int
     rounds: int
     round: int
-    first_commit_block: int
+    round_start: int       # block the current round's current epoch started
     commits: int
     leader_replica: int
     leader_count: int
-    last_finalized_block: int
+    epoch: int             # attempt of the current round (a round that reached no quorum is retried)
+    aborted: bool          # the session failed: no more commits
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Assignment:
     joined: bool
     shard: int
     replica: int
+    released: bool = False   # the member took its stake lock back after the session ended
+    barred: bool = False     # a slash left it below the minimum stake: its commits are refused
 
 
 class SessionsClient(ContractClient):
@@ -94,11 +97,19 @@ class SessionsClient(ContractClient):
         return self._send("commit", session_id, round, shard, b32(aggregate_hash), b32(local_update_hash),
                           wait=wait, purpose=purpose)
 
-    def finalize_after_timeout(self, session_id: int, round: int, shard: int):
-        return self._send("finalizeAfterTimeout", session_id, round, shard)
+    def close_round(self, session_id: int, round: int, shard: int):
+        """After the current epoch's deadline without a quorum: retry the round, or abort the session."""
+        return self._send("closeRound", session_id, round, shard)
 
-    def report_faulty(self, session_id: int, round: int, shard: int, node: str):
-        return self._send("reportFaulty", session_id, round, shard, node)
+    def report_faulty(self, session_id: int, round: int, epoch: int, shard: int, node: str):
+        return self._send("reportFaulty", session_id, round, epoch, shard, node)
+
+    def release(self, session_id: int):
+        """Take this node's stake lock back once the session ended (or at once as a spare replica)."""
+        return self._send("release", session_id)
+
+    def bar(self, session_id: int, node: str):
+        return self._send("bar", session_id, node)
 
     def transfer_ownership(self, new_owner: str):
         return self._send("transferOwnership", new_owner)
@@ -135,11 +146,25 @@ class SessionsClient(ContractClient):
     def commit_of(self, session_id: int, round: int, shard: int, node: str) -> str | None:
         return hash_or_none(self._call("commitOf", session_id, round, shard, node))
 
+    def commit_at(self, session_id: int, round: int, epoch: int, shard: int, node: str) -> str | None:
+        return hash_or_none(self._call("commitAt", session_id, round, epoch, shard, node))
+
+    def final_epoch(self, session_id: int, round: int, shard: int) -> tuple[int, int]:
+        """(epoch that finalized the round, that epoch's deadline); (0, 0) while not final."""
+        return tuple(self._call("finalEpoch", session_id, round, shard))
+
+    def round_deadline(self, session_id: int, shard: int) -> int:
+        """Last block of the shard's current epoch that takes commits."""
+        return self._call("roundDeadline", session_id, shard)
+
+    def is_barred(self, session_id: int, node: str) -> bool:
+        return self._call("isBarred", session_id, node)
+
     def votes_for(self, session_id: int, round: int, shard: int, aggregate_hash: str | bytes) -> int:
         return self._call("votesFor", session_id, round, shard, b32(aggregate_hash))
 
-    def fault_reported(self, session_id: int, round: int, shard: int, node: str) -> bool:
-        return self._call("faultReported", session_id, round, shard, node)
+    def fault_reported(self, session_id: int, round: int, epoch: int, shard: int, node: str) -> bool:
+        return self._call("faultReported", session_id, round, epoch, shard, node)
 
     def quorum_of(self, n: int) -> int:
         return self._call("quorumOf", n)
@@ -170,3 +195,6 @@ class SessionsClient(ContractClient):
 
     def max_replicas_per_shard(self) -> int:
         return self._call("MAX_REPLICAS_PER_SHARD")
+
+    def max_epochs(self) -> int:
+        return self._call("MAX_EPOCHS")
