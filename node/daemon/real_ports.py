@@ -172,7 +172,7 @@ class RealNet:
                 except Exception as exc:  # noqa: BLE001 - a peer that is down now may come back
                     log.info("peer %s at %s unreachable: %s", m.peer_id[:12], m.addr, exc)
 
-    def transport(self, session, rnd, replica, stage_peers):
+    def transport(self, session, rnd, replica, stage_peers, limits=None):
         from node.p2p import PipelineTransport
 
         key = (session, rnd)
@@ -184,7 +184,10 @@ class RealNet:
             # state (messages of the failed attempt are dropped with it)
             self.node.reset_session(session)
         self.ensure_connected(list(stage_peers.values()))
-        return PipelineTransport(self.node, session, rnd, {s: m.peer_id for s, m in stage_peers.items()})
+        max_frame, micro = limits or (None, None)
+        # declares the round to the node's admission rule: only these peers, only frames this large
+        return PipelineTransport(self.node, session, rnd, {s: m.peer_id for s, m in stage_peers.items()},
+                                 max_frame=max_frame, micro_batches=micro)
 
     # -- blobs ----------------------------------------------------------------------------------
     def serve(self, data):

@@ -21,7 +21,7 @@ from node.p2p.bulkport import BulkPort
 from node.p2p.errors import P2PError, PeerUnavailable, Unauthorized
 from node.p2p.host import Host
 from node.p2p.limits import (LINK_IDLE_DIALLER, LINK_IDLE_LISTENER, LINK_RETRY_AFTER, MAX_HEADER_RECORD,
-                             MAX_IDLE_LINKS, MAX_LINKS_PER_PEER, PIPELINE_PROTOCOL)
+                             MAX_IDLE_LINKS, MAX_LINKS_PER_PEER, PIPELINE_PROTOCOL, PIPELINE_WORKERS)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ class LinkPool:
             await self.host.write(stream, wire.encode_reply(wire.ST_ERROR, b"too many links from this peer"), timeout)
             return True
         token, key, pending = await self.port.offer(stream, timeout)
-        sock = await trio.to_thread.run_sync(self.port.take, token, pending, timeout, abandon_on_cancel=True)
+        sock = await trio.to_thread.run_sync(self.port.take, token, pending, timeout, abandon_on_cancel=True,
+                                             limiter=self.host.pool("pipeline", PIPELINE_WORKERS))
         link = bulk.Link(sock, key, token, dialler=False)
         link.peer = sender
         with self._lock:
