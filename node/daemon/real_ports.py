@@ -216,7 +216,7 @@ class RealNet:
             msg = json.loads(data)
             ann = Announcement(int(msg["session"]), int(msg["round"]), int(msg["shard"]), int(msg["replica"]),
                                str(msg["hash"]), int(msg["samples"]), str(msg["peer"]), dict(msg.get("extra", {})))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # JSON allows Infinity: int() overflows
             log.info("malformed announcement from %s dropped", sender)
             return
         if ann.session != session:
