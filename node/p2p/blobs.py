@@ -8,7 +8,7 @@ Kademlia DHT with its stream handler (authorised like the bsns protocols) and pr
 the service's counters: blob bytes sent and received, refused streams.
 
 ``/bsns/adapter/1`` is open to strangers (blobs are published and content-addressed), so serving it
-is fenced: per-peer rate and concurrency limits (``PeerLimiter``) and its own bounded worker pool
+is fenced: per-peer bandwidth and concurrency limits (``PeerLimiter``, charged per MiB served) and its own bounded worker pool
 (``BLOB_WORKERS``; a request that cannot get a worker within ``BLOB_QUEUE_WAIT`` is told "busy"),
 never the pool authorisation checks use.
 """
@@ -25,7 +25,7 @@ from node.p2p.errors import HashMismatch, NotFound, P2PError, Unauthorized, Wire
 from node.p2p.host import Host, Service
 from node.p2p.identity import eth_address_from_peer_id
 from node.p2p.limits import (ADAPTER_PROTOCOL, BLOB_CONCURRENT, BLOB_QUEUE_WAIT, BLOB_RATE, BLOB_WORKERS,
-                             IDLE_STREAM_TIMEOUT, KAD_PROTOCOL, STREAM_CHUNK)
+                             BULK_TAKE_TIMEOUT, IDLE_STREAM_TIMEOUT, KAD_PROTOCOL, STREAM_CHUNK)
 from node.p2p.ratelimit import PeerLimiter
 from node.p2p.store import BlobStore, parse_hash
 
@@ -154,11 +154,11 @@ class BlobService(Service):
             await self.host.write(stream, wire.encode_reply(wire.ST_ERROR, why.encode()), timeout)
             return False
         try:
-            return await self._answer(stream, header, timeout)
+            return await self._answer(stream, header, timeout, requester)
         finally:
             self.limiter.release(requester)
 
-    async def _answer(self, stream: Any, header: wire.Header, timeout: float) -> bool:
+    async def _answer(self, stream: Any, header: wire.Header, timeout: float, requester: str) -> bool:
         import trio
 
         data = self.store.cached(header.hash)
@@ -168,6 +168,7 @@ class BlobService(Service):
         if data is None:
             await self.host.write(stream, wire.encode_reply(wire.ST_NOT_FOUND), timeout)
             return True
+        self.limiter.charge(requester, len(data) / (1 << 20))   # the peer's bandwidth, not its request count
         blob = wire.Header(kind=wire.KIND_BLOB, payload_len=len(data), hash=header.hash)
         await self.host.write(stream, wire.encode_reply(wire.ST_BLOB, blob.encode()), timeout)
         view = memoryview(data)
@@ -186,7 +187,8 @@ class BlobService(Service):
                 def push(sock: socket.socket) -> None:
                     send_guarded(sock, key, token, view)
 
-                await trio.to_thread.run_sync(self.port.serve, token, pending, timeout, push,
+                # a requester that never dials in holds a blob worker only briefly
+                await trio.to_thread.run_sync(self.port.serve, token, pending, min(timeout, BULK_TAKE_TIMEOUT), push,
                                               abandon_on_cancel=True, limiter=_Unlimited())
             finally:
                 pool.release()

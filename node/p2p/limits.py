@@ -42,7 +42,8 @@ BLOB_MEMORY = 512 << 20        # bytes of blobs kept in memory (pinned ones asid
 BLOB_WORKERS = 4               # threads serving open-protocol bulk transfers (never authorisation's)
 AUTH_WORKERS = 8               # threads asking ``authorize`` (may query the chain)
 PIPELINE_WORKERS = 16          # threads receiving pipeline bulk transfers
-BLOB_RATE = (10.0, 20)         # open-protocol requests per second per peer, and the burst allowed
+BLOB_RATE = (32.0, 64)         # open protocol, per peer: MiB per second (a request costs 1 + its MiB), burst
+BULK_TAKE_TIMEOUT = 10.0       # a requester offered a bulk transfer must dial in this soon (honest: ms)
 BLOB_CONCURRENT = 2            # blob requests one peer may have in progress at once
 BLOB_QUEUE_WAIT = 5.0          # a request that finds the blob pool busy this long is told "busy"
 

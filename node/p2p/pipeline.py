@@ -126,7 +126,10 @@ class PipelineService(Service):
                 link.send_payload(view)
                 reply = link.recv_record(limit=MAX_HEADER_RECORD)
             except (PeerUnavailable, OSError) as exc:
+                stated = self._stated_reason(link)   # the receiver may have stopped reading on purpose
                 self.links.drop(link)
+                if stated is not None:
+                    raise stated from None
                 if reused and attempt == 0:
                     continue  # a kept link that died (peer restarted): one retry on a new one
                 if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
@@ -154,6 +157,22 @@ class PipelineService(Service):
                 raise Unauthorized(f"peer {peer_id} refused us: {body}")
             raise P2PError(f"peer {peer_id} rejected the tensor: {body}")
         raise PeerUnavailable(f"pipeline link to {peer_id} unavailable")
+
+    @staticmethod
+    def _stated_reason(link: bulk.Link) -> P2PError | None:
+        """The receiver's refusal if it sent one before closing the link (e.g. a frame over the job's
+        bound, refused at its header while the payload was still going out)."""
+        try:
+            link.sock.settimeout(2)
+            reply = link.recv_record(limit=MAX_HEADER_RECORD)
+        except Exception:
+            return None
+        body = reply[3:].decode(errors="replace")
+        if reply[:1] == bytes([wire.ST_REFUSED]):
+            return Unauthorized(f"peer refused us: {body}")
+        if reply[:1] == bytes([wire.ST_ERROR]):
+            return P2PError(f"peer rejected the tensor: {body}")
+        return None
 
     async def _send_on_stream(self, peer_id: str, header: wire.Header, view: memoryview, timeout: float) -> bool:
         frame = header.encode()
@@ -313,7 +332,10 @@ class PipelineService(Service):
         refusal = self._screen(sender, header)
         if refusal is not None:
             if refusal.status not in (wire.ST_DROPPED, wire.ST_RETRY):
+                if refusal.status == wire.ST_REFUSED:
+                    self.links.penalise(sender)
                 verdict(refusal.status, refusal.reason.encode())
+                _linger(link.sock)
                 return False  # the payload already on its way is not read: the link ends
             link.skip_payload(header.payload_len)  # read in 1 MiB records into scratch, never held
             verdict(refusal.status, refusal.reason.encode())
@@ -336,3 +358,15 @@ class PipelineService(Service):
         verdict(wire.ST_DONE)
         return True
 
+
+
+def _linger(sock: socket.socket, seconds: float = 1.0) -> None:
+    """Half-close after a refusal and discard what the peer still sends, briefly: closing with unread
+    bytes would reset the connection and could destroy the refusal before the peer reads it."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.2)
+        scratch = bytearray(1 << 16)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and sock.recv_into(scratch):
+            pass

@@ -1,5 +1,10 @@
 """Per-peer request limits for the open protocols: a token bucket and a cap on requests in progress.
 
+The bucket counts cost, not requests: a request needs one token to start, and its owner may ``charge``
+more once it knows the size of the answer (the bucket may go into debt, so one large answer is
+served, and the peer then waits for the refill). A blob service charging one token per MiB bounds
+each peer's bandwidth, whatever the blob sizes.
+
 Owns the bookkeeping only (thread-safe, bounded: peers idle long enough to have a full bucket and
 nothing in progress are forgotten, so a stranger cycling identities cannot grow it without bound
 beyond ``max_peers``). Which protocol applies it, and what a refused request is told, is the
@@ -32,7 +37,7 @@ class PeerLimiter:
             if tokens < 1.0:
                 self.refused += 1
                 self._tokens[peer] = (tokens, now)
-                return f"rate limited: at most {self.rate:g} requests per second per peer"
+                return f"rate limited: at most {self.rate:g} units per second per peer"
             if peer not in self._tokens and len(self._tokens) >= self.max_peers:
                 self._forget_idle(now)
                 if len(self._tokens) >= self.max_peers:
@@ -41,6 +46,14 @@ class PeerLimiter:
             self._tokens[peer] = (tokens - 1.0, now)
             self._busy[peer] = self._busy.get(peer, 0) + 1
             return None
+
+    def charge(self, peer: str, cost: float) -> None:
+        """Take ``cost`` more tokens from ``peer`` (the answer turned out large); may leave a debt."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._tokens.get(peer, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+            self._tokens[peer] = (tokens - cost, now)
 
     def release(self, peer: str) -> None:
         with self._lock:

@@ -106,6 +106,12 @@ def test_open_protocol_limits_rate_and_concurrency_per_peer():
     assert lim.acquire(A) is None                     # another peer is not affected
     time.sleep(0.25)
     assert lim.acquire(C) is None                     # refilled at 5 per second
+    lim.release(C)
+    lim.release(A)
+    assert lim.acquire(A) is None                     # a large answer: served, then paid for
+    lim.charge(A, 100.0)
+    lim.release(A)
+    assert "rate" in lim.acquire(A)
 
 
 def test_bulk_port_evicts_idle_strangers_so_a_dialler_with_a_token_gets_in():
@@ -141,7 +147,7 @@ def test_a_blob_fetch_commits_no_memory_for_an_announced_size():
     b = P2PNode(DEV_KEYS[1], lambda addr, proto: True, timeout=5).start()
     digest = keccak256(b"announced")
 
-    async def announce_and_stall(stream, header, timeout):   # the hostile server: a size, then nothing
+    async def announce_and_stall(stream, header, timeout, requester):   # the hostile server: a size, then nothing
         import trio
 
         blob = Header(kind=wire.KIND_BLOB, payload_len=1 << 30, hash=header.hash)
