@@ -8,7 +8,9 @@ Kademlia DHT with its stream handler (authorised like the bsns protocols) and pr
 the service's counters: blob bytes sent and received, refused streams.
 
 ``/bsns/adapter/1`` is open to strangers (blobs are published and content-addressed), so serving it
-is fenced: per-peer bandwidth and concurrency limits (``PeerLimiter``, charged per MiB served) and its own bounded worker pool
+is fenced: peers not authorised for the pipeline (strangers: ``bsns adapter fetch``, attackers) get
+per-peer bandwidth and concurrency limits (``PeerLimiter``, charged per MiB served; a
+peer's requests queue for its own slots, and a request over the rate is answered after a delay) and its own bounded worker pool
 (``BLOB_WORKERS``; a request that cannot get a worker within ``BLOB_QUEUE_WAIT`` is told "busy"),
 never the pool authorisation checks use.
 """
@@ -25,7 +27,8 @@ from node.p2p.errors import HashMismatch, NotFound, P2PError, Unauthorized, Wire
 from node.p2p.host import Host, Service
 from node.p2p.identity import eth_address_from_peer_id
 from node.p2p.limits import (ADAPTER_PROTOCOL, BLOB_CONCURRENT, BLOB_QUEUE_WAIT, BLOB_RATE, BLOB_WORKERS,
-                             BULK_TAKE_TIMEOUT, IDLE_STREAM_TIMEOUT, KAD_PROTOCOL, STREAM_CHUNK)
+                             BULK_TAKE_TIMEOUT, IDLE_STREAM_TIMEOUT, KAD_PROTOCOL, PIPELINE_PROTOCOL, REFUSAL_DELAY,
+                             STREAM_CHUNK)
 from node.p2p.ratelimit import PeerLimiter
 from node.p2p.store import BlobStore, parse_hash
 
@@ -35,6 +38,7 @@ class BlobService(Service):
         self.host, self.port = host, port
         self.store = store if store is not None else BlobStore()
         self.limiter = PeerLimiter(BLOB_RATE[0], BLOB_RATE[1], BLOB_CONCURRENT)
+        self._slots: dict[str, list] = {}   # peer -> [trio.Semaphore, requests waiting or in progress]
         self.bytes_sent = 0
         self.bytes_received = 0
         self.refused = 0                # adapter and Kademlia streams refused for lack of authorisation
@@ -149,14 +153,37 @@ class BlobService(Service):
             return await self.host.reject(stream, requester, exc)
         if header is None:
             return False
-        why = self.limiter.acquire(requester)
-        if why is not None:
+        import trio
+
+        if await self.host.is_authorized(requester, PIPELINE_PROTOCOL):
+            # a registered node (stake at risk; syncs fetch every round): only the blob pool bounds it
+            return await self._answer(stream, header, timeout, requester)
+        # a peer's requests queue for its own BLOB_CONCURRENT slots: a hammering peer waits (costing
+        # this node a parked task, not CPU) instead of being refused as fast as it can ask again
+        slot = self._slots.setdefault(requester, [trio.Semaphore(BLOB_CONCURRENT), 0])
+        slot[1] += 1
+        try:
+            with trio.move_on_after(BLOB_QUEUE_WAIT) as waited:
+                await slot[0].acquire()
+            if waited.cancelled_caught:
+                why = "busy: too many requests from this peer"
+            else:
+                try:
+                    why = self.limiter.acquire(requester)
+                    if why is None:
+                        try:
+                            return await self._answer(stream, header, timeout, requester)
+                        finally:
+                            self.limiter.release(requester)
+                    await trio.sleep(REFUSAL_DELAY)   # over its rate: the answer waits, and so does the peer
+                finally:
+                    slot[0].release()
             await self.host.write(stream, wire.encode_reply(wire.ST_ERROR, why.encode()), timeout)
             return False
-        try:
-            return await self._answer(stream, header, timeout, requester)
         finally:
-            self.limiter.release(requester)
+            slot[1] -= 1
+            if slot[1] == 0:
+                self._slots.pop(requester, None)
 
     async def _answer(self, stream: Any, header: wire.Header, timeout: float, requester: str) -> bool:
         import trio
@@ -168,7 +195,7 @@ class BlobService(Service):
         if data is None:
             await self.host.write(stream, wire.encode_reply(wire.ST_NOT_FOUND), timeout)
             return True
-        self.limiter.charge(requester, len(data) / (1 << 20))   # the peer's bandwidth, not its request count
+        self.limiter.charge(requester, len(data) / (1 << 20))   # a stranger's bandwidth, not its request count
         blob = wire.Header(kind=wire.KIND_BLOB, payload_len=len(data), hash=header.hash)
         await self.host.write(stream, wire.encode_reply(wire.ST_BLOB, blob.encode()), timeout)
         view = memoryview(data)

@@ -46,6 +46,7 @@ BLOB_RATE = (32.0, 64)         # open protocol, per peer: MiB per second (a requ
 BULK_TAKE_TIMEOUT = 10.0       # a requester offered a bulk transfer must dial in this soon (honest: ms)
 BLOB_CONCURRENT = 2            # blob requests one peer may have in progress at once
 BLOB_QUEUE_WAIT = 5.0          # a request that finds the blob pool busy this long is told "busy"
+REFUSAL_DELAY = 1.0            # a request over its peer's rate is answered this much later (a tarpit)
 
 # ---- gossip service
 MAX_GOSSIP_BYTES = 64 * 1024   # far under GossipSub's silent 1 MiB drop

@@ -40,7 +40,11 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
     from node.p2p import P2PNode, Tags, bulk
     from node.p2p.admission import OpenAdmission
 
-    allow = (lambda a, p: True) if allowed is None else (lambda a, p: a in allowed)
+    from node.p2p import ADAPTER_PROTOCOL
+
+    open_adapter = opts.pop("open_adapter", False)   # /bsns/adapter/1 open to anyone, as the daemon has it
+    allow = (lambda a, p: True) if allowed is None else \
+        (lambda a, p: a in allowed or (open_adapter and p == ADAPTER_PROTOCOL))
     if opts.pop("open", True):  # tests of transfers themselves; the hostile-peer tests run the session rule
         opts["admission"] = OpenAdmission()
     node = P2PNode(DEV_KEYS[index], allow, timeout=10, **opts).start()
@@ -129,7 +133,11 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
                 results.put(("ok", value))
                 return
             else:
-                raise ValueError(f"unknown command {cmd}")
+                from tests.p2p import hostile   # workloads and attacks (test_hostile_peers.py)
+
+                if cmd not in hostile.COMMANDS:
+                    raise ValueError(f"unknown command {cmd}")
+                value = hostile.COMMANDS[cmd](node, *args)
             results.put(("ok", value))
         except Exception as exc:
             results.put(("err", type(exc).__name__, str(exc)))

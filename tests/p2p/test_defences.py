@@ -167,3 +167,30 @@ def test_a_blob_fetch_commits_no_memory_for_an_announced_size():
     finally:
         a.close()
         b.close()
+
+
+def test_a_stranger_on_the_open_protocol_is_held_to_its_rate_a_registered_node_is_not():
+    from node.p2p import ADAPTER_PROTOCOL, P2PError, P2PNode
+    from tests.p2p.peers import DEV_KEYS, address
+
+    registered = address(1)
+    allow = lambda addr, proto: proto == ADAPTER_PROTOCOL or addr == registered  # noqa: E731 - the daemon's rule
+    server = P2PNode(DEV_KEYS[0], allow, timeout=10).start()
+    stranger = P2PNode(DEV_KEYS[2], lambda a, p: True, timeout=10).start()
+    member = P2PNode(DEV_KEYS[1], lambda a, p: True, timeout=10).start()
+    try:
+        server.blobs.limiter = PeerLimiter(rate=1.0, burst=64, concurrent=2)   # slow refill: timing-proof
+        h = server.serve_blob(bytes(40 << 20))      # 41 units of a 64-unit burst per request
+        for node in (stranger, member):
+            node.connect(server.peer_id, server.addrs)
+        assert len(stranger.fetch_blob(server.peer_id, h)) == 40 << 20
+        assert len(stranger.fetch_blob(server.peer_id, h)) == 40 << 20   # into debt: served, then paid for
+        t0 = time.monotonic()
+        with pytest.raises(P2PError, match="rate limited"):
+            stranger.fetch_blob(server.peer_id, h)
+        assert time.monotonic() - t0 >= 0.9                              # the refusal itself waited
+        for _ in range(3):
+            assert len(member.fetch_blob(server.peer_id, h)) == 40 << 20
+    finally:
+        for node in (stranger, member, server):
+            node.close()
