@@ -21,6 +21,7 @@ from typing import Any
 
 from node.p2p.errors import P2PError
 from node.p2p.identity import eth_address_from_peer_id
+from node.p2p.limits import SEND_PATIENCE
 from node.p2p.wire import Tags
 
 
@@ -65,7 +66,10 @@ class PipelineTransport:
 
     def send(self, to_stage: int, key: tuple[int, int, str], tensors: Mapping[str, Any]) -> bool:
         """Send one message; False when the peer dropped it as stale or duplicate."""
-        return self.node.send_tensor(self._peer(to_stage), self._tags(key), dict(tensors))
+        # the receiver may still be setting up its side of the round (it answers "not now" until its
+        # transport declares the session): wait for it as long as a receive would
+        return self.node.send_tensor(self._peer(to_stage), self._tags(key), dict(tensors),
+                                     timeout=max(self.node.timeout, SEND_PATIENCE))
 
     def recv(self, from_stage: int, key: tuple[int, int, str], timeout: float) -> dict[str, Any]:
         """The message for ``key`` from ``from_stage``; raises ``RecvTimeout`` when none comes in time."""

@@ -138,3 +138,22 @@ def test_the_trainer_turns_transport_failures_into_pipeline_errors(pair):
                                          stage=1))
     with pytest.raises(PipelineError, match="not stage 0"):
         wrong.step(1)
+
+
+def test_a_send_waits_for_a_receiver_that_has_not_declared_the_session_yet(pair):
+    """The receiver answers "not now" until its transport declares the round; the sender asks again
+    instead of failing the step, and the message lands once the receiver is ready."""
+    a, b = pair
+    sender = PipelineTransport(a, session=11, rnd=0, stage_peers={1: b.peer_id}, stage=0)
+    msg = {"hidden": torch.ones(3)}
+    t = threading.Thread(target=lambda: result.append(sender.send(1, (0, 0, "fwd"), msg)))
+    result: list = []
+    t.start()
+    import time
+
+    time.sleep(1.0)                                   # b is "still setting up"
+    assert result == [] and b.inbox.pending() == []
+    receiver = PipelineTransport(b, session=11, rnd=0, stage_peers={0: a.peer_id}, stage=1)
+    t.join(20)
+    assert result == [True]
+    assert torch.equal(receiver.recv(0, (0, 0, "fwd"), 5)["hidden"], msg["hidden"])
