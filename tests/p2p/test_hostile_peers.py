@@ -90,7 +90,7 @@ def test_hostile_peers_are_refused_and_a_legitimate_transfer_keeps_its_pace():
         print(f"clean {clean:.2f} s, attacked {attacked:.2f} s ({attacked / clean:.2f}x); rss +{(rss_attacked - rss_clean) >> 20} MB;"
               f" non-member {flood}; stranger {hammer}; victim {victim}")
 
-        # The goal is 2x; measured 2.14x with all four attacks at once (4.5x before the open protocol
+        # The goal is 2x; measured 2.14x and 2.60x (two runs) with all four attacks at once (4.5x before the open protocol
         # queued and tarpitted strangers). Alone (same machine, one run): idle sockets 1.2x, the blob hammer
         # 0.9x, the non-member's injection + ghost flood 1.6x: each refused message costs this node a stream
         # negotiation. So the assertion guards against regression at 3x while the goal stays open.
