@@ -64,6 +64,10 @@ def _receiver(ready, control, blob_sizes) -> None:
     allow = lambda addr, proto: True  # noqa: E731 - the benchmark has one known peer
     stream_node = P2PNode(_STREAM_KEY, allow, bulk_channel=False).start()
     bulk_node = P2PNode(_BULK_KEY, allow).start()
+    from node.p2p import eth_address_from_private_key
+
+    for node in (stream_node, bulk_node):  # the shipped admission rule: only the sender, only session 1
+        node.expect_session(1, 0, {"fwd": eth_address_from_private_key(_SENDER_KEY)}, node.max_frame)
     hashes = {}
     for size in blob_sizes:
         data = torch.randint(0, 255, (size,), dtype=torch.uint8).numpy().tobytes()

@@ -85,7 +85,7 @@ def _worker(args_json: str) -> None:
                       "address": node.eth_address}), flush=True)
     line = sys.stdin.readline()  # the main process is connected and ready
     peer = json.loads(line)
-    tr = ShardTrainer(shard, 1, 2, PipelineTransport(node, 1, 0, {0: peer["peer_id"]}), opt,
+    tr = ShardTrainer(shard, 1, 2, PipelineTransport(node, 1, 0, {0: peer["peer_id"]}, stage=1), opt,
                       micro_batches=spec.training.micro_batches, task=spec.task.kind, timeout=120)
     for i in range(a["steps"]):
         tr.step(i, None, spec.training.learning_rate)
@@ -131,7 +131,7 @@ def run_bench(steps: int = 20, warmup: int = 3, batch_size: int = 32, max_seq_le
         node.connect(hello["peer_id"], [hello["addr"]])
         proc.stdin.write(json.dumps({"peer_id": node.peer_id}) + "\n")
         proc.stdin.flush()
-        tr = ShardTrainer(shard, 0, 2, PipelineTransport(node, 1, 0, {1: hello["peer_id"]}), opt,
+        tr = ShardTrainer(shard, 0, 2, PipelineTransport(node, 1, 0, {1: hello["peer_id"]}, stage=0), opt,
                           micro_batches=micro_batches, task=spec.task.kind, timeout=120)
         # the local baseline runs in this process, interleaved step by step with the pipeline (the
         # stage-1 process idles meanwhile), so both see the same background load on a shared machine

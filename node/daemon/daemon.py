@@ -147,8 +147,10 @@ class Daemon:
     def _start_p2p(self) -> None:
         from node.p2p import P2PNode
 
+        # blobs beyond the p2p layer's memory bound are read back from this node's durable store
         self.p2p = P2PNode(self.key.private_key, self._authorize, listen=self.cfg.p2p.listen,
-                           bootstrap=self.cfg.p2p.bootstrap).start()
+                           bootstrap=self.cfg.p2p.bootstrap,
+                           blob_source=lambda digest: self.store.get_blob("0x" + digest.hex())).start()
         from node.daemon.real_ports import RealChain, RealNet
 
         self.chain_port = RealChain(self.sessions, self.registry, self.address, self.fedpeat)

@@ -81,8 +81,10 @@ class ChainPort(Protocol):
 
 
 class NetPort(Protocol):
-    def transport(self, session: int, rnd: int, replica: int, stage_peers: dict[int, Member]):
-        """A ``node.train.pipeline.Transport`` to the other stages of this replica for one round."""
+    def transport(self, session: int, rnd: int, replica: int, stage_peers: dict[int, Member],
+                  limits: tuple[int, int] | None = None):
+        """A ``node.train.pipeline.Transport`` to the other stages of this replica for one round;
+        ``limits``: (largest message in bytes, micro-batches per step) the job can produce."""
 
     def serve(self, data: bytes) -> str:
         """Make bytes fetchable by their keccak-256 hash; returns the hash."""

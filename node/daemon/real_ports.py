@@ -187,7 +187,7 @@ class RealNet:
                 except Exception as exc:  # noqa: BLE001 - a peer that is down now may come back
                     log.info("peer %s at %s unreachable: %s", m.peer_id[:12], m.addr, exc)
 
-    def transport(self, session, rnd, replica, stage_peers):
+    def transport(self, session, rnd, replica, stage_peers, limits=None):
         from node.p2p import PipelineTransport
 
         key = (session, rnd)
@@ -199,7 +199,10 @@ class RealNet:
             # state (messages of the failed attempt are dropped with it)
             self.node.reset_session(session)
         self.ensure_connected(list(stage_peers.values()))
-        return PipelineTransport(self.node, session, rnd, {s: m.peer_id for s, m in stage_peers.items()})
+        max_frame, micro = limits or (None, None)
+        # declares the round to the node's admission rule: only these peers, only frames this large
+        return PipelineTransport(self.node, session, rnd, {s: m.peer_id for s, m in stage_peers.items()},
+                                 max_frame=max_frame, micro_batches=micro)
 
     # -- blobs ----------------------------------------------------------------------------------
     def serve(self, data):
@@ -228,7 +231,7 @@ class RealNet:
             msg = json.loads(data)
             ann = Announcement(int(msg["session"]), int(msg["round"]), int(msg["shard"]), int(msg["replica"]),
                                str(msg["hash"]), int(msg["samples"]), str(msg["peer"]), dict(msg.get("extra", {})))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # JSON allows Infinity: int() overflows
             log.info("malformed announcement from %s dropped", sender)
             return
         if ann.session != session:

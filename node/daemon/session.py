@@ -235,6 +235,17 @@ class SessionRunner:
                 peers[m.shard] = m
         return peers
 
+    def _frame_bound(self) -> int:
+        """The largest pipeline message this job can produce, in bytes; peers' larger frames are refused.
+
+        A micro-batch of fp32 hidden states (forward) or their gradient (backward), plus an int64 mask
+        and labels per token; the sequence may grow by a soft prompt's virtual tokens (slack of 64
+        covers the methods' defaults).
+        """
+        t = self.spec.training
+        seq = self.spec.data.max_seq_len + int(self.spec.method.config.get("num_virtual_tokens", 0)) + 64
+        return t.batch_size // t.micro_batches * seq * (4 * self.shard.config.hidden_size + 16) + 4096
+
     def _earlier_update(self, rnd: int) -> bytes | None:
         """The local update this node made in round ``rnd`` before a restart, if it made (and kept) one."""
         row = self.store.round(self.sid, self.stage, rnd)
@@ -272,7 +283,8 @@ class SessionRunner:
             self._load_bytes(earlier)
             return True
         t = self.spec.training
-        transport = self.net.transport(self.sid, rnd, self.me.replica, self._stage_peers())
+        transport = self.net.transport(self.sid, rnd, self.me.replica, self._stage_peers(),
+                                       limits=(self._frame_bound(), t.micro_batches))
         trainer = ShardTrainer(self.shard, self.stage, self.num_stages, transport, self.optimizer,
                                micro_batches=t.micro_batches, task=self.spec.task.kind,
                                timeout=self.pipeline_timeout, device=self.device)

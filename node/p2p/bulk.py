@@ -45,6 +45,8 @@ RECORD = 1 << 20          # plaintext bytes per AES-GCM record
 TAG = 16
 TOKEN_LEN = 16
 MAX_PARKED = 256          # sockets waiting to present a token (new or kept between transfers)
+MAX_FRESH_PER_ADDR = 16   # new sockets from one IP that have not presented a token yet
+HANDSHAKE_TIMEOUT = 5.0   # a new socket must present its token this soon (a dialler sends it at once)
 KEY_LEN = 32
 _NONCE_PREFIX = b"\0\0\0\0"
 
@@ -192,11 +194,15 @@ class _Pending:
 
 
 class _Parked:
-    """A socket waiting to present a token: new, or kept open after a clean transfer for the next one."""
+    """A socket waiting to present a token: new (``fresh``: nobody knows who it is), or kept open after
+    a clean transfer for the next one (it presented a valid token once: an authorised peer's)."""
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, deadline: float, addr: str = "", fresh: bool = False) -> None:
         self.sock = sock
         self.deadline = deadline
+        self.addr = addr
+        self.fresh = fresh
+        self.since = time.monotonic()
         self.token = bytearray()
 
 
@@ -207,10 +213,15 @@ class BulkListener:
     connection). A socket whose transfer ended cleanly is parked again, so a dialler that keeps it
     can present the next transfer's token without a new TCP connection; an idle parked socket is
     closed after ``idle_timeout``.
+
+    Strangers can connect here (the port is public), so a new socket must present its token within
+    ``handshake_timeout``, one IP may have at most ``MAX_FRESH_PER_ADDR`` new sockets waiting, and
+    when a limit is reached the *oldest* waiting socket is evicted, never the newcomer: a stranger
+    holding idle sockets cannot keep a dialler that sends its token at once from getting in.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token_timeout: float = 30.0,
-                 idle_timeout: float = 120.0) -> None:
+                 idle_timeout: float = 120.0, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         import selectors
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -220,6 +231,8 @@ class BulkListener:
         self.port = self._srv.getsockname()[1]
         self._token_timeout = token_timeout
         self._idle_timeout = idle_timeout
+        self._handshake_timeout = handshake_timeout
+        self.evicted = 0  # waiting sockets closed to make room for newcomers
         self._pending: dict[bytes, _Pending] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -278,15 +291,15 @@ class BulkListener:
             for key, _ in events:
                 if key.data == "accept":
                     try:
-                        conn, _ = self._srv.accept()
+                        conn, peer = self._srv.accept()
                     except OSError:
                         continue
-                    if len(parked) >= MAX_PARKED:  # a flood of strangers cannot exhaust descriptors
-                        _close(conn)
-                        continue
+                    addr = str(peer[0])
+                    self._make_room(parked, addr)
                     conn.setblocking(False)
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    parked[conn] = _Parked(conn, now + self._token_timeout)
+                    parked[conn] = _Parked(conn, now + min(self._token_timeout, self._handshake_timeout),
+                                           addr, fresh=True)
                     self._sel.register(conn, selectors.EVENT_READ, "token")
                 elif key.data == "wake":
                     try:
@@ -309,6 +322,19 @@ class BulkListener:
             self.parked = len(parked)
         for sock in list(parked):
             self._drop(parked, sock)
+
+    def _make_room(self, parked: dict, addr: str) -> None:
+        """Evict the oldest waiting sockets so a newcomer from ``addr`` fits both limits."""
+        fresh_here = [p for p in parked.values() if p.fresh and p.addr == addr]
+        if len(fresh_here) >= MAX_FRESH_PER_ADDR:
+            self._evict(parked, min(fresh_here, key=lambda p: p.since))
+        if len(parked) >= MAX_PARKED:  # descriptors stay bounded; strangers' sockets go first
+            fresh = [p for p in parked.values() if p.fresh]
+            self._evict(parked, min(fresh or parked.values(), key=lambda p: p.since))
+
+    def _evict(self, parked: dict, entry: _Parked) -> None:
+        self.evicted += 1
+        self._drop(parked, entry.sock)
 
     def _read_token(self, parked: dict, sock: socket.socket) -> None:
         entry = parked[sock]

@@ -28,6 +28,28 @@ MAX_IDLE_LINKS = 4             # idle dialled links kept per peer
 MAX_LINKS_PER_PEER = 8         # links (and their threads) one peer may hold open at this node
 MAX_HEADER_RECORD = 128 * 1024  # a frame header record on a link (dims + a 64 KiB manifest fit)
 
+# ---- pipeline service: who may send what (node.p2p.admission, node.p2p.inbox)
+STEP_WINDOW = 2                # steps ahead of the one being trained a message may be for (the pipeline
+                               # runs at most one step ahead; one more for a round boundary)
+MAX_BUFFERED = 256             # messages held (arrived or arriving, not yet taken) by the whole inbox
+MAX_PER_SESSION = 128          # ... for one session: a session that never runs cannot fill the buffer
+MAX_PER_SENDER = 64            # ... from one peer: one member cannot take a session's whole share
+RETRY_BACKOFF = (0.02, 0.5)    # a sender told "not now" asks again after this much, doubling to the cap
+SEND_PATIENCE = 60.0           # a pipeline step's send waits this long at least for a receiver that has not
+                               # declared the session yet (still setting up): the trainer's receive timeout
+
+# ---- blob service and store
+BLOB_MEMORY = 512 << 20        # bytes of blobs kept in memory (pinned ones aside); older ones are read
+                               # back from the owner's durable store when asked for
+BLOB_WORKERS = 4               # threads serving open-protocol bulk transfers (never authorisation's)
+AUTH_WORKERS = 8               # threads asking ``authorize`` (may query the chain)
+PIPELINE_WORKERS = 16          # threads receiving pipeline bulk transfers
+BLOB_RATE = (32.0, 64)         # open protocol, per peer: MiB per second (a request costs 1 + its MiB), burst
+BULK_TAKE_TIMEOUT = 10.0       # a requester offered a bulk transfer must dial in this soon (honest: ms)
+BLOB_CONCURRENT = 2            # blob requests one peer may have in progress at once
+BLOB_QUEUE_WAIT = 5.0          # a request that finds the blob pool busy this long is told "busy"
+REFUSAL_DELAY = 1.0            # a request over its peer's rate is answered this much later (a tarpit)
+
 # ---- gossip service
 MAX_GOSSIP_BYTES = 64 * 1024   # far under GossipSub's silent 1 MiB drop
 GOSSIP_RATE = 8                # messages per second per topic, under the library's 10/s limit

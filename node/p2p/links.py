@@ -21,7 +21,7 @@ from node.p2p.bulkport import BulkPort
 from node.p2p.errors import P2PError, PeerUnavailable, Unauthorized
 from node.p2p.host import Host
 from node.p2p.limits import (LINK_IDLE_DIALLER, LINK_IDLE_LISTENER, LINK_RETRY_AFTER, MAX_HEADER_RECORD,
-                             MAX_IDLE_LINKS, MAX_LINKS_PER_PEER, PIPELINE_PROTOCOL)
+                             MAX_IDLE_LINKS, MAX_LINKS_PER_PEER, PIPELINE_PROTOCOL, PIPELINE_WORKERS)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class LinkPool:
         self._on_message = on_message        # (link, sender, header record) -> keep the link open
         self._idle: dict[str, list[bulk.Link]] = {}   # idle dialled links per peer
         self._declined: dict[str, float] = {}          # peer -> use the stream path until
+        self._penalised: dict[str, float] = {}         # peer -> refuse its link requests until
         self._live: set[bulk.Link] = set()             # every open link, both sides
         self._lock = threading.Lock()
 
@@ -118,10 +119,23 @@ class LinkPool:
         return await self.host.exchange(peer_id, PIPELINE_PROTOCOL, timeout, exchange)
 
     # ------------------------------------------------------------------ listening side
+    def penalise(self, peer: str) -> None:
+        """``peer`` sent a message it had no right to send: no links for it for a while. A link costs this
+        node a thread and a keyed socket, and a refused message ends its link; on the stream path a
+        refusal is one reply, so a peer that keeps sending refused messages is sent there."""
+        with self._lock:
+            self._penalised[peer] = time.monotonic() + LINK_RETRY_AFTER
+            if len(self._penalised) > 4096:   # bounded: forget the expired ones
+                now = time.monotonic()
+                self._penalised = {p: t for p, t in self._penalised.items() if t > now}
+
     async def accept(self, stream: Any, sender: str, timeout: float) -> bool:
         """Key a link for ``sender`` and serve it on a thread of its own; False ends the stream."""
         import trio
 
+        if self._penalised.get(sender, 0.0) > time.monotonic():
+            await self.host.write(stream, wire.encode_reply(wire.ST_ERROR, b"no links for this peer now"), timeout)
+            return True
         if not self.port.enabled:
             await self.host.write(stream, wire.encode_reply(wire.ST_ERROR, b"no bulk channel on this node"), timeout)
             return True
@@ -131,7 +145,8 @@ class LinkPool:
             await self.host.write(stream, wire.encode_reply(wire.ST_ERROR, b"too many links from this peer"), timeout)
             return True
         token, key, pending = await self.port.offer(stream, timeout)
-        sock = await trio.to_thread.run_sync(self.port.take, token, pending, timeout, abandon_on_cancel=True)
+        sock = await trio.to_thread.run_sync(self.port.take, token, pending, timeout, abandon_on_cancel=True,
+                                             limiter=self.host.pool("pipeline", PIPELINE_WORKERS))
         link = bulk.Link(sock, key, token, dialler=False)
         link.peer = sender
         with self._lock:

@@ -23,7 +23,9 @@ Usage (all methods are blocking and thread-safe; call them from any thread but t
 
 ``authorize(eth_address, protocol)`` is asked for each inbound stream with the protocol id, for each
 message on a link, and for each gossip message with ``"gossip:" + topic``; a refused peer gets
-``ST_REFUSED`` before a byte of its request is read. Pipeline messages travel on a *link* (a keyed
+``ST_REFUSED`` before a byte of its request is read. A pipeline message must then pass the admission
+rule (``node.p2p.admission``: by default only a declared session's expected sender, within a window of
+steps, under the job's frame bound) and the inbox's quotas, still before any payload. Pipeline messages travel on a *link* (a keyed
 side socket of the bulk channel, set up once per peer over ``/bsns/pipeline/1``, then written and
 read by ordinary threads: no trio hop per message). Without a link (the peer has ``bulk_channel=False``
 or an unreachable bulk port), payloads of at least ``bulk_threshold`` bytes and all blobs of that
@@ -42,8 +44,10 @@ from node.p2p.bulkport import BulkPort
 from node.p2p.gossip import GossipService, session_topic
 from node.p2p.host import Authorize, Host
 from node.p2p.identity import eth_address_from_private_key, keypair_from_private_key
+from node.p2p.admission import Admission, Expectation
 from node.p2p.inbox import Inbox
-from node.p2p.limits import ADAPTER_PROTOCOL, BULK_THRESHOLD, KAD_PROTOCOL, PIPELINE_PROTOCOL
+from node.p2p.limits import (ADAPTER_PROTOCOL, BLOB_MEMORY, BULK_THRESHOLD, KAD_PROTOCOL, MAX_BUFFERED,
+                             PIPELINE_PROTOCOL)
 from node.p2p.pipeline import PipelineService
 from node.p2p.store import BlobStore
 
@@ -55,8 +59,10 @@ class P2PNode:
                  listen: str = "/ip4/127.0.0.1/tcp/0", bulk_host: str | None = None, bulk_port: int = 0,
                  bulk_announce_port: int | None = None, bulk_threshold: int = BULK_THRESHOLD,
                  max_frame: int = wire.DEFAULT_MAX_FRAME, timeout: float = 30.0,
-                 bootstrap: list[str] | None = None, max_buffered: int = 256, bulk_channel: bool = True,
-                 links: bool = True) -> None:
+                 bootstrap: list[str] | None = None, max_buffered: int = MAX_BUFFERED, bulk_channel: bool = True,
+                 links: bool = True, admission: Admission | None = None,
+                 blob_source: Callable[[bytes], bytes | None] | None = None,
+                 blob_memory: int = BLOB_MEMORY) -> None:
         key = bytes(private_key)
         self.eth_address = eth_address_from_private_key(key)
         self._bootstrap = list(bootstrap or [])
@@ -64,9 +70,10 @@ class P2PNode:
                          max_frame=max_frame)
         self.bulkport = BulkPort(self.host, bind_host=bulk_host or _ip_of(listen), port=bulk_port,
                              announce_port=bulk_announce_port, threshold=bulk_threshold, enabled=bulk_channel)
-        self.pipeline = PipelineService(self.host, self.bulkport, max_buffered=max_buffered, use_links=links)
+        self.pipeline = PipelineService(self.host, self.bulkport, admission=admission, max_buffered=max_buffered,
+                                        use_links=links)
         self.gossip = GossipService(self.host)
-        self.blobs = BlobService(self.host, self.bulkport)
+        self.blobs = BlobService(self.host, self.bulkport, BlobStore(blob_memory, blob_source))
         # the order is the order of start, attach and close: the bulk port closes first (it unblocks
         # handler threads stuck on side sockets), and gossip's library services start before the DHT
         for service in (self.bulkport, self.pipeline, self.gossip, self.blobs):
@@ -155,6 +162,18 @@ class P2PNode:
         """Tell the inbox the trainer is at (round, step): anything older is dropped from now on."""
         self.inbox.advance(session, direction, round_, step)
 
+    def expect_session(self, session: int, round_: int, senders: dict[str, str], max_frame: int,
+                       micro_batches: int | None = None) -> None:
+        """Declare what ``session`` may send this node in ``round_`` (and the next): per direction the
+        only address that sends it, and the largest frame the job can produce. Under the default
+        ``SessionAdmission`` nothing else is taken (``PipelineTransport`` declares this itself)."""
+        self.pipeline.expect(Expectation(session, round_, dict(senders), max_frame, micro_batches))
+
+    def forget_session(self, session: int) -> None:
+        """The session is over on this node: its messages are refused from now on."""
+        self.pipeline.forget(session)
+        self.inbox.reset(session)
+
     def reset_session(self, session: int) -> None:
         """Forget the inbox state of ``session`` so a retried round's steps are accepted again."""
         self.inbox.reset(session)
@@ -164,13 +183,16 @@ class P2PNode:
     def store(self) -> BlobStore:
         return self.blobs.store
 
-    def serve_blob(self, data: bytes) -> str:
-        """Serve ``data`` on ``/bsns/adapter/1``; returns its ``0x`` keccak-256 hash."""
-        return self.blobs.serve(data)
+    def serve_blob(self, data: bytes, pin: bool = False) -> str:
+        """Serve ``data`` on ``/bsns/adapter/1``; returns its ``0x`` keccak-256 hash. Unpinned blobs may be
+        evicted from memory past ``blob_memory`` (and are then read back from ``blob_source``, if any)."""
+        return self.blobs.serve(data, pin)
 
-    def fetch_blob(self, peer_id: str, blob_hash: str | bytes, timeout: float | None = None) -> bytes:
-        """Fetch a blob by hash from a peer; raises ``HashMismatch`` unless its keccak-256 matches."""
-        return self.blobs.fetch(peer_id, blob_hash, timeout)
+    def fetch_blob(self, peer_id: str, blob_hash: str | bytes, timeout: float | None = None,
+                   max_size: int | None = None) -> bytes:
+        """Fetch a blob by hash from a peer; raises ``HashMismatch`` unless its keccak-256 matches, and
+        ``WireError`` if the peer announces more than ``max_size`` bytes (default: the frame limit)."""
+        return self.blobs.fetch(peer_id, blob_hash, timeout, max_size)
 
     def announce_blob(self, blob_hash: str | bytes) -> bool:
         """Publish a Kademlia provider record "this node serves ``blob_hash``" (blob must be served here)."""

@@ -1,10 +1,12 @@
 """The pipeline service: tensor messages (activations, gradients) on ``/bsns/pipeline/1``.
 
 Owns sending a message (on a link when the peer offers one, else on the libp2p stream with large
-payloads on a single keyed bulk transfer), receiving one on either path into the inbox (stale and
-duplicate tags refused at the header, authorisation asked per message, a declared hash checked), and
-the service's counters: payload bytes sent and received, refused messages; ``dropped`` is the inbox's.
-Links themselves (keying, pooling, their threads) are ``node.p2p.links``.
+payloads on a single keyed bulk transfer), receiving one on either path into the inbox (authorisation
+asked per message, then the admission rule and the inbox's stale/duplicate/quota checks, all at the
+header before a byte of payload is read or allocated; a declared hash checked), asking again when a
+receiver says "not now" (``ST_RETRY``), and the service's counters: payload bytes sent and received,
+refused messages; ``dropped`` is the inbox's. Links themselves (keying, pooling, their threads) are
+``node.p2p.links``; who may send what is ``node.p2p.admission``.
 """
 
 from __future__ import annotations
@@ -12,23 +14,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from typing import Any, Callable
 
 from node.hashing import keccak256, keccak_hasher
 from node.p2p import bulk, framing, wire
 from node.p2p.bulkport import BulkPort, ack_guarded, recv_guarded, send_guarded
 from node.p2p.errors import HashMismatch, P2PError, PeerUnavailable, Unauthorized, WireError
+from node.p2p.admission import Admission, Expectation, Refusal, SessionAdmission
 from node.p2p.host import Host, Service
 from node.p2p.inbox import Inbox
-from node.p2p.limits import IDLE_STREAM_TIMEOUT, MAX_HEADER_RECORD, PIPELINE_PROTOCOL, STREAM_CHUNK
+from node.p2p.limits import (IDLE_STREAM_TIMEOUT, MAX_BUFFERED, MAX_HEADER_RECORD, PIPELINE_PROTOCOL,
+                             PIPELINE_WORKERS, RETRY_BACKOFF, STREAM_CHUNK)
 from node.p2p.links import LinkPool, NoLink
 
 log = logging.getLogger(__name__)
 
 
+class _NotNow(Exception):
+    """The receiver said ``ST_RETRY``: nothing was taken, ask again later."""
+
+
 class PipelineService(Service):
-    def __init__(self, host: Host, port: BulkPort, *, max_buffered: int = 256, use_links: bool = True) -> None:
+    def __init__(self, host: Host, port: BulkPort, *, admission: Admission | None = None,
+                 max_buffered: int = MAX_BUFFERED, use_links: bool = True) -> None:
         self.host, self.port = host, port
+        self.admission = admission if admission is not None else SessionAdmission()
         self.inbox = Inbox(max_buffered)
         self.links = LinkPool(host, port, self._link_message)
         self.use_links = use_links      # send on links when peers offer them
@@ -49,6 +60,24 @@ class PipelineService(Service):
         self.inbox.close()
         self.links.close()
 
+    # ------------------------------------------------------------------ admission
+    def expect(self, exp: Expectation) -> None:
+        """Declare who sends this node which messages of a session (see ``node.p2p.admission``)."""
+        self.admission.expect(exp)
+
+    def forget(self, session: int) -> None:
+        self.admission.forget(session)
+
+    def _screen(self, sender: str, header: wire.Header) -> Refusal | None:
+        """The admission rule, then the inbox (which reserves the tags if it takes the message)."""
+        tags = header.tags
+        refusal = self.admission.check(sender, header, self.inbox.watermark(tags.session, tags.direction))
+        if refusal is None:
+            refusal = self.inbox.admit(tags, sender)
+        if refusal is not None and refusal.status == wire.ST_REFUSED:
+            self.refused += 1
+        return refusal
+
     # ------------------------------------------------------------------ sending
     def send(self, peer_id: str, tags: wire.Tags, tensor: Any, *, wire_dtype: str | None = None,
              with_hash: bool = False, timeout: float | None = None) -> bool:
@@ -66,6 +95,19 @@ class PipelineService(Service):
         if with_hash:
             header.hash = keccak256(view)
         timeout = timeout or self.host.timeout
+        deadline = time.monotonic() + timeout
+        pause = RETRY_BACKOFF[0]
+        while True:
+            try:
+                return self._send_once(peer_id, header, view, timeout)
+            except _NotNow as exc:
+                # e.g. the receiver has not reached this session or step yet: it held nothing for us
+                if time.monotonic() + pause > deadline:
+                    raise PeerUnavailable(f"peer {peer_id} did not take {tags} within {timeout:g}s: {exc}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, RETRY_BACKOFF[1])
+
+    def _send_once(self, peer_id: str, header: wire.Header, view: memoryview, timeout: float) -> bool:
         if self.use_links and self.links.offered_by(peer_id):
             try:
                 return self._send_on_link(peer_id, header, view, timeout)
@@ -84,7 +126,10 @@ class PipelineService(Service):
                 link.send_payload(view)
                 reply = link.recv_record(limit=MAX_HEADER_RECORD)
             except (PeerUnavailable, OSError) as exc:
+                stated = self._stated_reason(link)   # the receiver may have stopped reading on purpose
                 self.links.drop(link)
+                if stated is not None:
+                    raise stated from None
                 if reused and attempt == 0:
                     continue  # a kept link that died (peer restarted): one retry on a new one
                 if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
@@ -104,11 +149,30 @@ class PipelineService(Service):
                 log.info("peer %s dropped %s: %s", peer_id, header.tags, body)
                 # on a retry, "duplicate" means the first attempt arrived before its link broke
                 return attempt == 1 and body.startswith("duplicate")
+            if status == wire.ST_RETRY:
+                self.links.checkin(peer_id, link)
+                raise _NotNow(body)
             self.links.drop(link)
             if status == wire.ST_REFUSED:
                 raise Unauthorized(f"peer {peer_id} refused us: {body}")
             raise P2PError(f"peer {peer_id} rejected the tensor: {body}")
         raise PeerUnavailable(f"pipeline link to {peer_id} unavailable")
+
+    @staticmethod
+    def _stated_reason(link: bulk.Link) -> P2PError | None:
+        """The receiver's refusal if it sent one before closing the link (e.g. a frame over the job's
+        bound, refused at its header while the payload was still going out)."""
+        try:
+            link.sock.settimeout(2)
+            reply = link.recv_record(limit=MAX_HEADER_RECORD)
+        except Exception:
+            return None
+        body = reply[3:].decode(errors="replace")
+        if reply[:1] == bytes([wire.ST_REFUSED]):
+            return Unauthorized(f"peer refused us: {body}")
+        if reply[:1] == bytes([wire.ST_ERROR]):
+            return P2PError(f"peer rejected the tensor: {body}")
+        return None
 
     async def _send_on_stream(self, peer_id: str, header: wire.Header, view: memoryview, timeout: float) -> bool:
         frame = header.encode()
@@ -120,6 +184,8 @@ class PipelineService(Service):
             if status == wire.ST_DROPPED:
                 log.info("peer %s dropped %s: %s", peer_id, header.tags, body.decode(errors="replace"))
                 return False
+            if status == wire.ST_RETRY:
+                raise _NotNow(body.decode(errors="replace"))
             if status == wire.ST_ERROR:
                 raise P2PError(f"peer {peer_id} rejected the tensor: {body.decode(errors='replace')}")
             await self._send_payload(stream, status, body, view, peer_id, timeout)
@@ -191,10 +257,11 @@ class PipelineService(Service):
         if header.kind != wire.KIND_TENSOR:
             await self.host.write(stream, wire.encode_reply(wire.ST_ERROR, b"expected a tensor frame"), timeout)
             return False
-        reason = self.inbox.admit(header.tags)
-        if reason is not None:
-            await self.host.write(stream, wire.encode_reply(wire.ST_DROPPED, reason.encode()), timeout)
-            return True
+        refusal = self._screen(sender, header)
+        if refusal is not None:
+            await self.host.write(stream, wire.encode_reply(refusal.status, refusal.reason.encode()), timeout)
+            # the stream stays usable: no payload follows a refused header on a stream
+            return refusal.status in (wire.ST_DROPPED, wire.ST_RETRY)
         delivered = False
         try:
             buf, view = wire.empty_payload(header.payload_len)
@@ -229,7 +296,8 @@ class PipelineService(Service):
                 accept()
                 bulk.send_ack(sock, key, token)
 
-            await trio.to_thread.run_sync(self.port.serve, token, pending, timeout, pull, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(self.port.serve, token, pending, timeout, pull, abandon_on_cancel=True,
+                                          limiter=self.host.pool("pipeline", PIPELINE_WORKERS))
             return True
         await self.host.write(stream, wire.encode_reply(wire.ST_INLINE), timeout)
         await framing.read_into(stream, view, timeout, hasher)
@@ -261,10 +329,16 @@ class PipelineService(Service):
             self.refused += 1
             verdict(wire.ST_REFUSED, f"{sender} is not authorised for {PIPELINE_PROTOCOL}".encode())
             return False
-        reason = self.inbox.admit(header.tags)
-        if reason is not None:
-            link.skip_payload(header.payload_len)
-            verdict(wire.ST_DROPPED, reason.encode())
+        refusal = self._screen(sender, header)
+        if refusal is not None:
+            if refusal.status not in (wire.ST_DROPPED, wire.ST_RETRY):
+                if refusal.status == wire.ST_REFUSED:
+                    self.links.penalise(sender)
+                verdict(refusal.status, refusal.reason.encode())
+                _linger(link.sock)
+                return False  # the payload already on its way is not read: the link ends
+            link.skip_payload(header.payload_len)  # read in 1 MiB records into scratch, never held
+            verdict(refusal.status, refusal.reason.encode())
             return True
         delivered = False
         try:
@@ -284,3 +358,15 @@ class PipelineService(Service):
         verdict(wire.ST_DONE)
         return True
 
+
+
+def _linger(sock: socket.socket, seconds: float = 1.0) -> None:
+    """Half-close after a refusal and discard what the peer still sends, briefly: closing with unread
+    bytes would reset the connection and could destroy the refusal before the peer reads it."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.2)
+        scratch = bytearray(1 << 16)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and sock.recv_into(scratch):
+            pass

@@ -2,8 +2,11 @@
 
 Owns the mapping from a pipeline key ``(step, micro_batch, direction)`` of one session round to wire
 ``Tags``, and from stage numbers to peer ids. It matches ``node.train.pipeline.Transport`` by shape,
-so ``node.p2p`` does not import ``node.train``. A message is only accepted from the peer that holds
-the expected stage: anything else is an error, never silently taken for this step.
+so ``node.p2p`` does not import ``node.train``. Building one declares the round to the node's
+admission rule (``P2PNode.expect_session``): forward messages only from the previous stage's peer,
+backward ones only from the next stage's, no payload above ``max_frame``; a message from anyone else
+is refused at its header and never occupies a tag. ``recv`` checks the sender again (a node run with
+``OpenAdmission`` takes messages from any authorised peer).
 
 Error contract (builtin-based, since ``node.p2p`` cannot name the trainer's errors): ``recv`` raises
 ``RecvTimeout``, also a ``TimeoutError``, when nothing came in time; every other failure is a
@@ -18,14 +21,32 @@ from typing import Any
 
 from node.p2p.errors import P2PError
 from node.p2p.identity import eth_address_from_peer_id
+from node.p2p.limits import SEND_PATIENCE
 from node.p2p.wire import Tags
 
 
 class PipelineTransport:
-    def __init__(self, node: Any, session: int, rnd: int, stage_peers: Mapping[int, str]) -> None:
+    def __init__(self, node: Any, session: int, rnd: int, stage_peers: Mapping[int, str], *,
+                 stage: int | None = None, max_frame: int | None = None,
+                 micro_batches: int | None = None) -> None:
+        """``stage_peers``: stage -> peer id of this replica's pipeline (this node's own stage may be in
+        it, else give ``stage``); ``max_frame``: the largest message the job can produce (default:
+        the node's frame limit)."""
         self.node, self.session, self.round = node, session, rnd
         self.stage_peers = dict(stage_peers)
         self._addresses: dict[int, str] = {}
+        mine = [s for s, pid in self.stage_peers.items() if pid == node.peer_id]
+        if stage is None and len(mine) != 1:
+            raise P2PError("this node's stage is not among the stage peers: give it as stage=")
+        self.stage = mine[0] if stage is None else stage
+        senders = {}
+        for direction, other in (("fwd", self.stage - 1), ("bwd", self.stage + 1)):
+            if other in self.stage_peers:
+                try:
+                    senders[direction] = self._address(other)
+                except P2PError:
+                    pass  # a bad registry entry: nobody may send that direction; recv says why
+        node.expect_session(session, rnd, senders, max_frame or node.max_frame, micro_batches)
 
     def _tags(self, key: tuple[int, int, str]) -> Tags:
         step, micro, direction = key
@@ -45,7 +66,10 @@ class PipelineTransport:
 
     def send(self, to_stage: int, key: tuple[int, int, str], tensors: Mapping[str, Any]) -> bool:
         """Send one message; False when the peer dropped it as stale or duplicate."""
-        return self.node.send_tensor(self._peer(to_stage), self._tags(key), dict(tensors))
+        # the receiver may still be setting up its side of the round (it answers "not now" until its
+        # transport declares the session): wait for it as long as a receive would
+        return self.node.send_tensor(self._peer(to_stage), self._tags(key), dict(tensors),
+                                     timeout=max(self.node.timeout, SEND_PATIENCE))
 
     def recv(self, from_stage: int, key: tuple[int, int, str], timeout: float) -> dict[str, Any]:
         """The message for ``key`` from ``from_stage``; raises ``RecvTimeout`` when none comes in time."""

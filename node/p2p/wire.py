@@ -31,7 +31,9 @@ VERSION = 1
 MAX_NDIM = 8
 MAX_META = 64 * 1024
 ALIGN = 64
-DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB of payload; a node may lower it
+DEFAULT_MAX_FRAME = 1 << 30  # 1 GiB of payload; a node may lower it (pipeline frames: the job's bound)
+MAX_DIM = (1 << 31) - 1      # one dimension of a tensor on the wire
+MAX_SPAN = 1 << 48           # product of a shape's non-zero dimensions (torch's strides must not overflow)
 FLAG_HAS_HASH = 0x1
 
 KIND_TENSOR = 1
@@ -62,6 +64,7 @@ ST_ERROR = 5      # body = one-line error
 ST_DONE = 6       # payload received and accepted
 ST_NOT_FOUND = 7  # blob not served here
 ST_BLOB = 8       # a blob frame header follows, then an ST_INLINE / ST_BULK reply
+ST_RETRY = 9      # not now (session not started here, step too far ahead, buffer quota full): body = reason
 
 
 @dataclass(frozen=True, order=True)
@@ -137,6 +140,7 @@ class Header:
         if len(data) != HEADER_FIXED_SIZE + 8 * ndim + meta_len:
             raise WireError("frame header length does not match its dimension and meta counts")
         shape = struct.unpack_from(f">{ndim}Q", data, HEADER_FIXED_SIZE)
+        _check_shape(shape)
         meta = bytes(data[HEADER_FIXED_SIZE + 8 * ndim:])
         header = cls(kind=kind, payload_len=plen,
                      tags=Tags(session, rnd, step, micro, DIRECTION_NAMES[direction]),
@@ -163,8 +167,12 @@ class Header:
                 e = {"name": str(it["name"]), "dtype": it["dtype"], "orig_dtype": it["orig_dtype"],
                      "shape": tuple(int(d) for d in it["shape"]), "offset": int(it["offset"]),
                      "nbytes": int(it["nbytes"])}
-                if e["dtype"] not in DTYPE_CODES or e["orig_dtype"] not in DTYPE_CODES:
-                    raise ValueError(f"unknown dtype {e['dtype']}")
+                if not isinstance(e["dtype"], str) or not isinstance(e["orig_dtype"], str) \
+                        or e["dtype"] not in DTYPE_CODES or e["orig_dtype"] not in DTYPE_CODES:
+                    raise ValueError(f"unknown dtype {e['dtype']!r}")
+                if len(e["shape"]) > MAX_NDIM:
+                    raise ValueError(f"entry {e['name']} has {len(e['shape'])} dimensions")
+                _check_shape(e["shape"])
                 numel = 1
                 for d in e["shape"]:
                     numel *= d
@@ -172,9 +180,21 @@ class Header:
                         or e["offset"] < 0 or e["offset"] + e["nbytes"] > self.payload_len):
                     raise ValueError(f"entry {e['name']} does not fit the payload")
                 out.append(e)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, WireError) as exc:
             raise WireError(f"bad tensor-set manifest: {exc}") from None
         return out
+
+
+def _check_shape(shape: tuple[int, ...]) -> None:
+    """Dimensions a tensor can have: torch refuses (with its own errors) negative ones and shapes whose
+    strides overflow, even when they hold no element."""
+    span = 1
+    for d in shape:
+        if not 0 <= d <= MAX_DIM:
+            raise WireError(f"tensor dimension {d} outside [0, {MAX_DIM}]")
+        span *= max(d, 1)
+    if span > MAX_SPAN:
+        raise WireError(f"tensor shape {tuple(shape)} is too large")
 
 
 def encode_reply(status: int, body: bytes = b"") -> bytes:

@@ -139,7 +139,7 @@ class _NetView:
     def __init__(self, net, peer):
         self.n, self.peer = net, peer
 
-    def transport(self, session, rnd, replica, stage_peers):
+    def transport(self, session, rnd, replica, stage_peers, limits=None):
         with self.n.lock:
             hub = self.n.hubs.setdefault((session, rnd, replica), QueueTransport.Hub())
         me = [s for s, m in stage_peers.items() if m.peer_id == self.peer][0]

@@ -38,8 +38,15 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.ERROR)
     from node.p2p import P2PNode, Tags, bulk
+    from node.p2p.admission import OpenAdmission
 
-    allow = (lambda a, p: True) if allowed is None else (lambda a, p: a in allowed)
+    from node.p2p import ADAPTER_PROTOCOL
+
+    open_adapter = opts.pop("open_adapter", False)   # /bsns/adapter/1 open to anyone, as the daemon has it
+    allow = (lambda a, p: True) if allowed is None else \
+        (lambda a, p: a in allowed or (open_adapter and p == ADAPTER_PROTOCOL))
+    if opts.pop("open", True):  # tests of transfers themselves; the hostile-peer tests run the session rule
+        opts["admission"] = OpenAdmission()
     node = P2PNode(DEV_KEYS[index], allow, timeout=10, **opts).start()
     results.put(("ok", (node.peer_id, node.addrs, node.eth_address)))
     gossip: list = []
@@ -59,6 +66,8 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
             elif cmd == "recv":
                 tags, timeout = args
                 value = node.recv_with_sender(Tags(*tags), timeout)
+            elif cmd == "expect":   # session, round, {direction: address}, max_frame[, micro_batches]
+                value = node.expect_session(*args)
             elif cmd == "serve":
                 value = node.serve_blob(args[0])
             elif cmd == "serve_corrupt":  # a store whose bytes no longer match their hash
@@ -124,7 +133,11 @@ def _child(index: int, allowed: list[str] | None, opts: dict, cmds: Any, results
                 results.put(("ok", value))
                 return
             else:
-                raise ValueError(f"unknown command {cmd}")
+                from tests.p2p import hostile   # workloads and attacks (test_hostile_peers.py)
+
+                if cmd not in hostile.COMMANDS:
+                    raise ValueError(f"unknown command {cmd}")
+                value = hostile.COMMANDS[cmd](node, *args)
             results.put(("ok", value))
         except Exception as exc:
             results.put(("err", type(exc).__name__, str(exc)))

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from node.p2p import P2PError, P2PNode, PipelineTransport, RecvTimeout, peer_id_from_private_key
+from node.p2p import P2PError, P2PNode, PipelineTransport, RecvTimeout, Unauthorized, peer_id_from_private_key
 from tests.p2p.peers import DEV_KEYS
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,8 +26,8 @@ def pair():
 
 def test_forward_and_backward_messages_between_stages(pair):
     a, b = pair
-    stage0 = PipelineTransport(a, session=3, rnd=1, stage_peers={1: b.peer_id})
-    stage1 = PipelineTransport(b, session=3, rnd=1, stage_peers={0: a.peer_id})
+    stage0 = PipelineTransport(a, session=3, rnd=1, stage_peers={1: b.peer_id}, stage=0)
+    stage1 = PipelineTransport(b, session=3, rnd=1, stage_peers={0: a.peer_id}, stage=1)
     hidden = torch.randn(4, 16, 384)
     mask = torch.ones(4, 16, dtype=torch.int64)
     labels = torch.tensor([0, 1, 1, 0])
@@ -47,16 +47,21 @@ def test_forward_and_backward_messages_between_stages(pair):
         stage1.recv(0, (1, 0, "fwd"), 0.2)
 
 
-def test_message_from_the_wrong_peer_is_an_error(pair):
+def test_message_from_the_wrong_peer_is_refused_at_the_header(pair):
     a, b = pair
-    sender = PipelineTransport(a, session=4, rnd=0, stage_peers={1: b.peer_id})
     # b expects stage 0 to be another node (e.g. the registry assigned someone else)
-    receiver = PipelineTransport(b, session=4, rnd=0, stage_peers={0: peer_id_from_private_key(DEV_KEYS[2])})
-    assert sender.send(1, (0, 0, "fwd"), {"hidden": torch.zeros(2)})
-    with pytest.raises(P2PError, match="not stage 0"):
-        receiver.recv(0, (0, 0, "fwd"), 10)
+    receiver = PipelineTransport(b, session=4, rnd=0, stage_peers={0: peer_id_from_private_key(DEV_KEYS[2]),
+                                                                   1: b.peer_id})
+    sender = PipelineTransport(a, session=4, rnd=0, stage_peers={1: b.peer_id}, stage=0)
+    with pytest.raises(Unauthorized, match="not the member that sends fwd"):
+        sender.send(1, (0, 0, "fwd"), {"hidden": torch.zeros(2)})
+    assert b.inbox.pending() == []                       # nothing held, the tag is still free
+    with pytest.raises(RecvTimeout):
+        receiver.recv(0, (0, 0, "fwd"), 0.2)
     with pytest.raises(P2PError, match="no peer known for stage 5"):
         sender.send(5, (0, 0, "fwd"), {"hidden": torch.zeros(2)})
+    with pytest.raises(P2PError, match="stage is not among"):
+        PipelineTransport(a, session=4, rnd=0, stage_peers={1: b.peer_id})
 
 
 def _until(cond, what: str, timeout: float = 10.0) -> None:
@@ -79,6 +84,7 @@ def test_bulk_transfer_after_the_peer_dropped_the_kept_side_socket(pair):
     # a sender without links: each large message is one transfer on a side socket from its dial pool
     a = P2PNode(DEV_KEYS[2], lambda addr, proto: True, timeout=10, links=False).start()
     a.connect(b.peer_id, b.addrs)
+    b.expect_session(9, 0, {"fwd": a.eth_address}, b.max_frame)
     target = ("127.0.0.1", b.bulkport.listener.port)
     assert a.send_tensor(b.peer_id, Tags(9, 0, 0, 0), big)
     assert torch.equal(b.recv(Tags(9, 0, 0, 0), 10), big)
@@ -115,11 +121,12 @@ def test_the_trainer_turns_transport_failures_into_pipeline_errors(pair):
         return ShardTrainer(s, stage, 2, transport, torch.optim.SGD(s.parameters(), lr=0.1), timeout=0.2)
 
     assert issubclass(RecvTimeout, TimeoutError)
-    last = trainer(1, PipelineTransport(b, session=5, rnd=0, stage_peers={0: a.peer_id}))
+    last = trainer(1, PipelineTransport(b, session=5, rnd=0, stage_peers={0: a.peer_id}, stage=1))
     with pytest.raises(PipelineTimeout, match="stage 0 sent nothing for step 0 micro-batch 0"):
         last.step(0)
     # stage 1 already holds step 0 of this round: the trainer's own send is dropped as a duplicate
-    to_b = PipelineTransport(a, session=6, rnd=0, stage_peers={1: b.peer_id})
+    PipelineTransport(b, session=6, rnd=0, stage_peers={0: a.peer_id}, stage=1)   # b expects a in session 6
+    to_b = PipelineTransport(a, session=6, rnd=0, stage_peers={1: b.peer_id}, stage=0)
     assert to_b.send(1, (0, 0, "fwd"), {"hidden": torch.zeros(1)}) is True
     batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long),
              "labels": torch.zeros(2, dtype=torch.long)}
@@ -127,6 +134,26 @@ def test_the_trainer_turns_transport_failures_into_pipeline_errors(pair):
         trainer(0, to_b).step(0, batch)
     # a message from a peer that does not hold the expected stage is a PipelineError, not a timeout
     assert to_b.send(1, (1, 0, "fwd"), {"hidden": torch.zeros(1)}) is True
-    wrong = trainer(1, PipelineTransport(b, session=6, rnd=0, stage_peers={0: peer_id_from_private_key(DEV_KEYS[2])}))
+    wrong = trainer(1, PipelineTransport(b, session=6, rnd=0, stage_peers={0: peer_id_from_private_key(DEV_KEYS[2])},
+                                         stage=1))
     with pytest.raises(PipelineError, match="not stage 0"):
         wrong.step(1)
+
+
+def test_a_send_waits_for_a_receiver_that_has_not_declared_the_session_yet(pair):
+    """The receiver answers "not now" until its transport declares the round; the sender asks again
+    instead of failing the step, and the message lands once the receiver is ready."""
+    a, b = pair
+    sender = PipelineTransport(a, session=11, rnd=0, stage_peers={1: b.peer_id}, stage=0)
+    msg = {"hidden": torch.ones(3)}
+    t = threading.Thread(target=lambda: result.append(sender.send(1, (0, 0, "fwd"), msg)))
+    result: list = []
+    t.start()
+    import time
+
+    time.sleep(1.0)                                   # b is "still setting up"
+    assert result == [] and b.inbox.pending() == []
+    receiver = PipelineTransport(b, session=11, rnd=0, stage_peers={0: a.peer_id}, stage=1)
+    t.join(20)
+    assert result == [True]
+    assert torch.equal(receiver.recv(0, (0, 0, "fwd"), 5)["hidden"], msg["hidden"])

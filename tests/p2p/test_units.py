@@ -102,14 +102,14 @@ def test_inbox_drops_stale_and_duplicate_and_frees_aborted():
     inbox = Inbox()
     t0 = Tags(1, 0, 0, 0)
     assert inbox.admit(t0) is None
-    assert "duplicate" in inbox.admit(t0)
+    assert "duplicate" in inbox.admit(t0).reason
     inbox.abort(t0)                     # the transfer failed: a resend is welcome
     assert inbox.admit(t0) is None
     inbox.deliver(t0, "m0", "0xA")
     assert inbox.admit(Tags(1, 0, 1, 0)) is None
     inbox.deliver(Tags(1, 0, 1, 0), "m1", "0xA")
     assert inbox.take(Tags(1, 0, 1, 0), 1) == ("m1", "0xA")   # step 1 consumed: step 0 is now stale
-    assert "stale" in inbox.admit(Tags(1, 0, 0, 5))
+    assert "stale" in inbox.admit(Tags(1, 0, 0, 5)).reason
     with pytest.raises(P2PError, match="older"):
         inbox.take(t0, 1)
     assert inbox.admit(Tags(1, 0, 0, 5, "bwd")) is None       # other direction, own watermark
@@ -124,7 +124,7 @@ def test_inbox_drops_stale_and_duplicate_and_frees_aborted():
     assert late not in inbox.pending()
     inbox.reset(1)                                            # a retried round starts afresh
     assert inbox.admit(t0) is None and inbox.admit(Tags(1, 0, 1, 0)) is None
-    assert "duplicate" in inbox.admit(Tags(2, 0, 0, 0))      # other sessions keep their state
+    assert "duplicate" in inbox.admit(Tags(2, 0, 0, 0)).reason  # other sessions keep their state
 
 
 def _pair():
