@@ -5,8 +5,8 @@ Tests mirror the code: ``tests/<x>`` tests ``node/<x>`` (chain, p2p, model, tune
 ``tests/contracts`` the Solidity contracts and their compilation; ``tests/e2e`` whole sessions through the real
 parts. Markers: ``slow`` (long; the full run includes them), ``anvil`` (needs the anvil binary), ``gpu`` (CUDA).
 The fast tier is ``pytest -m "not slow and not anvil" -n 2``. The full run (``scripts/test.sh``) uses both cores
-too: every end-to-end test is in one xdist group (``--dist loadgroup``), so one worker runs the clusters one after
-another while the other runs everything else, and no two clusters of daemons ever compete for the cores.
+too, with ``--dist loadscope``: a module's tests stay on one worker, so a module's cluster (anvil, daemons) is built
+once, and two modules' clusters may run side by side (their timeouts allow for it).
 """
 
 from __future__ import annotations
@@ -20,12 +20,6 @@ from tests.support.evm import Chain, new_chain
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "/tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.fixture(scope="module")

@@ -253,14 +253,17 @@ def test_fetching_node_does_not_need_the_weights_of_a_fedpeat_job(tmp_path, fetc
 
     from node.daemon.config import NodeConfig
     from node.daemon.proposals import VotePolicy
+    from node.job import JobSpec
 
     p = tmp_path / "node.toml"
     p.write_text('[chain]\ndeployment = "d.json"\n[identity]\ndev_account = 1\n[resources]\nmemory_mb = 1024\n'
                  f'[fedpeat]\nfetch_emulators = {str(fetch).lower()}\n')
     params = SimpleNamespace(method="lora", task="sequence-classification", base_model="minilm", rounds=3,
                              shard_memory_mb=(256,), base_model_hash="0x" + "ab" * 32)  # not the local weights
-    specs = SimpleNamespace(gov=SimpleNamespace(get_params=lambda pid: params),
-                            spec_for=lambda pid: SimpleNamespace(fedpeat=object() if fedpeat else None))
+    spec = JobSpec.from_text(SPEC).with_hashes(weights_hash=params.base_model_hash)
+    if not fedpeat:
+        spec = spec.model_copy(update={"fedpeat": None})
+    specs = SimpleNamespace(gov=SimpleNamespace(get_params=lambda pid: params), spec_for=lambda pid: spec)
     d = VotePolicy(NodeConfig.from_toml(p), specs)
     support, why = d.decide(1)
     assert support is votes, why
