@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine: a virtual environment with torch (CPU build unless a GPU is present),
-# the bsns package and its dependencies, and the npm packages (compiler, OpenZeppelin, anvil).
+# the bsns package and its dependencies, and the npm packages (compiler, OpenZeppelin, anvil, forge).
 # Idempotent: a second run only checks what is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 .venv/bin/pip install -q -e ".[$EXTRAS]"
-if [ ! -x node_modules/.bin/anvil ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ ! -x node_modules/.bin/anvil ] || [ ! -x node_modules/.bin/forge ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title Vm
+/// @notice The few Foundry cheatcodes the invariant suite uses, declared here because forge-std is not
+///         installable offline (only an old unofficial copy is on npm). Forge answers calls to this address.
+interface Vm {
+    function prank(address sender) external;
+    function roll(uint256 blockNumber) external;
+    function warp(uint256 timestamp) external;
+    function deal(address account, uint256 balance) external;
+}
+
+/// @dev keccak256("hevm cheat code")'s last 20 bytes: the address forge serves cheatcodes at.
+Vm constant VM = Vm(0x7109709ECfa91a80626fF3989D68f67F5b1DD12D);
