@@ -22,6 +22,20 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Longest first: the end-to-end modules, then the other slow ones, then the rest (a stable sort), so that on two
+    workers the short modules fill the gaps at the end instead of one cluster running alone after everything else."""
+    def rank(item) -> int:
+        if "/tests/e2e/" in str(item.fspath):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+    module_rank: dict[str, int] = {}
+    for item in items:  # a module keeps its tests together (its module-scoped fixtures are built once)
+        module_rank[str(item.fspath)] = min(module_rank.get(str(item.fspath), 2), rank(item))
+    items.sort(key=lambda item: module_rank[str(item.fspath)])
+
+
 @pytest.fixture(scope="module")
 def chain() -> Chain:
     """An in-process EVM (eth-tester) for the module; contract tests deploy on it and roll back with ``snap``."""

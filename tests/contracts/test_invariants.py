@@ -1,6 +1,6 @@
 """Foundry invariant fuzzing of the contracts (issue 11, "How it is checked"), run from pytest.
 
-Runs ``forge test`` on ``test/foundry/SessionsInvariants.t.sol`` (configuration in ``foundry.toml``; forge is the
+Runs ``forge test`` on ``tests/contracts/foundry/SessionsInvariants.t.sol`` (configuration in ``foundry.toml``; forge is the
 npm ``@foundry-rs/forge`` pinned in package.json, compiling offline through ``scripts/forge_solc.sh``) and fails
 on any violated invariant, on a handler call that reverts, or on a campaign shorter than 10,000 calls. The two
 suites and what they check are described in ``docs/security.md`` (chain section, "Invariant fuzzing").
@@ -18,7 +18,7 @@ import pytest
 from coordinator.compile import ROOT
 
 FORGE = ROOT / "node_modules" / ".bin" / "forge"
-SUITE = "test/foundry/SessionsInvariants.t.sol"
+SUITE = "tests/contracts/foundry/SessionsInvariants.t.sol"
 SUITES = {"ByzantineMinorityInvariants", "ByzantineAnyInvariants"}
 MIN_CALLS = 10_000
 RESULT = re.compile(r"\[(PASS|FAIL)[^\]]*\] invariant_protocol\(\) \(runs: (\d+), calls: (\d+), reverts: (\d+)\)")
@@ -41,9 +41,9 @@ def parse_results(out: str) -> dict[str, tuple[str, int, int, int]]:
 
 def test_parse_results_reads_forge_output():
     out = (
-        "Ran 1 test for test/foundry/SessionsInvariants.t.sol:ByzantineAnyInvariants\n"
+        "Ran 1 test for tests/contracts/foundry/SessionsInvariants.t.sol:ByzantineAnyInvariants\n"
         "[PASS] invariant_protocol() (runs: 128, calls: 12800, reverts: 0)\n\n"
-        "Ran 1 test for test/foundry/SessionsInvariants.t.sol:ByzantineMinorityInvariants\n"
+        "Ran 1 test for tests/contracts/foundry/SessionsInvariants.t.sol:ByzantineMinorityInvariants\n"
         "[FAIL: an honest actor was slashed] invariant_protocol() (runs: 3, calls: 300, reverts: 0)\n"
     )
     assert parse_results(out) == {

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {NodeRegistry} from "../../contracts/NodeRegistry.sol";
-import {TrainingSessions} from "../../contracts/TrainingSessions.sol";
-import {FineTuneGovernance} from "../../contracts/FineTuneGovernance.sol";
-import {AdapterRegistry} from "../../contracts/AdapterRegistry.sol";
-import {ITrainingSessions} from "../../contracts/interfaces/ITrainingSessions.sol";
-import {IAdapterRegistry} from "../../contracts/interfaces/IAdapterRegistry.sol";
+import {NodeRegistry} from "../../../contracts/NodeRegistry.sol";
+import {TrainingSessions} from "../../../contracts/TrainingSessions.sol";
+import {FineTuneGovernance} from "../../../contracts/FineTuneGovernance.sol";
+import {AdapterRegistry} from "../../../contracts/AdapterRegistry.sol";
+import {ITrainingSessions} from "../../../contracts/interfaces/ITrainingSessions.sol";
+import {IAdapterRegistry} from "../../../contracts/interfaces/IAdapterRegistry.sol";
 import {VM} from "./Vm.sol";
 import {SessionsHandler} from "./SessionsHandler.sol";
 

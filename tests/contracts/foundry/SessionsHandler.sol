@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {NodeRegistry} from "../../contracts/NodeRegistry.sol";
-import {TrainingSessions} from "../../contracts/TrainingSessions.sol";
-import {FineTuneGovernance} from "../../contracts/FineTuneGovernance.sol";
-import {AdapterRegistry} from "../../contracts/AdapterRegistry.sol";
-import {INodeRegistry} from "../../contracts/interfaces/INodeRegistry.sol";
-import {ITrainingSessions} from "../../contracts/interfaces/ITrainingSessions.sol";
-import {IFineTuneGovernance} from "../../contracts/interfaces/IFineTuneGovernance.sol";
-import {IAdapterRegistry} from "../../contracts/interfaces/IAdapterRegistry.sol";
+import {NodeRegistry} from "../../../contracts/NodeRegistry.sol";
+import {TrainingSessions} from "../../../contracts/TrainingSessions.sol";
+import {FineTuneGovernance} from "../../../contracts/FineTuneGovernance.sol";
+import {AdapterRegistry} from "../../../contracts/AdapterRegistry.sol";
+import {INodeRegistry} from "../../../contracts/interfaces/INodeRegistry.sol";
+import {ITrainingSessions} from "../../../contracts/interfaces/ITrainingSessions.sol";
+import {IFineTuneGovernance} from "../../../contracts/interfaces/IFineTuneGovernance.sol";
+import {IAdapterRegistry} from "../../../contracts/interfaces/IAdapterRegistry.sol";
 import {VM} from "./Vm.sol";
 
 /// @title SessionsHandler
