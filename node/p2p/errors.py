@@ -27,5 +27,9 @@ class PeerUnavailable(P2PError):
     """The peer could not be dialled, went away mid-transfer, or did not answer in time."""
 
 
+class PeerLeft(PeerUnavailable):
+    """The peer's connection closed while a message to or from it was still due (it died or restarted)."""
+
+
 class NotFound(P2PError):
     """The peer does not serve the requested blob."""

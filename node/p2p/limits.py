@@ -35,6 +35,7 @@ MAX_BUFFERED = 256             # messages held (arrived or arriving, not yet tak
 MAX_PER_SESSION = 128          # ... for one session: a session that never runs cannot fill the buffer
 MAX_PER_SENDER = 64            # ... from one peer: one member cannot take a session's whole share
 RETRY_BACKOFF = (0.02, 0.5)    # a sender told "not now" asks again after this much, doubling to the cap
+PRESENCE_POLL = 0.25           # a pipeline receive looks this often whether its sender's connection closed
 SEND_PATIENCE = 60.0           # a pipeline step's send waits this long at least for a receiver that has not
                                # declared the session yet (still setting up): the trainer's receive timeout
 

@@ -49,6 +49,7 @@ from node.p2p.inbox import Inbox
 from node.p2p.limits import (ADAPTER_PROTOCOL, BLOB_MEMORY, BULK_THRESHOLD, KAD_PROTOCOL, MAX_BUFFERED,
                              PIPELINE_PROTOCOL)
 from node.p2p.pipeline import PipelineService
+from node.p2p.presence import PresenceService
 from node.p2p.store import BlobStore
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,10 @@ class P2PNode:
                                         use_links=links)
         self.gossip = GossipService(self.host)
         self.blobs = BlobService(self.host, self.bulkport, BlobStore(blob_memory, blob_source))
+        self.presence = PresenceService(self.host)
         # the order is the order of start, attach and close: the bulk port closes first (it unblocks
         # handler threads stuck on side sockets), and gossip's library services start before the DHT
-        for service in (self.bulkport, self.pipeline, self.gossip, self.blobs):
+        for service in (self.bulkport, self.pipeline, self.gossip, self.blobs, self.presence):
             self.host.register(service)
 
     # ------------------------------------------------------------------ lifecycle
@@ -132,6 +134,16 @@ class P2PNode:
 
     def connected_peers(self) -> list[str]:
         return self.host.call(self.host.connected_peers)
+
+    def peer_generation(self, peer_id: str) -> int:
+        """How many times this node's last connection to ``peer_id`` closed (``node.p2p.presence``): a
+        change means the peer went away (and may be back, restarted) in between."""
+        return self.presence.generation(peer_id)
+
+    def peer_gone_for(self, peer_id: str) -> float | None:
+        """Seconds since the peer's last connection here closed while none is open; None while connected or
+        never seen to leave."""
+        return self.presence.gone_for(peer_id)
 
     # ------------------------------------------------------------------ pipeline
     @property

@@ -12,6 +12,12 @@ Error contract (builtin-based, since ``node.p2p`` cannot name the trainer's erro
 ``RecvTimeout``, also a ``TimeoutError``, when nothing came in time; every other failure is a
 ``P2PError`` (a ``BsnsError``); ``send`` returns False when the peer dropped the message as stale or
 duplicate. The trainer maps these to ``PipelineTimeout`` / ``PipelineError``.
+
+A neighbour that went away since the round's transport was built (its last connection to this node
+closed: killed, or restarted and so back at the start of the round) is ``PeerLeft`` at once, on ``send``
+and during a ``recv``'s wait, instead of after the timeout: the messages this round still expects from or
+for it will never come, and both halves of the pipeline can only meet again at the start of the round
+(the daemon retries it from its checkpoint; the restarted neighbour starts there too).
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from node.p2p.errors import P2PError
+import time
+
+from node.p2p.errors import P2PError, PeerLeft
 from node.p2p.identity import eth_address_from_peer_id
-from node.p2p.limits import SEND_PATIENCE
+from node.p2p.inbox import RecvTimeout
+from node.p2p.limits import PRESENCE_POLL, SEND_PATIENCE
 from node.p2p.wire import Tags
 
 
@@ -47,6 +56,16 @@ class PipelineTransport:
                 except P2PError:
                     pass  # a bad registry entry: nobody may send that direction; recv says why
         node.expect_session(session, rnd, senders, max_frame or node.max_frame, micro_batches)
+        self._generations = {s: self._generation(pid) for s, pid in self.stage_peers.items() if s != self.stage}
+
+    def _generation(self, peer_id: str) -> int:
+        gen = getattr(self.node, "peer_generation", None)  # a node without presence never reports a peer left
+        return gen(peer_id) if gen is not None else 0
+
+    def _check_present(self, stage: int) -> None:
+        """Raise ``PeerLeft`` if ``stage``'s peer went away since this transport was built."""
+        if stage in self._generations and self._generation(self._peer(stage)) != self._generations[stage]:
+            raise PeerLeft(f"stage {stage}'s peer left (its connection closed) during round {self.round}")
 
     def _tags(self, key: tuple[int, int, str]) -> Tags:
         step, micro, direction = key
@@ -68,15 +87,28 @@ class PipelineTransport:
         """Send one message; False when the peer dropped it as stale or duplicate."""
         # the receiver may still be setting up its side of the round (it answers "not now" until its
         # transport declares the session): wait for it as long as a receive would
+        self._check_present(to_stage)
         return self.node.send_tensor(self._peer(to_stage), self._tags(key), dict(tensors),
                                      timeout=max(self.node.timeout, SEND_PATIENCE))
 
     def recv(self, from_stage: int, key: tuple[int, int, str], timeout: float) -> dict[str, Any]:
         """The message for ``key`` from ``from_stage``; raises ``RecvTimeout`` when none comes in time."""
         expected = self._address(from_stage)
-        msg, sender = self.node.recv_with_sender(self._tags(key), timeout)
+        msg, sender = self._wait(from_stage, key, timeout)
         if sender != expected:
             raise P2PError(f"message for {key} came from {sender}, not stage {from_stage} ({expected})")
         if not isinstance(msg, dict):
             raise P2PError(f"message for {key} is a bare tensor, expected named tensors")
         return msg
+
+    def _wait(self, from_stage: int, key: tuple[int, int, str], timeout: float) -> tuple[Any, str]:
+        """Take the message, looking every ``PRESENCE_POLL`` seconds whether its sender is still there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_present(from_stage)
+            left = deadline - time.monotonic()
+            try:
+                return self.node.recv_with_sender(self._tags(key), max(0.0, min(left, PRESENCE_POLL)))
+            except RecvTimeout:
+                if left <= PRESENCE_POLL:
+                    raise RecvTimeout(f"no message for {self._tags(key)} within {timeout:g}s") from None
