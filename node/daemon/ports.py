@@ -100,5 +100,9 @@ class NetPort(Protocol):
     def bytes_moved(self) -> tuple[int, int]:
         """(sent, received) payload bytes so far, for the round records."""
 
+    def gone_for(self, peer: str) -> float | None:
+        """Seconds since this node's last connection to ``peer`` closed, while none is open again; None while
+        connected or never seen to leave (a peer this node never talked to is not known to be gone)."""
+
 
 Clock = Callable[[], float]

@@ -216,6 +216,9 @@ class RealNet:
     def bytes_moved(self):
         return self.node.bytes_moved()
 
+    def gone_for(self, peer):
+        return self.node.peer_gone_for(peer)
+
     # -- announcements --------------------------------------------------------------------------
     def join_topic(self, session: int) -> None:
         from node.p2p import session_topic

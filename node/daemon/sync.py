@@ -6,8 +6,10 @@ shard) ``RoundSync.run``:
 
 1. serves this node's local update (content-addressed) and announces (round, shard, replica, hash, samples)
    on the session's topic; a node that sits the round out announces nothing and commits a zero local hash;
-2. collects the expected replicas' announcements until all arrived, the round is final or ``sync_timeout``
-   passed (a replica that is down is left out), and fetches their updates by hash (verified);
+2. collects the expected replicas' announcements until all arrived, the round is final, ``sync_timeout``
+   passed, or every replica still missing is known to be gone (``_gone``: a member of it whose connection to
+   this node closed ``GONE_GRACE`` seconds ago and has not reopened; a restarting daemon is back well within
+   that and is waited for), and fetches their updates by hash (verified);
 3. agrees on the set (``_agree_on_set``): announces which updates it holds and keeps only those every replica
    in its set also holds (the intersection), so replicas that saw different sets converge on one aggregate
    instead of splitting the vote (with two replicas a split could never be finalized); screens them
@@ -37,6 +39,11 @@ from node.hashing import keccak_hex
 
 PULSE_SECONDS = 3.0
 FETCH_TIMEOUT = 30.0
+#: how long a replica's member must have been disconnected from this node before the sync stops waiting for the
+#: replica: longer than a daemon restarted after a crash takes to reconnect (measured by
+#: scripts/bench_kill_restart.py: it trains again within about 10 s on a loaded 2-core machine), shorter than
+#: the sync timeout, which is what a replica that is gone cost before
+GONE_GRACE = 15.0
 
 
 class SessionAborted(Exception):
@@ -181,6 +188,8 @@ class RoundSync:
         deadline = time.monotonic() + self.sync_timeout
         while not expected <= set(updates) and time.monotonic() < deadline and self._final(rnd) is None:
             collect()
+            if self._gone(rnd, expected - set(updates)):
+                break
             pulse.tick()
             self.sleep(self.poll)
         if self.policy.commit_after_final:
@@ -214,6 +223,8 @@ class RoundSync:
                         others[a.replica] = {int(k): v for k, v in a.extra.get("set", {}).items()}
                 if all(r in others for r in chosen if r != self.me.replica):
                     break
+                if self._gone(rnd, {r for r in chosen if r != self.me.replica and r not in others}):
+                    break
                 if self._final(rnd) is not None:
                     break
                 pulse.tick()
@@ -223,6 +234,21 @@ class RoundSync:
                 break
             chosen = narrowed
         return chosen, agg_bytes, h_agg
+
+    def _gone(self, rnd: int, missing: set[int]) -> bool:
+        """Whether every replica in ``missing`` is known to be gone: some member of it (any shard: without one
+        stage a replica cannot train) left this node ``GONE_GRACE`` seconds ago or more and is not back."""
+        if not missing:
+            return False
+        gone = []
+        for rep in sorted(missing):
+            left = [self.net.gone_for(m.peer_id) for m in self.chain.members(self.session)
+                    if m.replica == rep and m.peer_id and m.address != self.me.address]
+            if not any(t is not None and t >= GONE_GRACE for t in left):
+                return False
+            gone.append(rep)
+        self.emit("replicas_gone", round=rnd, replicas=gone, grace=GONE_GRACE)
+        return True
 
     def _await_final(self, rnd: int, pulse: _Pulse, h_agg: str | None, h_local: str) -> str:
         """The round's final hash, once it is final on chain. A round retried in a new epoch gets this node's

@@ -130,6 +130,7 @@ class FakeNet:
         self.down = set()
         self.blocked = set()               # (fetcher, owner): fetches that fail, as after a reset stream
         self.sent = defaultdict(int)
+        self.left = {}                     # peer -> monotonic time its connections closed (it is gone)
 
     def port(self, peer):
         return _NetView(self, peer)
@@ -171,6 +172,10 @@ class _NetView:
 
     def bytes_moved(self):
         return self.n.sent[self.peer], 0
+
+    def gone_for(self, peer):
+        since = self.n.left.get(peer)
+        return None if since is None else time.monotonic() - since
 
 
 def run_runners(cls, spec, members, replicas, chain, net, tmp, *, timeout=120, per_member=lambda m: {}, expect=None,
