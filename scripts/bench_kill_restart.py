@@ -1,8 +1,9 @@
 """What a kill -9 costs a session: rounds lost and seconds lost per kill, against a run without a kill.
 
 One cluster on anvil (real daemons, real libp2p sockets), two sessions of the same spec, one after the other:
-the first runs undisturbed (the baseline), in the second one daemon is killed with SIGKILL in the middle of
-a round and started again at once. For each session it prints the wall time from the start of training to
+the first runs undisturbed (the baseline), in each of the next ones one daemon is killed with SIGKILL in the
+middle of a round and started again at once (by default once a first-stage and once a last-stage daemon: the
+neighbour of a killed first stage waits on a receive, that of a killed last stage fails on its next send). For each session it prints the wall time from the start of training to
 completion, and for each round how many replicas' updates the final aggregate of every shard used (read
 from the surviving daemons' own records). A round is lost for the killed daemon's replica when the
 aggregate of some shard left that replica out. Figures of both sessions come from the same run:
@@ -49,7 +50,7 @@ def run_session(cl, spec_text: str, replicas: int, shards: int, rounds: int, int
             return rows and rows[0]["round"] == 1 and rows[0]["step"] % interval < interval - 2
         cl.wait_for("the victim to be in the middle of round 1", mid_round_1, 300, poll=0.05)
         cl.kill_node(victim, signal.SIGKILL)
-        killed_at = time.monotonic() - t0
+        killed_at, killed_wall = time.monotonic() - t0, time.time()
         cl.start_node(victim)
 
         def trains_again():  # the first step the restarted daemon records after the kill
@@ -66,6 +67,13 @@ def run_session(cl, spec_text: str, replicas: int, shards: int, rounds: int, int
             cl.check_alive()
             time.sleep(0.2)
     seconds = time.monotonic() - t0
+    started_after = None
+    if victim is not None:  # the restarted daemon's "started" event: it reconnects to the members right after
+        for line in (victim.data_dir / "daemon.jsonl").read_text(errors="replace").splitlines():
+            ev = json.loads(line) if line.startswith("{") else {}
+            if ev.get("event") == "started" and ev.get("t", 0) > killed_wall:
+                started_after = round(ev["t"] - killed_wall, 1)
+                break
     # the final aggregate's set, as every surviving member recorded it (peers_used: updates aggregated)
     used: dict[int, int] = {}
     for p in cl.procs:
@@ -86,6 +94,7 @@ def run_session(cl, spec_text: str, replicas: int, shards: int, rounds: int, int
     return {"session": sid, "seconds": round(seconds, 1), "rounds_lost": lost, "used": used,
             "killed_at": None if killed_at is None else round(killed_at, 1),
             "trains_again_after": None if back_at is None else round(back_at - killed_at, 1),
+            "started_after": started_after,
             "first_round_with_victim": first_back}
 
 
@@ -98,7 +107,7 @@ def main() -> None:
     ap.add_argument("--pipeline-timeout", type=float, default=60.0)
     ap.add_argument("--sync-timeout", type=float, default=45.0)
     ap.add_argument("--train-limit", type=int, default=160)
-    ap.add_argument("--victim", default="1,1", help="shard,replica of the daemon to kill")
+    ap.add_argument("--victims", default="0,1;1,1", help="shard,replica of the daemon to kill, one session each")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = ap.parse_args()
 
@@ -109,7 +118,7 @@ def main() -> None:
     spec_text = demo_spec_text(rounds=args.rounds, sync_interval=args.interval, batch_size=8, max_seq_len=16,
                                micro_batches=2, validation_size=32, bottleneck=8, layers=layers,
                                min_replicas=args.replicas)
-    kill = tuple(int(x) for x in args.victim.split(","))
+    kills = [tuple(int(x) for x in v.split(",")) for v in args.victims.split(";")]
     with tempfile.TemporaryDirectory(prefix="bsns-killbench-") as tmp:
         with Cluster(Path(tmp), nodes=args.shards * args.replicas, train_limit=args.train_limit,
                      pipeline_timeout_s=args.pipeline_timeout, sync_timeout_s=args.sync_timeout,
@@ -118,19 +127,27 @@ def main() -> None:
             base = run_session(cl, spec_text, args.replicas, args.shards, args.rounds, args.interval, None)
             print(f"baseline (no kill): session {base['session']}, {base['seconds']} s, rounds lost "
                   f"{len(base['rounds_lost'])}", flush=True)
-            hit = run_session(cl, spec_text, args.replicas, args.shards, args.rounds, args.interval, kill)
-    lost_s = round(hit["seconds"] - base["seconds"], 1)
-    print(f"kill -9 of shard {kill[0]} replica {kill[1]} at {hit['killed_at']} s into training: session "
-          f"{hit['session']}, {hit['seconds']} s; the daemon trained again {hit['trains_again_after']} s after "
-          f"the kill; first round with its replica in the aggregate: {hit['first_round_with_victim']}")
-    print(f"updates aggregated per round (fewest over the shards), baseline {base['used']}, with the kill "
-          f"{hit['used']}")
-    print(f"rounds lost per kill: {len(hit['rounds_lost'])} {hit['rounds_lost']} (baseline "
-          f"{len(base['rounds_lost'])})")
-    print(f"seconds lost per kill: {lost_s} ({hit['seconds']} s against the baseline's {base['seconds']} s)")
+            hits = []
+            for kill in kills:
+                hit = run_session(cl, spec_text, args.replicas, args.shards, args.rounds, args.interval, kill)
+                hit["victim"], hit["seconds_lost"] = list(kill), round(hit["seconds"] - base["seconds"], 1)
+                hits.append(hit)
+                print(f"kill -9 of shard {kill[0]} replica {kill[1]} at {hit['killed_at']} s into training: "
+                      f"session {hit['session']}, {hit['seconds']} s; the daemon was up again {hit['started_after']} s and "
+                      f"trained again "
+                      f"{hit['trains_again_after']} s after the kill; first round with its replica in the "
+                      f"aggregate: {hit['first_round_with_victim']}; updates aggregated per round (fewest over the "
+                      f"shards) {hit['used']}", flush=True)
+    print(f"\n| kill -9 of | rounds lost | seconds lost | session | baseline session |\n|---|---|---|---|---|")
+    for hit in hits:
+        print(f"| shard {hit['victim'][0]} replica {hit['victim'][1]} | {len(hit['rounds_lost'])} "
+              f"{hit['rounds_lost']} | {hit['seconds_lost']} | {hit['seconds']} s | {base['seconds']} s |")
+    print(f"per kill (mean of {len(hits)}): rounds lost {sum(len(h['rounds_lost']) for h in hits) / len(hits):.2f}, "
+          f"seconds lost {sum(h['seconds_lost'] for h in hits) / len(hits):.1f}; the baseline lost "
+          f"{len(base['rounds_lost'])} rounds")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "baseline": base,
-                                        "kill": hit, "seconds_lost": lost_s}, indent=2, default=str))
+                                        "kills": hits}, indent=2, default=str))
 
 
 if __name__ == "__main__":

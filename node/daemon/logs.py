@@ -46,6 +46,7 @@ EVENT_LEVELS = {
     "join_refused": logging.WARNING,
     "evaluate_failed": logging.WARNING,
     "pipeline_broken": logging.WARNING,
+    "replicas_gone": logging.WARNING,
     "update_unavailable": logging.WARNING,
     "update_refused": logging.WARNING,
     "emulator_refused": logging.WARNING,
