@@ -116,6 +116,7 @@ class Daemon:
         self.specs = SpecSource(self.gov, cfg.data_dir)
         self.policy = VotePolicy(cfg, self.specs)
         self._start_p2p()
+        self._rejoin_peers()
         from node.daemon.publish import Publisher
 
         self.publisher = Publisher(self.sessions, self.adapters, self.chain_port, self.net, self.store, self.stop,
@@ -155,6 +156,16 @@ class Daemon:
 
         self.chain_port = RealChain(self.sessions, self.registry, self.address, self.fedpeat)
         self.net = RealNet(self.p2p, self.chain_port.members)
+
+    def _rejoin_peers(self) -> None:
+        """After a restart, reconnect at once to the members of the sessions this node was training in: they
+        stop waiting for a member that left ``GONE_GRACE`` seconds ago (node.daemon.sync), and this is the
+        earliest the node can show it is back (before its watcher catches up and its model loads)."""
+        for row in self.store.sessions("training"):
+            try:
+                self.net.ensure_connected(self.chain_port.members(row["session_id"]))
+            except BsnsError as exc:  # the session's own handling will say what is wrong with it
+                log.info("could not reconnect to session %s's members: %s", row["session_id"], exc)
 
     def _announce_addr(self) -> str:
         if self.cfg.p2p.announce:
