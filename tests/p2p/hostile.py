@@ -127,7 +127,8 @@ def rss(node: Any) -> int:
 def counters(node: Any) -> dict:
     return {"refused": node.refused, "busy": node.inbox.busy, "pending": [t.session for t in node.inbox.pending()],
             "evicted": node.bulkport.listener.evicted, "blob_limited": node.blobs.limiter.refused,
-            "parked": node.bulkport.listener.parked}
+            "parked": node.bulkport.listener.parked, "sent_away": node.pipeline.sent_away,
+            "turned_away": node.host.gate.turned_away}
 
 
 COMMANDS = {"send_many": send_many, "take_many": take_many, "flood": flood, "hammer": hammer, "nice": nice,
