@@ -287,6 +287,7 @@ class Daemon:
             if self.store.session(sid) is not None:
                 self.store.upsert_session(sid, status="failed", reason=reason)
             self._sessions.discard(sid)
+            self._session_over(sid)
             event("session_failed_here", session=sid, attempts=attempts, reason=reason)
             return
         wait = SESSION_RETRY_S * 2 ** (attempts - 1)
@@ -429,6 +430,7 @@ class Daemon:
             return
         except SessionAborted as exc:  # a round ran out of epochs on chain: stop, and take the stake back
             self._free_runner(sid)
+            self._session_over(sid)
             self.store.upsert_session(sid, status="failed")
             event("session_failed", session=sid, reason=str(exc))
             self._release_stake(sid)
@@ -437,6 +439,7 @@ class Daemon:
             self.publisher.publish(sid, spec, shard, replica, runner)
         finally:
             self._free_runner(sid)
+            self._session_over(sid)
         self.store.upsert_session(sid, status="done")
         event("session_done", session=sid, shard=shard, replica=replica)
         self._release_stake(sid)
@@ -454,6 +457,15 @@ class Daemon:
             return
         self._released.add(sid)
         event("stake_released", session=sid)
+
+    def _session_over(self, sid: int) -> None:
+        """The session ended here (done, aborted or failed for good): its pipeline messages are refused from now
+        on and its inbox state is dropped (its round blobs age out of the blob store's LRU bound; the published adapter
+        stays, pinned by the publisher)."""
+        try:
+            self.net.end_session(sid)
+        except Exception as exc:  # noqa: BLE001 - the p2p node may be closing; the session is over anyway
+            log.debug("ending session %s on the p2p node: %s", sid, exc)
 
     def _free_runner(self, sid: int) -> None:
         """Forget a finished session's runner (its model, optimizer state and data) and give the memory back: an
