@@ -84,6 +84,7 @@ class Daemon:
         reset_hint = f"`bsns node reset --config {shown(cfg.path) if cfg.path else 'node.toml'}`"
         self.datadir = DataDir(cfg.data_dir, reset_hint)
         self.datadir.lock()
+        self._check_listen()
         self.w3 = rpc.connect(cfg.chain.rpc)
         chain_id = self.chain_id = self.w3.eth.chain_id
         self.deployment = Deployment.load(cfg.deployment_path, chain_id=chain_id)
@@ -143,6 +144,16 @@ class Daemon:
             return bool(hit and hit[1])
         self._active_cache[eth_address.lower()] = (now, ok)
         return ok
+
+    def _check_listen(self) -> None:
+        """A listen address that parses but cannot be bound (port in use, not this host's) fails here, in one line,
+        before the chain is contacted."""
+        from node.p2p.host import check_listen
+
+        try:
+            check_listen(self.cfg.p2p.listen)
+        except BsnsError as exc:
+            raise DaemonError(f"p2p.listen: {exc}") from None
 
     def _start_p2p(self) -> None:
         from node.p2p import P2PNode

@@ -483,6 +483,31 @@ class Host:
             raise
 
 
+def check_listen(listen: str) -> None:
+    """Raise ``P2PError`` (one line) when ``listen`` parses but cannot be bound on this host: a port in use, an
+    address that is not this machine's. The library only logs a failed listen and carries on, so without this
+    the failure surfaced late, after the chain was contacted, beside the library's own log lines. Binds with
+    ``SO_REUSEADDR`` as trio's listeners do, so a port the last run left in TIME_WAIT passes here as there."""
+    import socket
+
+    import multiaddr
+
+    try:
+        maddr = multiaddr.Multiaddr(listen)
+        protos = {p.name for p in maddr.protocols()}
+        family = socket.AF_INET6 if "ip6" in protos else socket.AF_INET
+        ip = maddr.value_for_protocol("ip6" if "ip6" in protos else "ip4")
+        port = int(maddr.value_for_protocol("tcp"))
+    except Exception:
+        return   # not an /ip4|ip6/.../tcp/... address: the config's validator says what is wrong with it
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((ip, port))
+        except OSError as exc:
+            raise P2PError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     """The first leaf of (nested) exception groups: trio wraps failures in them."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
