@@ -207,7 +207,8 @@ def run_one(st: Setup, rule: str, attack: str, rounds: int, interval: int, batch
                 data, refused = screened_aggregate({r: canonical_bytes(sent[r]) for r in range(n)},
                                                    canonical_bytes(start), rule_obj, counts.__getitem__)
                 new.update(state_from_bytes(data))
-                # a copy's victim is refused with the copier by design; any other honest refusal is a false positive
+                # a copied pair counts once, as its lower replica's: when that is the copier, the victim's identical
+                # update is the one refused (by design: the content is kept); any other honest refusal is a false positive
                 victim = (who + 1) % n if attack == "copy" else None
                 honest_refused += sum(1 for r in refused if r != who and r != victim)
         glob = new

@@ -131,7 +131,12 @@ def counters(node: Any) -> dict:
             "turned_away": node.host.gate.turned_away}
 
 
-COMMANDS = {"send_many": send_many, "take_many": take_many, "flood": flood, "hammer": hammer, "nice": nice,
+def forget(node: Any, session: int) -> None:
+    """The session is over (as the daemon does it): a finished run's last step stays held until then."""
+    node.forget_session(session)
+
+
+COMMANDS = {"forget": forget, "send_many": send_many, "take_many": take_many, "flood": flood, "hammer": hammer, "nice": nice,
             "report": report, "stop": stop, "rss": rss, "counters": counters}
 
 
