@@ -25,41 +25,22 @@ from collections.abc import Callable
 
 import typer
 
-RULES = ("fedavg", "median", "trimmed-mean", "geometric-median")
+RULES = ("fedavg", "median", "trimmed-mean", "geometric-median", "norm-clip")
 BEFORE = "fedavg-announced"  # no screening, weights as announced: the sync before issue 12
 LIE = 10**15
 
 
 def _spec(seq: int, val: int, lr: float, seed: int):
+    """The demo's spec (``coordinator.demo.demo_spec_text``: one home for the job the project measures) with LoRA
+    on query/value, the trimmed mean's fraction for 3-4 replicas, and this bench's sizes."""
+    from coordinator.demo import demo_spec_text
     from node.job import JobSpec
 
-    return JobSpec.from_text(f"""
-name = "bench-poison"
-[model]
-id = "minilm"
-[data]
-dataset = "sst2"
-path = "data/sst2/train.tsv"
-max_seq_len = {seq}
-validation_size = {val}
-[task]
-kind = "sequence-classification"
-num_labels = 2
-[method]
-name = "lora"
-config = {{ r = 8, alpha = 16.0, target_modules = ["query", "value"] }}
-[shards]
-layers = [[0, 3], [3, 6]]
-memory_mb = [1024, 1024]
-[training]
-rounds = 1
-sync_interval = 1
-batch_size = 16
-learning_rate = {lr}
-seed = {seed}
-aggregation = "trimmed-mean"
-trim_fraction = 0.34
-""")
+    return JobSpec.from_text(demo_spec_text(
+        max_seq_len=seq, validation_size=val, learning_rate=lr, seed=seed, rounds=1, sync_interval=1, batch_size=16,
+        micro_batches=1,
+        method="lora", method_config='{ r = 8, alpha = 16.0, target_modules = ["query", "value"] }',
+        aggregation="trimmed-mean", trim_fraction=0.34))
 
 
 # -- attacks: (honest states this round by replica, the attacker, the round's start, its last submission) -> state
@@ -207,7 +188,8 @@ def run_one(st: Setup, rule: str, attack: str, rounds: int, interval: int, batch
                 data, refused = screened_aggregate({r: canonical_bytes(sent[r]) for r in range(n)},
                                                    canonical_bytes(start), rule_obj, counts.__getitem__)
                 new.update(state_from_bytes(data))
-                # a copy's victim is refused with the copier by design; any other honest refusal is a false positive
+                # a copied pair counts once, as its lower replica's: when that is the copier, the victim's identical
+                # update is the one refused (by design: the content is kept); any other honest refusal is a false positive
                 victim = (who + 1) % n if attack == "copy" else None
                 honest_refused += sum(1 for r in refused if r != who and r != victim)
         glob = new

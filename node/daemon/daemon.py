@@ -84,6 +84,7 @@ class Daemon:
         reset_hint = f"`bsns node reset --config {shown(cfg.path) if cfg.path else 'node.toml'}`"
         self.datadir = DataDir(cfg.data_dir, reset_hint)
         self.datadir.lock()
+        self._check_listen()
         self.w3 = rpc.connect(cfg.chain.rpc)
         chain_id = self.chain_id = self.w3.eth.chain_id
         self.deployment = Deployment.load(cfg.deployment_path, chain_id=chain_id)
@@ -144,6 +145,16 @@ class Daemon:
             return bool(hit and hit[1])
         self._active_cache[eth_address.lower()] = (now, ok)
         return ok
+
+    def _check_listen(self) -> None:
+        """A listen address that parses but cannot be bound (port in use, not this host's) fails here, in one line,
+        before the chain is contacted."""
+        from node.p2p.host import check_listen
+
+        try:
+            check_listen(self.cfg.p2p.listen)
+        except BsnsError as exc:
+            raise DaemonError(f"p2p.listen: {exc}") from None
 
     def _start_p2p(self) -> None:
         from node.p2p import P2PNode
@@ -298,6 +309,7 @@ class Daemon:
             if self.store.session(sid) is not None:
                 self.store.upsert_session(sid, status="failed", reason=reason)
             self._sessions.discard(sid)
+            self._session_over(sid)
             event("session_failed_here", session=sid, attempts=attempts, reason=reason)
             return
         wait = SESSION_RETRY_S * 2 ** (attempts - 1)
@@ -440,6 +452,7 @@ class Daemon:
             return
         except SessionAborted as exc:  # a round ran out of epochs on chain: stop, and take the stake back
             self._free_runner(sid)
+            self._session_over(sid)
             self.store.upsert_session(sid, status="failed")
             event("session_failed", session=sid, reason=str(exc))
             self._release_stake(sid)
@@ -448,6 +461,7 @@ class Daemon:
             self.publisher.publish(sid, spec, shard, replica, runner)
         finally:
             self._free_runner(sid)
+            self._session_over(sid)
         self.store.upsert_session(sid, status="done")
         event("session_done", session=sid, shard=shard, replica=replica)
         self._release_stake(sid)
@@ -465,6 +479,15 @@ class Daemon:
             return
         self._released.add(sid)
         event("stake_released", session=sid)
+
+    def _session_over(self, sid: int) -> None:
+        """The session ended here (done, aborted or failed for good): its pipeline messages are refused from now
+        on and its inbox state is dropped (its round blobs age out of the blob store's LRU bound; the published adapter
+        stays, pinned by the publisher)."""
+        try:
+            self.net.end_session(sid)
+        except Exception as exc:  # noqa: BLE001 - the p2p node may be closing; the session is over anyway
+            log.debug("ending session %s on the p2p node: %s", sid, exc)
 
     def _free_runner(self, sid: int) -> None:
         """Forget a finished session's runner (its model, optimizer state and data) and give the memory back: an

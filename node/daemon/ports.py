@@ -89,6 +89,12 @@ class NetPort(Protocol):
     def serve(self, data: bytes) -> str:
         """Make bytes fetchable by their keccak-256 hash; returns the hash."""
 
+    def pin(self, data: bytes) -> str:
+        """Serve bytes and keep them in memory while the node runs (a published adapter); returns the hash."""
+
+    def end_session(self, session: int) -> None:
+        """The session is over on this node: its pipeline messages are refused and its inbox state dropped."""
+
     def announce(self, ann: Announcement) -> None: ...
 
     def announcements(self, session: int, rnd: int, shard: int, kind: str = "update") -> list[Announcement]:

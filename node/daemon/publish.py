@@ -39,8 +39,9 @@ class Publisher:
         last = spec.training.rounds - 1
         hashes = [self.chain.final_hash(sid, last, s) for s in range(spec.num_shards)]
         manifest = manifest_bytes(spec, sid, hashes)
-        mh = self.net.serve(manifest)
+        mh = self.net.pin(manifest)
         self.store.put_blob(manifest)
+        self._pin_adapter(hashes[shard])
         if shard != 0:
             return
         grace = time.monotonic() + PUBLISH_GRACE_S * replica
@@ -64,6 +65,14 @@ class Publisher:
             event("published", session=sid, adapter=adapter_id, manifest=mh)
         except BsnsError as exc:  # AlreadyPublished: another replica was first
             event("publish_skipped", session=sid, reason=str(exc))
+
+    def _pin_adapter(self, h: str) -> None:
+        """Serve this node's shard of the published adapter from memory for as long as it runs: readers fetch
+        it by the hash on chain, and an unpinned blob is evicted past the store's memory bound (then read back
+        from disk on every request)."""
+        data = self.store.get_blob(h)
+        if data is not None:
+            self.net.pin(data)
 
     def _evaluate(self, sid: int, spec, hashes: list[str], runner) -> dict:
         """The final adapter's validation metrics on the whole model (every shard's final update, fetched by

@@ -208,6 +208,15 @@ class RealNet:
     def serve(self, data):
         return self.node.serve_blob(data)
 
+    def pin(self, data):
+        return self.node.serve_blob(data, pin=True)
+
+    def end_session(self, session):
+        self.node.forget_session(session)
+        with self._lock:
+            for key in [k for k in self._attempts if k[0] == session]:
+                del self._attempts[key]
+
     def fetch(self, peer, h, timeout):
         members = [m for s in list(self._subscribed) for m in self.members_of(s) if m.peer_id == peer]
         self.ensure_connected(members[:1])

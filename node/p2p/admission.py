@@ -63,6 +63,10 @@ class Admission:
         """The frame bound of a declared session (None: the host's)."""
         return None
 
+    def is_member(self, address: str) -> bool:
+        """Whether ``address`` sends this node messages of a declared session (it is never sent away)."""
+        return False
+
 
 class OpenAdmission(Admission):
     """Any authorised peer may send any session's messages (the host's frame limit still applies)."""
@@ -91,6 +95,11 @@ class SessionAdmission(Admission):
         with self._lock:
             exp = self._sessions.get(session)
         return exp.max_frame if exp else None
+
+    def is_member(self, address: str) -> bool:
+        address = address.lower()
+        with self._lock:
+            return any(address in exp.senders.values() for exp in self._sessions.values())
 
     def check(self, sender: str, header: Header, mark: tuple[int, int] | None) -> Refusal | None:
         tags: Tags = header.tags

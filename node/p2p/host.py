@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from node.p2p import framing, wire
 from node.p2p.errors import P2PError, PeerUnavailable
+from node.p2p.gate import PeerGate
 from node.p2p.identity import eth_address_from_peer_id
 from node.p2p.limits import AUTH_TTL, AUTH_WORKERS, DISCONNECT_TIMEOUT, MAX_IDLE_STREAMS
 
@@ -72,6 +73,7 @@ class Host:
         self.peer_id = ""
         self.addrs: list[str] = []
         self.lp2p: Any = None                       # the libp2p host, once the trio thread made it
+        self.gate = PeerGate()                      # the library's resource manager plus ours (node.p2p.gate)
         self._services: list[Service] = []
         self._connect_hooks: list[Callable[[Any], Awaitable[Any]]] = []
         self._addr_book: dict[str, list[str]] = {}
@@ -202,7 +204,7 @@ class Host:
         # even its create_yamux_muxer_option() keeps mplex as a fallback.
         host = new_host(key_pair=self._keypair,
                         sec_opt={NOISE_ID: Noise(self._keypair, noise_privkey=new_x25519().private_key)},
-                        muxer_opt={YAMUX_ID: Yamux})
+                        muxer_opt={YAMUX_ID: Yamux}, resource_manager=self.gate)
         self.lp2p = host
         self._stop_event = trio.Event()
         background = [svc for service in self._services for svc in service.attach()]
@@ -298,6 +300,32 @@ class Host:
         if ok:
             self._auth_cache[(addr, protocol)] = now + AUTH_TTL
         return ok
+
+    # ------------------------------------------------------------------ peers sent away
+    def send_away(self, address: str) -> None:
+        """Disconnect ``address`` and refuse its connections and streams for a cool-down (``node.p2p.gate``).
+
+        Any thread: the gate refuses it at once; its connections are closed in the host's nursery, never
+        from inside the handler whose stream is being refused.
+        """
+        import trio
+
+        self.gate.send_away(address)
+        log.warning("sent %s away: too many refused messages", address)
+        if self.closing.is_set() or not self._ready.is_set():
+            return
+        if threading.current_thread() is self._thread:
+            self._nursery.start_soon(self._disconnect_address, address.lower())
+        else:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._nursery.start_soon, self._disconnect_address, address.lower(),
+                                          trio_token=self._trio_token)
+
+    async def _disconnect_address(self, address: str) -> None:
+        for pid in list(self.lp2p.get_network().connections):
+            with contextlib.suppress(Exception):
+                if eth_address_from_peer_id(pid).lower() == address:
+                    await self.drop_peer(pid)
 
     # ------------------------------------------------------------------ peers
     def add_peer(self, peer_id: str, addrs: list[str] | str) -> None:
@@ -453,6 +481,31 @@ class Host:
             if reused:
                 raise StaleStream() from None
             raise
+
+
+def check_listen(listen: str) -> None:
+    """Raise ``P2PError`` (one line) when ``listen`` parses but cannot be bound on this host: a port in use, an
+    address that is not this machine's. The library only logs a failed listen and carries on, so without this
+    the failure surfaced late, after the chain was contacted, beside the library's own log lines. Binds with
+    ``SO_REUSEADDR`` as trio's listeners do, so a port the last run left in TIME_WAIT passes here as there."""
+    import socket
+
+    import multiaddr
+
+    try:
+        maddr = multiaddr.Multiaddr(listen)
+        protos = {p.name for p in maddr.protocols()}
+        family = socket.AF_INET6 if "ip6" in protos else socket.AF_INET
+        ip = maddr.value_for_protocol("ip6" if "ip6" in protos else "ip4")
+        port = int(maddr.value_for_protocol("tcp"))
+    except Exception:
+        return   # not an /ip4|ip6/.../tcp/... address: the config's validator says what is wrong with it
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((ip, port))
+        except OSError as exc:
+            raise P2PError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -16,6 +16,12 @@ IDLE_STREAM_TIMEOUT = 300.0    # a handler closes a stream idle this long betwee
 AUTH_TTL = 2.0                 # seconds a positive authorisation answer is reused per (peer, protocol)
 DISCONNECT_TIMEOUT = 5.0       # a disconnect that takes longer is given up on (the socket is closed anyway)
 
+# ---- host: who may connect (node.p2p.gate)
+REFUSAL_BUDGET = 32            # refused messages a peer may send in a burst before it is sent away ...
+REFUSAL_REFILL = 0.5           # ... refilled at this many per second (an honest peer is refused ~never)
+SEND_AWAY = 60.0               # seconds a peer past its budget is disconnected and refused connections/streams
+MAX_CONNS_PER_IP = 64          # established inbound libp2p connections per IP (identities are free)
+
 # ---- bulk channel (side sockets keyed over libp2p)
 BULK_THRESHOLD = 1 << 20       # payloads (single transfers) of at least this many bytes leave the stream
 NO_BULK = 1 << 62              # the threshold of a node with the bulk channel off

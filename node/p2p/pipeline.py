@@ -22,7 +22,9 @@ from node.p2p import bulk, framing, wire
 from node.p2p.bulkport import BulkPort, ack_guarded, recv_guarded, send_guarded
 from node.p2p.errors import HashMismatch, P2PError, PeerUnavailable, Unauthorized, WireError
 from node.p2p.admission import Admission, Expectation, Refusal, SessionAdmission
+from node.p2p.gate import RefusalBudget
 from node.p2p.host import Host, Service
+from node.p2p.identity import eth_address_from_peer_id
 from node.p2p.inbox import Inbox
 from node.p2p.limits import (IDLE_STREAM_TIMEOUT, MAX_BUFFERED, MAX_HEADER_RECORD, PIPELINE_PROTOCOL,
                              PIPELINE_WORKERS, RETRY_BACKOFF, STREAM_CHUNK)
@@ -46,6 +48,8 @@ class PipelineService(Service):
         self.bytes_sent = 0
         self.bytes_received = 0
         self.refused = 0                # messages refused for lack of authorisation
+        self.budget = RefusalBudget()   # refused messages per peer before it is sent away
+        self.sent_away = 0
 
     @property
     def dropped(self) -> int:
@@ -74,9 +78,21 @@ class PipelineService(Service):
         refusal = self.admission.check(sender, header, self.inbox.watermark(tags.session, tags.direction))
         if refusal is None:
             refusal = self.inbox.admit(tags, sender)
-        if refusal is not None and refusal.status == wire.ST_REFUSED:
-            self.refused += 1
+        if refusal is not None and refusal.status in (wire.ST_REFUSED, wire.ST_ERROR):
+            self._count_refusal(sender, refusal.status == wire.ST_REFUSED)
         return refusal
+
+    def _count_refusal(self, sender: str, unauthorised: bool = True) -> None:
+        """A message from ``sender`` was refused (not told "retry": early messages are not refusals). Past
+        its budget the peer is sent away (``node.p2p.gate``): each refusal cost this node a stream
+        negotiation and a reply, without end. A member of a declared session is never sent away."""
+        if unauthorised:
+            self.refused += 1
+        if sender == "unknown" or self.admission.is_member(sender) or not self.budget.spend(sender):
+            return
+        self.sent_away += 1
+        self.links.penalise(sender)
+        self.host.send_away(sender)
 
     # ------------------------------------------------------------------ sending
     def send(self, peer_id: str, tags: wire.Tags, tensor: Any, *, wire_dtype: str | None = None,
@@ -237,7 +253,7 @@ class PipelineService(Service):
         while True:
             sender = await self.host.authorized(stream, PIPELINE_PROTOCOL)
             if sender is None:
-                self.refused += 1
+                self._count_refusal(_peer_address(stream))
                 return
             if not await self._one_message(stream, sender):
                 await framing.end_stream(stream, "close")
@@ -326,7 +342,7 @@ class PipelineService(Service):
             verdict(wire.ST_ERROR, str(exc).encode())
             return False
         if not self.host.is_authorized_sync(sender, PIPELINE_PROTOCOL):  # before a byte of payload
-            self.refused += 1
+            self._count_refusal(sender)
             verdict(wire.ST_REFUSED, f"{sender} is not authorised for {PIPELINE_PROTOCOL}".encode())
             return False
         refusal = self._screen(sender, header)
@@ -358,6 +374,12 @@ class PipelineService(Service):
         verdict(wire.ST_DONE)
         return True
 
+
+def _peer_address(stream: Any) -> str:
+    try:
+        return eth_address_from_peer_id(stream.muxed_conn.peer_id)
+    except Exception:
+        return "unknown"
 
 
 def _linger(sock: socket.socket, seconds: float = 1.0) -> None:

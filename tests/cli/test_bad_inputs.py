@@ -81,3 +81,22 @@ def test_node_config_invalid_listen_address(tmp_path, listen, why):
     p = tmp_path / "node.toml"
     p.write_text(f'name = "n"\n[identity]\ndev_account = 1\n[p2p]\nlisten = "{listen}"\n')
     _one_line_error(*bsns("node", "run", "--config", str(p)), "p2p.listen", why)
+
+
+def test_node_config_listen_port_in_use(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = tmp_path / "node.toml"
+        p.write_text(f'name = "n"\n[identity]\ndev_account = 1\n[p2p]\nlisten = "/ip4/127.0.0.1/tcp/{port}"\n')
+        _one_line_error(*bsns("node", "run", "--config", str(p)), "p2p.listen", f"tcp/{port}", "in use")
+
+
+def test_node_config_listen_address_not_on_this_host(tmp_path):
+    p = tmp_path / "node.toml"
+    # TEST-NET-1 (RFC 5737): documentation only, never assigned to an interface
+    p.write_text('name = "n"\n[identity]\ndev_account = 1\n[p2p]\nlisten = "/ip4/192.0.2.1/tcp/4001"\n')
+    _one_line_error(*bsns("node", "run", "--config", str(p)), "p2p.listen", "192.0.2.1", "assign")

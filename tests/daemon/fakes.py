@@ -124,6 +124,8 @@ class FakeNet:
 
     def __init__(self):
         self.blobs = defaultdict(dict)     # peer -> {hash: bytes}
+        self.pinned = defaultdict(set)     # peer -> hashes kept in memory while it runs
+        self.ended = defaultdict(list)     # peer -> sessions it ended
         self.board = []
         self.hubs = {}
         self.lock = threading.Lock()
@@ -150,6 +152,14 @@ class _NetView:
         h = "0x" + keccak(data).hex()
         self.n.blobs[self.peer][h] = data
         return h
+
+    def pin(self, data):
+        h = self.serve(data)
+        self.n.pinned[self.peer].add(h)
+        return h
+
+    def end_session(self, session):
+        self.n.ended[self.peer].append(session)
 
     def announce(self, ann):
         with self.n.lock:

@@ -3,6 +3,8 @@ never stops the node's other sessions (a batch_size = 10^12 proposal used to be 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from node.daemon import daemon as D
@@ -28,6 +30,8 @@ def node(tmp_path, monkeypatch):
             raise RuntimeError("cannot allocate a batch of 1000000000000 examples\nsecond line")
 
     d._handle_session = handle
+    d.ended = []
+    d.net = SimpleNamespace(end_session=d.ended.append)
     yield d, handled
     d.store.close()
 
@@ -42,6 +46,7 @@ def test_failing_session_is_marked_failed_after_bounded_retries_and_others_go_on
     assert row["status"] == "failed"
     assert row["reason"] == "RuntimeError: cannot allocate a batch of 1000000000000 examples"
     assert 1 not in d._sessions
+    assert d.ended == [1]                             # its pipeline messages are refused from now on
 
 
 def test_retries_back_off(node, monkeypatch):

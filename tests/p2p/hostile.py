@@ -59,6 +59,7 @@ def flood(node: Any, peer_id: str, sessions: list[int], ghost_session: int) -> N
     """A registered non-member: inject tensors for the victim's session, flood tags of a ghost session."""
     import torch
 
+    _stop.clear()   # an attack stopped before may be started again (the benchmark alternates)
     from node.p2p import Tags
 
     small = torch.zeros(1024)
@@ -89,6 +90,7 @@ def flood(node: Any, peer_id: str, sessions: list[int], ghost_session: int) -> N
 
 def hammer(node: Any, peer_id: str, blob_hash: str, threads: int) -> None:
     """A stranger: ``threads`` loops requesting a large blob on the open protocol, as fast as allowed."""
+    _stop.clear()
     def loop() -> None:
         while not _stop.is_set():
             try:
@@ -127,10 +129,16 @@ def rss(node: Any) -> int:
 def counters(node: Any) -> dict:
     return {"refused": node.refused, "busy": node.inbox.busy, "pending": [t.session for t in node.inbox.pending()],
             "evicted": node.bulkport.listener.evicted, "blob_limited": node.blobs.limiter.refused,
-            "parked": node.bulkport.listener.parked}
+            "parked": node.bulkport.listener.parked, "sent_away": node.pipeline.sent_away,
+            "turned_away": node.host.gate.turned_away}
 
 
-COMMANDS = {"send_many": send_many, "take_many": take_many, "flood": flood, "hammer": hammer, "nice": nice,
+def forget(node: Any, session: int) -> None:
+    """The session is over (as the daemon does it): a finished run's last step stays held until then."""
+    node.forget_session(session)
+
+
+COMMANDS = {"forget": forget, "send_many": send_many, "take_many": take_many, "flood": flood, "hammer": hammer, "nice": nice,
             "report": report, "stop": stop, "rss": rss, "counters": counters}
 
 

@@ -55,12 +55,14 @@ def test_norm_test_needs_three_updates():
     assert screen(s, _ref()).kept == [0, 1]
 
 
-def test_copied_update_refused_with_its_original():
+def test_copies_count_once():
     s = _honest(4)
     s[3] = {k: v.clone() for k, v in s[1].items()}
+    s[0] = {k: v.clone() for k, v in s[1].items()}
     res = screen(s, _ref())
-    assert res.kept == [0, 2]
-    assert res.refused == {1: "copied: identical to replica 3's update", 3: "copied: identical to replica 1's update"}
+    assert res.kept == [0, 2]       # the group {0, 1, 3} of identical updates counts once, as the lowest replica's
+    assert res.refused == {1: "copied: identical to replica 0's update (counted once, as 0's)",
+                           3: "copied: identical to replica 0's update (counted once, as 0's)"}
 
 
 def test_unchanged_update_refused():
