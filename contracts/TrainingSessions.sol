@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SessionsState} from "./sessions/SessionsState.sol";
+import {SessionsUpdates} from "./sessions/SessionsUpdates.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {ITrainingSessions} from "./interfaces/ITrainingSessions.sol";
 
@@ -22,7 +23,8 @@ import {ITrainingSessions} from "./interfaces/ITrainingSessions.sol";
 ///      commit slot. The leader is the committed hash with the most votes so far this epoch (ties: earliest);
 ///      counts of non-leader hashes live in a side mapping (the rare, dissenting path pays for it).
 ///      The only loops are over the shards of one session (at most MAX_SHARDS).
-contract TrainingSessions is ITrainingSessions, Ownable, SessionsState {
+///      Local updates are bound before they are revealed, and equivocation is proven, in SessionsUpdates.
+contract TrainingSessions is ITrainingSessions, Ownable, SessionsState, SessionsUpdates {
     /// @param registry_ the NodeRegistry (this contract must become its slasher)
     /// @param joinWindowBlocks_ blocks during which nodes may join an opened session
     /// @param commitTimeoutBlocks_ blocks an epoch of a round takes commits, from the epoch's start
@@ -284,16 +286,8 @@ contract TrainingSessions is ITrainingSessions, Ownable, SessionsState {
         Fault fault = _faultOf(sessionId, round, epoch, shard, sh, _commit[ck]);
         if (fault == Fault.None) revert NotFaulty(round, shard, node);
         _reported[ck] = true;
-        uint256 slashed = 0;
-        if (slashAmount > 0) {
-            // a node that already withdrew everything is still put on record
-            (uint96 stake,, INodeRegistry.Status st,) = registry.eligibility(node);
-            if (stake > 0 && (st == INodeRegistry.Status.Active || st == INodeRegistry.Status.Exiting)) {
-                slashed = registry.slash(node, slashAmount);
-                (,, st,) = registry.eligibility(node);
-                if (st != INodeRegistry.Status.Active && !a.barred) _bar(sessionId, node);
-            }
-        }
+        (uint256 slashed, bool below) = _slash(node);
+        if (below && !a.barred) _bar(sessionId, node);
         emit FaultReported(sessionId, node, round, shard, fault, slashed, msg.sender, epoch);
     }
 
@@ -340,6 +334,23 @@ contract TrainingSessions is ITrainingSessions, Ownable, SessionsState {
         (uint96 stake,, INodeRegistry.Status st,) = registry.eligibility(node);
         if (st == INodeRegistry.Status.Active && stake >= registry.minStake()) revert NotBarrable(node);
         _bar(sessionId, node);
+    }
+
+    /// @dev Slashes `node` once (a node that already withdrew everything is only put on record); `below`:
+    ///      the slash left it below the minimum stake, so it must stop counting.
+    function _slash(address node) private returns (uint256 slashed, bool below) {
+        if (slashAmount == 0) return (0, false);
+        (uint96 stake,, INodeRegistry.Status st,) = registry.eligibility(node);
+        if (stake == 0 || (st != INodeRegistry.Status.Active && st != INodeRegistry.Status.Exiting)) return (0, false);
+        slashed = registry.slash(node, slashAmount);
+        (,, st,) = registry.eligibility(node);
+        below = st != INodeRegistry.Status.Active;
+    }
+
+    /// @dev A proven equivocator is barred whatever stake it keeps: its signed word is worthless.
+    function _punish(uint256 sessionId, address node) internal override returns (uint256 slashed) {
+        (slashed,) = _slash(node);
+        if (!_assign[sessionId][node].barred) _bar(sessionId, node);
     }
 
     /// @dev Kept in the member's assignment slot, which commit reads anyway (no extra slot on its path).

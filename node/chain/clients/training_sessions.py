@@ -111,6 +111,21 @@ class SessionsClient(ContractClient):
     def bar(self, session_id: int, node: str):
         return self._send("bar", session_id, node)
 
+    def bind(self, session_id: int, round: int, shard: int, binding: bytes, purpose: str | None = None):
+        """Bind this node's local update of the round: ``binding`` is its ``update_digest``."""
+        return self._send("bind", session_id, round, shard, b32(binding), purpose=purpose)
+
+    def prove_unbound(self, session_id: int, round: int, shard: int, author: str, update_hash: str | bytes,
+                      signature: bytes):
+        """Submit ``author``'s signed update whose digest differs from its binding: it is slashed and barred."""
+        return self._send("proveUnbound", session_id, round, shard, author, b32(update_hash), signature)
+
+    def prove_double_signed(self, session_id: int, round: int, shard: int, author: str,
+                            update_hashes: tuple[str | bytes, str | bytes], signatures: tuple[bytes, bytes]):
+        """Submit two different updates ``author`` signed for one round: it is slashed and barred."""
+        return self._send("proveDoubleSigned", session_id, round, shard, author,
+                          [b32(x) for x in update_hashes], list(signatures))
+
     def transfer_ownership(self, new_owner: str):
         return self._send("transferOwnership", new_owner)
 
@@ -165,6 +180,21 @@ class SessionsClient(ContractClient):
 
     def fault_reported(self, session_id: int, round: int, epoch: int, shard: int, node: str) -> bool:
         return self._call("faultReported", session_id, round, epoch, shard, node)
+
+    def binding_of(self, session_id: int, round: int, shard: int, replica: int) -> str | None:
+        """The update digest a replica bound for the round; None if it bound none."""
+        return hash_or_none(self._call("bindingOf", session_id, round, shard, replica))
+
+    def bind_deadline(self, session_id: int, shard: int) -> int:
+        """Last block of the shard's current round's bind window (epoch 0 only takes bindings)."""
+        return self._call("bindDeadline", session_id, shard)
+
+    def equivocation_proven(self, session_id: int, round: int, shard: int, author: str) -> bool:
+        return self._call("equivocationProven", session_id, round, shard, author)
+
+    def update_digest(self, session_id: int, round: int, shard: int, author: str, update_hash: str | bytes) -> bytes:
+        """The contract's own digest (``node.chain.updates.update_digest`` computes it off chain)."""
+        return bytes(self._call("updateDigest", session_id, round, shard, author, b32(update_hash)))
 
     def quorum_of(self, n: int) -> int:
         return self._call("quorumOf", n)
