@@ -1,5 +1,8 @@
 """kill -9 one daemon mid-round and restart it: the session still finishes, nothing finalized is lost,
-no nonce is used twice and no commit is sent twice. Two shards x two replicas, real parts throughout."""
+no nonce is used twice and no commit is sent twice, and the restarted daemon's replica rejoins the round in
+progress: the aggregate of the round it was killed in holds its replica's updates in both shards (its pipeline
+neighbour saw it leave and started the round again with it; the other replicas waited for it). Two shards x two
+replicas, the daemon's own timeouts (pipeline 60 s, sync 45 s), real parts throughout."""
 
 import shutil
 import signal
@@ -18,8 +21,8 @@ def test_sigkill_mid_round_then_restart(tmp_path):
         pytest.skip("node.js is not installed")
     spec_text = demo_spec_text(rounds=3, sync_interval=8, batch_size=8, max_seq_len=16, micro_batches=2,
                                validation_size=32, bottleneck=8)
-    with Cluster(tmp_path, nodes=4, train_limit=160, pipeline_timeout_s=15, sync_timeout_s=8,
-                 commit_timeout_blocks=120) as cl:
+    with Cluster(tmp_path, nodes=4, train_limit=160, pipeline_timeout_s=60, sync_timeout_s=45,
+                 commit_timeout_blocks=180) as cl:
         cl.wait_registered(240)
         spec, pid = cl.propose(spec_text)
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
@@ -47,6 +50,10 @@ def test_sigkill_mid_round_then_restart(tmp_path):
                                 (sid,))
             return {r["round"]: r["adapter_hash"] for r in rows} if len(rows) == 3 else None
         ckpts = cl.wait_for("the victim to checkpoint every round", checkpointed, 60)
+        # the updates each round's final aggregate used, as replica 0 of each shard recorded them
+        used = {shard: {r["round"]: r["peers_used"] for r in cl.node_rows(
+            cl.member(sid, shard, 0), "SELECT round, peers_used FROM rounds WHERE session_id=?", (sid,))}
+            for shard in (0, 1)}
 
         def settled():  # the journal and the chain agree once nothing is in flight: read both, compare, retry
             txs = cl.node_txs(victim)
@@ -57,6 +64,8 @@ def test_sigkill_mid_round_then_restart(tmp_path):
         txs_after, onchain_nonce = cl.wait_for("the victim's journal to match the chain", settled, 60)
 
     assert final_before[0] is not None and finals[0] == final_before[0]      # round 0 was final before the kill
+    assert final_before[1] is None                                            # killed in round 1 ...
+    assert used == {0: {0: 2, 1: 2, 2: 2}, 1: {0: 2, 1: 2, 2: 2}}              # ... and no round lost, that one neither
     assert all(finals[r] for r in range(3))
     # nothing finalized is lost: the restarted node holds every final adapter of its shard
     assert ckpts == finals
