@@ -1,8 +1,10 @@
 """kill -9 one daemon mid-round and restart it: the session still finishes, nothing finalized is lost,
 no nonce is used twice and no commit is sent twice, and the restarted daemon's replica rejoins the round in
 progress: the aggregate of the round it was killed in holds its replica's updates in both shards (its pipeline
-neighbour saw it leave and started the round again with it; the other replicas waited for it). Two shards x two
-replicas, the daemon's own timeouts (pipeline 60 s, sync 45 s), real parts throughout."""
+neighbour saw it leave and started the round again with it; the other replicas waited for it). The victim is a
+first stage: its neighbour waits on a receive, which before issue 16 item 5 lasted the whole pipeline timeout
+(the replica then lost every remaining round). Two shards x two replicas, the daemon's own timeouts (pipeline
+60 s, sync 45 s), real parts throughout."""
 
 import shutil
 import signal
@@ -28,14 +30,14 @@ def test_sigkill_mid_round_then_restart(tmp_path):
         sid = cl.wait_for("the session to open", lambda: cl.session_of(pid), 180)
         cl.wait_for("the session to start", lambda: int(cl.sessions.get_session(sid).state) >= 2, 120)
         victim = next(p for p in cl.procs
-                      if (lambda a: a.shard == 1 and a.replica == 1)(cl.sessions.assignment_of(sid, p.address)))
+                      if (lambda a: a.shard == 0 and a.replica == 1)(cl.sessions.assignment_of(sid, p.address)))
 
         def mid_round_1():
             rows = cl.node_rows(victim, "SELECT round, step FROM losses WHERE session_id=? ORDER BY step DESC LIMIT 1",
                                 (sid,))
             return rows and rows[0]["round"] == 1 and rows[0]["step"] % 8 < 6
         cl.wait_for("the victim to be in the middle of round 1", mid_round_1, 240, poll=0.05)
-        final_before = {r: cl.sessions.final_hash(sid, r, 1) for r in range(3)}
+        final_before = {r: cl.sessions.final_hash(sid, r, 0) for r in range(3)}
         cl.kill_node(victim, signal.SIGKILL)
         txs_before = cl.node_txs(victim)
         time.sleep(2)
@@ -43,7 +45,7 @@ def test_sigkill_mid_round_then_restart(tmp_path):
 
         cl.wait_for("the session to complete", lambda: int(cl.sessions.get_session(sid).state) == 3, 480, poll=1)
         cl.wait_for("the adapter to be published", lambda: cl.adapters.adapter_of_session(sid), 120)
-        finals = {r: cl.sessions.final_hash(sid, r, 1) for r in range(3)}
+        finals = {r: cl.sessions.final_hash(sid, r, 0) for r in range(3)}
 
         def checkpointed():  # the restarted daemon writes each final adapter before it moves on
             rows = cl.node_rows(victim, "SELECT round, adapter_hash FROM checkpoints WHERE session_id=? AND round >= 0",
