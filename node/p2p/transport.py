@@ -22,10 +22,9 @@ for it will never come, and both halves of the pipeline can only meet again at t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
-
-import time
 
 from node.p2p.errors import P2PError, PeerLeft
 from node.p2p.identity import eth_address_from_peer_id
