@@ -92,6 +92,7 @@ class Aggregation(Vocab):
     MEDIAN = "median"
     TRIMMED_MEAN = "trimmed-mean"
     GEOMETRIC_MEDIAN = "geometric-median"
+    NORM_CLIP = "norm-clip"
 
 
 class DeviceKind(Vocab):

@@ -106,12 +106,13 @@ def test_parser_reads_members_in_order_past_comments():
             FedAvg, // the mean
             Median /* robust */,
             TrimmedMean,
-            GeometricMedian
+            GeometricMedian,
+            NormClip
         }
         enum Empty {}
     }
     """
-    assert solidity_enums(src) == {"Aggregation": ["FedAvg", "Median", "TrimmedMean", "GeometricMedian"],
+    assert solidity_enums(src) == {"Aggregation": ["FedAvg", "Median", "TrimmedMean", "GeometricMedian", "NormClip"],
                                    "Empty": []}
     assert mismatch(python_words(vocab.Aggregation), solidity_enums(src)["Aggregation"]) is None
 
@@ -119,7 +120,7 @@ def test_parser_reads_members_in_order_past_comments():
 @pytest.mark.parametrize("snippet, expected", [
     ("enum Aggregation { Median, FedAvg, TrimmedMean, GeometricMedian }", "0: 'fedavg' vs 'Median'"),  # reordered
     ("enum Aggregation { FedAvg, Median, GeometricMedian }", "2: 'trimmed-mean' vs 'GeometricMedian'"),  # missing
-    ("enum Aggregation { FedAvg, Median, TrimmedMean, GeometricMedian, Krum }", "4: None vs 'Krum'"),  # one more
+    ("enum Aggregation { FedAvg, Median, TrimmedMean, GeometricMedian, NormClip, Krum }", "5: None vs 'Krum'"),
     ("enum Aggregation { FedAvg, Median, Trimmed, GeometricMedian }", "2: 'trimmed-mean' vs 'Trimmed'"),  # renamed
 ])
 def test_a_drifted_enum_is_caught(snippet, expected):

@@ -34,7 +34,8 @@ interface IFineTuneGovernance {
         FedAvg,
         Median,
         TrimmedMean,
-        GeometricMedian
+        GeometricMedian,
+        NormClip
     }
 
     /// @notice The fields of a job spec that must be agreed on chain (the rest is in the TOML, hashed).

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import typer
 
-RULES = ("fedavg", "median", "trimmed-mean", "geometric-median")
+RULES = ("fedavg", "median", "trimmed-mean", "geometric-median", "norm-clip")
 BEFORE = "fedavg-announced"  # no screening, weights as announced: the sync before issue 12
 LIE = 10**15
 

@@ -88,3 +88,29 @@ def test_a_peer_past_its_refusal_budget_is_sent_away_and_a_member_is_not(trio_of
     assert member.send_tensor(victim.peer_id, Tags(5, 0, 0, 0), small, timeout=5)
     assert torch.equal(victim.recv(Tags(5, 0, 0, 0), timeout=5), small)
     assert victim.pipeline.sent_away == 1
+
+
+def test_identities_from_one_ip_share_its_connection_limit():
+    """Sybil strangers: peer ids are free, so each new identity from one machine is one more connection; the
+    per-IP limit (here lowered to 2) bounds them all together."""
+    allow = lambda addr, proto: True  # noqa: E731
+    victim = P2PNode(DEV_KEYS[0], allow, timeout=5).start()
+    victim.host.gate.per_ip = 2
+    sybils = [P2PNode(DEV_KEYS[i], allow, timeout=5).start() for i in (3, 4, 5)]
+    try:
+        for s in sybils:
+            try:
+                s.connect(victim.peer_id, victim.addrs)
+            except P2PError:
+                pass
+        time.sleep(0.5)
+        held = [s.eth_address for s in sybils if s.eth_address in victim.connected_peers()]
+        assert len(held) == 2 and victim.host.gate.over_ip_limit >= 1
+        assert victim.host.gate.connections_from("127.0.0.1") == 2
+        sybils[0].close()                           # a slot freed is a slot another identity may take
+        time.sleep(0.5)
+        assert victim.host.gate.connections_from("127.0.0.1") == 1
+    finally:
+        for s in sybils:
+            s.close()
+        victim.close()

@@ -115,3 +115,37 @@ def test_geometric_median_bit_identical_in_another_process(threads):
             "print(hashlib.sha256(b''.join(o[k].numpy().tobytes() for k in sorted(o))).hexdigest())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == here
+
+
+def test_norm_clip_bounds_an_outlier_and_keeps_a_clean_mean():
+    """Centered clipping: one sign-flipped x10 update of four moves the result by at most a typical honest offset,
+    and without an attacker the result is the weighted mean (nothing is farther than the median radius by much)."""
+    g = torch.Generator().manual_seed(3)
+    honest = [{"x": torch.ones(50) + 0.1 * torch.randn(50, generator=g)} for _ in range(3)]
+    attack = {"x": -10 * torch.ones(50)}
+    clean = fedavg(honest)["x"]
+    nc = aggregate("norm-clip", [*honest, attack], [1, 1, 1, 1])["x"]
+    fa = fedavg([*honest, attack])["x"]
+    spread = max((h["x"] - clean).norm() for h in honest)
+    assert (nc - clean).norm() < 0.1 * (fa - clean).norm()
+    assert (nc - clean).norm() < 2 * spread
+    assert (aggregate("norm-clip", honest)["x"] - clean).norm() < 0.5 * spread
+
+
+def test_norm_clip_weights_by_samples():
+    s = [{"x": torch.tensor([0.0])}, {"x": torch.tensor([1.0])}, {"x": torch.tensor([2.0])}]
+    assert aggregate("norm-clip", s, [1, 1, 1])["x"].item() == pytest.approx(1.0, abs=1e-6)
+    assert aggregate("norm-clip", s, [1, 1, 4])["x"].item() > 1.2
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_norm_clip_bit_identical_in_another_process(threads):
+    here = _digest(aggregate("norm-clip", _states(5, seed=7), [1, 2, 3, 4, 5]))
+    code = (f"import hashlib, torch; torch.set_num_threads({threads});"
+            "from types import SimpleNamespace as NS; from node.train.aggregate import rule_for;"
+            "g = torch.Generator().manual_seed(7);"
+            "s = [{'a.w': torch.randn(33, 17, generator=g), 'b.bias': torch.randn(5, generator=g)} for _ in range(5)];"
+            "o = rule_for(NS(aggregation='norm-clip', trim_fraction=0.1)).aggregate(s, [1, 2, 3, 4, 5]);"
+            "print(hashlib.sha256(b''.join(o[k].numpy().tobytes() for k in sorted(o))).hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == here
