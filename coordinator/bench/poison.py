@@ -31,35 +31,16 @@ LIE = 10**15
 
 
 def _spec(seq: int, val: int, lr: float, seed: int):
+    """The demo's spec (``coordinator.demo.demo_spec_text``: one home for the job the project measures) with LoRA
+    on query/value, the trimmed mean's fraction for 3-4 replicas, and this bench's sizes."""
+    from coordinator.demo import demo_spec_text
     from node.job import JobSpec
 
-    return JobSpec.from_text(f"""
-name = "bench-poison"
-[model]
-id = "minilm"
-[data]
-dataset = "sst2"
-path = "data/sst2/train.tsv"
-max_seq_len = {seq}
-validation_size = {val}
-[task]
-kind = "sequence-classification"
-num_labels = 2
-[method]
-name = "lora"
-config = {{ r = 8, alpha = 16.0, target_modules = ["query", "value"] }}
-[shards]
-layers = [[0, 3], [3, 6]]
-memory_mb = [1024, 1024]
-[training]
-rounds = 1
-sync_interval = 1
-batch_size = 16
-learning_rate = {lr}
-seed = {seed}
-aggregation = "trimmed-mean"
-trim_fraction = 0.34
-""")
+    return JobSpec.from_text(demo_spec_text(
+        max_seq_len=seq, validation_size=val, learning_rate=lr, seed=seed, rounds=1, sync_interval=1, batch_size=16,
+        micro_batches=1,
+        method="lora", method_config='{ r = 8, alpha = 16.0, target_modules = ["query", "value"] }',
+        aggregation="trimmed-mean", trim_fraction=0.34))
 
 
 # -- attacks: (honest states this round by replica, the attacker, the round's start, its last submission) -> state

@@ -59,6 +59,7 @@ def flood(node: Any, peer_id: str, sessions: list[int], ghost_session: int) -> N
     """A registered non-member: inject tensors for the victim's session, flood tags of a ghost session."""
     import torch
 
+    _stop.clear()   # an attack stopped before may be started again (the benchmark alternates)
     from node.p2p import Tags
 
     small = torch.zeros(1024)
@@ -89,6 +90,7 @@ def flood(node: Any, peer_id: str, sessions: list[int], ghost_session: int) -> N
 
 def hammer(node: Any, peer_id: str, blob_hash: str, threads: int) -> None:
     """A stranger: ``threads`` loops requesting a large blob on the open protocol, as fast as allowed."""
+    _stop.clear()
     def loop() -> None:
         while not _stop.is_set():
             try:
