@@ -4,10 +4,10 @@ The victim (the daemon's setup: ``SessionAdmission``, ``/bsns/adapter/1`` open t
 session traffic from one member. Attackers, each its own OS process: a member sending a frame larger
 than the job's bound; a stranger holding idle sockets on the bulk and libp2p ports; a stranger
 hammering the open protocol with concurrent requests for a 16 MB blob; a registered non-member
-injecting tensors into the session and flooding tags of a session that never runs. Each must be
-refused, the victim's memory must stay bounded, and the member's transfer under attack is timed
-against its clean time measured in the same run: it must keep going (within 10x: before, it stopped); the pace
-itself (goal 2x, not met yet) is measured by scripts/bench_hostile_peers.py.
+injecting tensors into the session and flooding tags of a session that never runs (sent away once it
+overruns its budget of refused messages). Each must be refused, the victim's memory must stay bounded, and the member's transfer under attack is timed
+against its clean time measured in the same run: it must keep going (within 5x: before, it stopped); the pace
+itself (goal 2x) is measured by scripts/bench_hostile_peers.py.
 
 The attackers run at the lowest CPU priority (``nice 19``): on this one 2-core machine their own CPU
 would otherwise compete with the victim's and the member's, which a remote attacker's does not; what
@@ -95,14 +95,20 @@ def test_hostile_peers_are_refused_and_a_legitimate_transfer_keeps_its_pace():
         # not: 256 idle sockets made every bulk transfer fail, and a stranger's blob requests held a registered
         # peer's first message for 26 s instead of 0.01 s. The pace itself is a benchmark figure, not a test
         # assertion (the whole suite runs two workers side by side): scripts/bench_hostile_peers.py measures it
-        # (goal 2x; measured 2.14x and 2.60x with all four attacks at once; docs/security.md). The bound here
+        # (goal 2x; 2.14x and 2.60x with all four attacks at once before the refusal budget; docs/security.md). The bound here
         # only tells "slower" from "stopped".
-        assert attacked <= 10 * clean, f"the member's transfer took {attacked:.2f} s under attack, {clean:.2f} s clean"
+        # With the refusal budget this test measured 1.79x alone, the benchmark at most 1.88x in 16 runs; the largest
+        # ratio seen in a full-suite run (beside another worker's clusters) was 3.05x, before the budget: 5x keeps
+        # a margin over that and still fails a transfer that stalls.
+        assert attacked <= 5 * clean, f"the member's transfer took {attacked:.2f} s under attack, {clean:.2f} s clean"
         assert rss_attacked - rss_clean < 200 << 20
         # the non-member's tensors were refused at the header, its ghost tags held nothing
         assert flood.get("injected", 0) == 0 and flood.get("Unauthorized", 0) > 0
         assert flood.get("ghost taken", 0) == 0 and sum(v for k, v in flood.items() if k.startswith("ghost")) > 0
         assert 99 not in victim["pending"] and victim["refused"] > 0
+        # past its budget of refused messages the non-member was sent away: its redials and streams were refused
+        # before any protocol negotiation (node.p2p.gate), while the member, which is declared, never was
+        assert victim["sent_away"] >= 1 and victim["turned_away"] > 0
         # the stranger was served at the per-peer rate at most, and told so
         assert hammer.get("blob rate limited", 0) + hammer.get("blob busy", 0) > 0 and victim["blob_limited"] > 0
         # idle sockets were evicted rather than left to block the bulk port
