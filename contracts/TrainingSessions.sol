@@ -286,8 +286,7 @@ contract TrainingSessions is ITrainingSessions, Ownable, SessionsState, Sessions
         Fault fault = _faultOf(sessionId, round, epoch, shard, sh, _commit[ck]);
         if (fault == Fault.None) revert NotFaulty(round, shard, node);
         _reported[ck] = true;
-        (uint256 slashed, bool below) = _slash(node);
-        if (below && !a.barred) _bar(sessionId, node);
+        uint256 slashed = _slash(sessionId, node, false);
         emit FaultReported(sessionId, node, round, shard, fault, slashed, msg.sender, epoch);
     }
 
@@ -336,21 +335,25 @@ contract TrainingSessions is ITrainingSessions, Ownable, SessionsState, Sessions
         _bar(sessionId, node);
     }
 
-    /// @dev Slashes `node` once (a node that already withdrew everything is only put on record); `below`:
-    ///      the slash left it below the minimum stake, so it must stop counting.
-    function _slash(address node) private returns (uint256 slashed, bool below) {
-        if (slashAmount == 0) return (0, false);
-        (uint96 stake,, INodeRegistry.Status st,) = registry.eligibility(node);
-        if (stake == 0 || (st != INodeRegistry.Status.Active && st != INodeRegistry.Status.Exiting)) return (0, false);
-        slashed = registry.slash(node, slashAmount);
-        (,, st,) = registry.eligibility(node);
-        below = st != INodeRegistry.Status.Active;
+    /// @dev Slashes `node` once (a node that already withdrew everything is only put on record) and bars it
+    ///      when the slash left it below the minimum stake, or always (`barAlways`: a proven equivocator,
+    ///      whose signed word is worthless whatever stake it keeps).
+    function _slash(uint256 sessionId, address node, bool barAlways) private returns (uint256 slashed) {
+        bool below = false;
+        if (slashAmount > 0) {
+            (uint96 stake,, INodeRegistry.Status st,) = registry.eligibility(node);
+            if (stake > 0 && (st == INodeRegistry.Status.Active || st == INodeRegistry.Status.Exiting)) {
+                slashed = registry.slash(node, slashAmount);
+                (,, st,) = registry.eligibility(node);
+                below = st != INodeRegistry.Status.Active;
+            }
+        }
+        if ((below || barAlways) && !_assign[sessionId][node].barred) _bar(sessionId, node);
     }
 
-    /// @dev A proven equivocator is barred whatever stake it keeps: its signed word is worthless.
-    function _punish(uint256 sessionId, address node) internal override returns (uint256 slashed) {
-        (slashed,) = _slash(node);
-        if (!_assign[sessionId][node].barred) _bar(sessionId, node);
+    /// @dev See SessionsUpdates: a proven equivocator is slashed and barred.
+    function _punish(uint256 sessionId, address node) internal override returns (uint256) {
+        return _slash(sessionId, node, true);
     }
 
     /// @dev Kept in the member's assignment slot, which commit reads anyway (no extra slot on its path).

@@ -117,6 +117,13 @@ class TxSender:
     def __repr__(self) -> str:  # never the key
         return f"TxSender({self.address}, chain {self.chain_id})"
 
+    def sign_digest(self, digest: bytes) -> bytes:
+        """This account's EIP-191 signature over a 32-byte digest (a signed update, ``node.chain.updates``);
+        the key stays in here."""
+        from node.chain.updates import sign_digest
+
+        return sign_digest(self._account.key, digest)
+
     # -- journal ------------------------------------------------------------------------------------
     def journal(self, status: str | None = None) -> list[dict]:
         """The recorded transactions of this account on this chain, oldest first."""

@@ -70,6 +70,25 @@ class ChainPort(Protocol):
 
     def members(self, session: int) -> list[Member]: ...
 
+    # local updates are bound on chain before they are revealed, and travel signed (ISessionUpdates)
+    def bind(self, session: int, rnd: int, shard: int, update_hash: str) -> str | None:
+        """Bind this node's local update of the round (once; again after a restart is a no-op) and return its
+        signature over the update (hex) for the announcement; None when the update cannot be bound (the bind
+        window closed, or another update of ours is bound: signing this one would prove us equivocating)."""
+
+    def bindings_settled(self, session: int, rnd: int, shard: int, replicas: frozenset[int]) -> bool:
+        """Whether updates may be revealed: every replica in ``replicas`` bound, or the bind window closed."""
+
+    def check_update(self, session: int, rnd: int, shard: int, replica: int, update_hash: str,
+                     signature: str | None) -> str:
+        """``bound`` (signed by the replica's member and equal to its binding), ``unbound`` (not its
+        signature, or it bound nothing: ignored), or ``equivocation`` (its signature over another update
+        than the one it bound: a proof)."""
+
+    def prove_equivocation(self, session: int, rnd: int, shard: int, replica: int, update_hash: str,
+                           signature: str) -> bool:
+        """Submit a signed update that differs from the author's binding; False if already proven."""
+
     # FedPEAT sessions only (node.daemon.fedpeat); ledger rounds are 1-based: session round r obeys plan r + 1
     def round_plan(self, session: int, ledger_round: int) -> list[int] | None:
         """Per replica, the retention in basis points the controller planned for the round (0 = sits out);

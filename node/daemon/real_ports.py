@@ -42,6 +42,7 @@ class RealChain:
         self.gas_used = 0
         self._last_finalize_try: dict[tuple, int] = {}
         self._last_finalize_error: dict[tuple, str] = {}
+        self._bindings: dict[tuple, str] = {}
 
     def _count(self, result) -> None:
         self.tx_count += 1
@@ -109,6 +110,85 @@ class RealChain:
             if err is exc:
                 raise
             raise err from None
+
+    # -- bound, signed local updates ------------------------------------------------------------------
+    def _slot(self, session, rnd, shard):
+        from node.chain.updates import UpdateSlot
+
+        return UpdateSlot(self.sessions.sender.chain_id, self.sessions.address, session, rnd, shard)
+
+    def _member_at(self, session, shard, replica) -> str | None:
+        m = next((m for m in self.members(session) if m.shard == shard and m.replica == replica), None)
+        return None if m is None else m.address
+
+    def _binding(self, session, rnd, shard, replica) -> str | None:
+        key = (session, rnd, shard, replica)
+        if key not in self._bindings:  # a binding never changes once made: cache only those
+            b = _hex(self.sessions.binding_of(session, rnd, shard, replica))
+            if b is None:
+                return None
+            self._bindings[key] = b
+        return self._bindings[key]
+
+    def bind(self, session, rnd, shard, update_hash):
+        from node.chain.errors import ContractRevert
+        from node.chain.updates import update_digest
+
+        me = self.sessions.assignment_of(session, self.address)
+        digest = update_digest(self._slot(session, rnd, shard), self.address, bytes.fromhex(update_hash[2:]))
+        bound = self._binding(session, rnd, shard, me.replica)
+        if bound is None:
+            st = self.sessions.get_shard(session, shard)
+            if st.round != rnd or st.epoch != 0 or \
+                    self.sessions.w3.eth.block_number + 1 > self.sessions.bind_deadline(session, shard):
+                return None
+            try:
+                self._count(self.sessions.bind(session, rnd, shard, digest, purpose=f"bind s{session} r{rnd} k{shard}"))
+            except ContractRevert as exc:  # the window closed while the transaction waited
+                log.info("bind refused: %s", exc)
+                return None
+            bound = self._binding(session, rnd, shard, me.replica)
+        if bound != "0x" + digest.hex():
+            return None  # another update of ours is bound (a restart retrained): never sign a second one
+        return "0x" + self.sessions.sender.sign_digest(digest).hex()
+
+    def bindings_settled(self, session, rnd, shard, replicas):
+        st = self.sessions.get_shard(session, shard)
+        if st.round != rnd or st.epoch != 0:
+            return True
+        if self.sessions.w3.eth.block_number >= self.sessions.bind_deadline(session, shard):
+            return True  # a bind sent now lands after the window
+        return all(self._binding(session, rnd, shard, r) is not None for r in replicas)
+
+    def check_update(self, session, rnd, shard, replica, update_hash, signature):
+        from node.chain.updates import signer_of, update_digest
+
+        author = self._member_at(session, shard, replica)
+        if author is None or not signature:
+            return "unbound"
+        try:
+            digest = update_digest(self._slot(session, rnd, shard), author, bytes.fromhex(update_hash[2:]))
+            sig = bytes.fromhex(signature[2:] if signature.startswith("0x") else signature)
+        except ValueError:
+            return "unbound"
+        if (signer_of(digest, sig) or "").lower() != author.lower():
+            return "unbound"
+        bound = self._binding(session, rnd, shard, replica)
+        if bound is None:
+            return "unbound"
+        return "bound" if bound == "0x" + digest.hex() else "equivocation"
+
+    def prove_equivocation(self, session, rnd, shard, replica, update_hash, signature):
+        from node.chain.errors import ContractRevert
+
+        author = self._member_at(session, shard, replica)
+        sig = bytes.fromhex(signature[2:] if signature.startswith("0x") else signature)
+        try:
+            self._count(self.sessions.prove_unbound(session, rnd, shard, author, update_hash, sig))
+            return True
+        except ContractRevert as exc:  # another replica proved it first
+            log.info("equivocation proof refused: %s", exc)
+            return False
 
     def try_close_round(self, session, rnd, shard):
         from node.chain.errors import ContractRevert

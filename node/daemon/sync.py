@@ -4,12 +4,17 @@ One component used by every session runner (``node.daemon.session.SessionRunner`
 where runners differ, they declare a ``SyncPolicy`` instead of overriding steps. For one (session, round,
 shard) ``RoundSync.run``:
 
-1. serves this node's local update (content-addressed) and announces (round, shard, replica, hash, samples)
-   on the session's topic; a node that sits the round out announces nothing and commits a zero local hash;
+1. serves this node's local update (content-addressed), binds its hash on chain (``ChainPort.bind``: the
+   round's bind window, epoch 0), waits until every expected replica bound or the window closed, then
+   announces (round, shard, replica, hash, samples) on the session's topic with its signature over the bound
+   update; a node that sits the round out, or missed the bind window, announces nothing and commits a zero
+   local hash;
 2. collects the expected replicas' announcements until all arrived, the round is final, ``sync_timeout``
    passed, or every replica still missing is known to be gone (``_gone``: a member of it whose connection to
    this node closed ``GONE_GRACE`` seconds ago and has not reopened; a restarting daemon is back well within
-   that and is waited for), and fetches their updates by hash (verified);
+   that and is waited for), keeping only updates signed by their author and equal to its binding (a signed
+   update other than the bound one is submitted as an equivocation proof: its author is slashed and barred),
+   and fetches them by hash (verified);
 3. agrees on the set (``_agree_on_set``): announces which updates it holds and keeps only those every replica
    in its set also holds (the intersection), so replicas that saw different sets converge on one aggregate
    instead of splitting the vote (with two replicas a split could never be finalized); screens them
@@ -125,6 +130,8 @@ class RoundSync:
     fetch_blob: Callable[[str, list[str]], bytes]  # (hash, peers to try first) -> verified bytes
     global_before: Callable[[int], bytes]         # the adapter round r started from
     sample_count: Callable[[int], int]            # a replica's sample count from the partition: its update's weight
+    _proven: set = field(default_factory=set)     # (round, replica) whose equivocation this node submitted
+    _refused: set = field(default_factory=set)    # (round, replica, hash) refused as not bound (logged once)
 
     @property
     def shard(self) -> int:
@@ -141,11 +148,17 @@ class RoundSync:
         if work.local is not None:
             h_local = self.net.serve(work.local)
             self.store.put_blob(work.local)
-            mine = Announcement(self.session, rnd, self.shard, self.me.replica, h_local, work.samples,
-                                self.me.peer_id, dict(work.update_extra))
-            self.net.announce(mine)
-            pulse.every(mine)
-            updates[self.me.replica], blobs[self.me.replica] = mine, work.local
+            sig = self.chain.bind(self.session, rnd, self.shard, h_local)
+            if sig is None:  # every peer would refuse an unbound update: sit out, aggregate the others'
+                self.emit("bind_missed", round=rnd, local=h_local)
+                h_local = ZERO_HASH
+            else:
+                self._await_bindings(rnd, work.expected, pulse)
+                mine = Announcement(self.session, rnd, self.shard, self.me.replica, h_local, work.samples,
+                                    self.me.peer_id, {**work.update_extra, "sig": sig})
+                self.net.announce(mine)
+                pulse.every(mine)
+                updates[self.me.replica], blobs[self.me.replica] = mine, work.local
 
         h_agg = agg_bytes = None
         if self.policy.resync_after_commit or not self.chain.committed(self.session, rnd, self.shard):
@@ -183,7 +196,7 @@ class RoundSync:
         before the timeout or the round's finality."""
         def collect():
             for a in self.net.announcements(self.session, rnd, self.shard):
-                if a.replica in expected and a.kind == "update":
+                if a.replica in expected and a.kind == "update" and a.replica not in updates and self._bound(rnd, a):
                     updates[a.replica] = a
 
         deadline = time.monotonic() + self.sync_timeout
@@ -195,6 +208,27 @@ class RoundSync:
             self.sleep(self.poll)
         if self.policy.commit_after_final:
             collect()  # the round may have gone final with every update announced: ours must still match it
+
+    def _await_bindings(self, rnd: int, expected: frozenset[int], pulse: _Pulse) -> None:
+        """Reveal nothing before every expected replica bound its update or the bind window closed: a binding
+        made after a reveal could depend on the updates revealed."""
+        while not self.chain.bindings_settled(self.session, rnd, self.shard, expected) and self._final(rnd) is None:
+            pulse.tick()
+            self.sleep(self.poll)
+
+    def _bound(self, rnd: int, a: Announcement) -> bool:
+        """Whether a peer's update announcement carries its author's signature over the update it bound. A
+        signed update other than the bound one is proven on chain (its author is slashed and barred) and
+        refused, like an unsigned or unbound one."""
+        verdict = self.chain.check_update(self.session, rnd, self.shard, a.replica, a.hash, a.extra.get("sig"))
+        if verdict == "equivocation" and (rnd, a.replica) not in self._proven:
+            self._proven.add((rnd, a.replica))
+            proven = self.chain.prove_equivocation(self.session, rnd, self.shard, a.replica, a.hash, a.extra["sig"])
+            self.emit("equivocation", round=rnd, replica=a.replica, hash=a.hash, proven_by_us=proven)
+        elif verdict == "unbound" and (rnd, a.replica, a.hash) not in self._refused:
+            self._refused.add((rnd, a.replica, a.hash))
+            self.emit("update_refused", round=rnd, replica=a.replica, hash=a.hash, reason="not bound")
+        return verdict == "bound"
 
     def _agree_on_set(self, rnd: int, chosen: dict[int, str], blobs: dict[int, bytes],
                       updates: dict[int, Announcement], h_local: str, work: RoundWork,

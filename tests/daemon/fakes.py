@@ -5,7 +5,9 @@
 one table of scenarios against both): per-shard rounds in epochs, a round is final inside the commit that brings
 ceil(2/3 x replicas) identical aggregate hashes, each epoch takes commits until a deadline counted from its start,
 a late commit for a finalized round is recorded until that round's deadline but not counted, and ``closeRound``
-after a deadline without a quorum retries the round in a new epoch or, after the last one, fails the session. A commit the contract would refuse (twice, or for another round) changes
+after a deadline without a quorum retries the round in a new epoch or, after the last one, fails the session.
+Local updates are bound in the first half of a round's epoch 0 and checked against their "signatures" (the
+author's address and the hash: the contract's ecrecover is tested in tests/contracts/test_session_updates.py). A commit the contract would refuse (twice, or for another round) changes
 nothing and is kept in ``refused``: ``run_runners`` fails a test whose runners sent one.
 """
 
@@ -40,6 +42,8 @@ class FakeChain:
         self.failed = False
         self.txs = []                                     # (address, kind, args)
         self.refused = []                                 # (address, round, shard, why): the contract reverts
+        self.bindings = {}                                # (round, shard, replica) -> bound local update hash
+        self.proven = set()                               # (round, shard, replica): equivocation proven
 
     def start_clock(self):
         """Round 0's deadline counts from here (the contract's start(); runners load their models before)."""
@@ -117,6 +121,41 @@ class _ChainView:
 
     def members(self, session):
         return self.c.members(session)
+
+    # bound, signed updates: a "signature" is the author's address over the hash (the contract checks real ones)
+    def _bind_open(self, rnd, shard):
+        return rnd == self.c.round[shard] and self.c.epoch[shard] == 0 and \
+            time.monotonic() <= self.c.round_start[shard] + self.c.deadline_s / 2
+
+    def bind(self, session, rnd, shard, update_hash):
+        with self.c.lock:
+            key = (rnd, shard, self.me.replica)
+            if key not in self.c.bindings:
+                if not self._bind_open(rnd, shard):
+                    return None
+                self.c.txs.append((self.me.address, "bind", (rnd, shard, update_hash)))
+                self.c.bindings[key] = update_hash
+            return f"sig:{self.me.address}:{update_hash}" if self.c.bindings[key] == update_hash else None
+
+    def bindings_settled(self, session, rnd, shard, replicas):
+        with self.c.lock:
+            return not self._bind_open(rnd, shard) or all((rnd, shard, r) in self.c.bindings for r in replicas)
+
+    def check_update(self, session, rnd, shard, replica, update_hash, signature):
+        author = next((m.address for m in self.c._members if m.shard == shard and m.replica == replica), None)
+        bound = self.c.bindings.get((rnd, shard, replica))
+        if author is None or signature != f"sig:{author}:{update_hash}" or bound is None:
+            return "unbound"
+        return "bound" if bound == update_hash else "equivocation"
+
+    def prove_equivocation(self, session, rnd, shard, replica, update_hash, signature):
+        with self.c.lock:
+            if self.check_update(session, rnd, shard, replica, update_hash, signature) != "equivocation" or \
+                    (rnd, shard, replica) in self.c.proven:
+                return False
+            self.c.txs.append((self.me.address, "proveUnbound", (rnd, shard, replica)))
+            self.c.proven.add((rnd, shard, replica))
+            return True
 
 
 class FakeNet:

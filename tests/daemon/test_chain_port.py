@@ -7,7 +7,9 @@ round closes) fails here for the fake until the fake follows.
 Each scenario is a list of steps on one shard of a fresh session; replicas commit labelled hashes:
 ``("commit", replica, round, label)``, ``("timeout",)`` (the commit deadline passes),
 ``("close", replica, round, expected)`` (``try_close_round``'s answer), ``("final", round, label)``
-(None: not final), ``("round", n)``, ``("committed", replica, round, bool)``, ``("epoch", n)``, ``("failed", bool)``.
+(None: not final), ``("round", n)``, ``("committed", replica, round, bool)``, ``("epoch", n)``, ``("failed", bool)``; bound updates:
+``("bind", replica, round, label, signed)``, ``("bindtimeout",)``, ``("settled", round, bool)``,
+``("check", checker, round, author, label, signer, verdict)``, ``("prove", prover, round, author, label, bool)``.
 The deadline counts from the round's (epoch's) start, the quorum from the shard's replicas.
 """
 
@@ -49,6 +51,17 @@ SCENARIOS = {
         ("timeout",), ("close", 3, 0, True), ("failed", True), ("final", 0, None)]),
     "nothing closes before the deadline": (3, [
         ("close", 0, 0, False), ("final", 0, None), ("epoch", 0)]),
+    # bound, signed updates (issue 11 item 4)
+    "updates are revealed once all bound; a second update is never signed; a signed other one is proven": (3, [
+        ("bind", 0, 0, "U0", True), ("bind", 1, 0, "U1", True), ("settled", 0, False),
+        ("bind", 2, 0, "U2", True), ("settled", 0, True),
+        ("bind", 0, 0, "V0", False),
+        ("check", 1, 0, 0, "U0", 0, "bound"), ("check", 1, 0, 0, "U0", 2, "unbound"),
+        ("check", 1, 0, 0, "V0", 0, "equivocation"),
+        ("prove", 1, 0, 0, "V0", True), ("prove", 2, 0, 0, "V0", False)]),
+    "the bind window closes: a late update is neither bound nor accepted": (3, [
+        ("bind", 0, 0, "U0", True), ("bindtimeout",), ("settled", 0, True), ("bind", 1, 0, "U1", False),
+        ("check", 0, 0, 1, "U1", 1, "unbound")]),
 }
 
 
@@ -69,6 +82,12 @@ class FakeWorld:
 
     def timeout(self):
         time.sleep(self.DEADLINE * 1.5)
+
+    def bind_timeout(self):
+        time.sleep(self.DEADLINE * 0.75)  # past the bind window (the first half), not the commit deadline
+
+    def sign(self, signer: int, rnd: int, author: int, h: str) -> str:
+        return f"sig:{self.members[signer].address}:{h}"
 
 
 class RealWorld:
@@ -107,6 +126,16 @@ class RealWorld:
     def timeout(self):
         self.chain.mine(self.timeout_blocks + 1)
 
+    def bind_timeout(self):
+        self.chain.mine((self.timeout_blocks + 1) // 2 + 1)
+
+    def sign(self, signer: int, rnd: int, author: int, h: str) -> str:
+        from node.chain.updates import update_digest
+
+        author_port, signer_port = self.ports[author], self.ports[signer]
+        digest = update_digest(author_port._slot(self.session, rnd, 0), author_port.address, bytes.fromhex(h[2:]))
+        return "0x" + signer_port.sessions.sender.sign_digest(digest).hex()
+
 
 @pytest.mark.parametrize("world", [FakeWorld, pytest.param(RealWorld, marks=pytest.mark.slow)], ids=["fake", "contract"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -137,5 +166,21 @@ def test_chain_port_scenarios(world, name):
         elif kind == "committed":
             r, rnd, expected = args
             assert w.ports[r].committed(sid, rnd, 0) is expected, where
+        elif kind == "bind":
+            r, rnd, label, signed = args
+            assert (w.ports[r].bind(sid, rnd, 0, _h(label)) is not None) is signed, where
+        elif kind == "bindtimeout":
+            w.bind_timeout()
+        elif kind == "settled":
+            rnd, expected = args
+            assert w.ports[0].bindings_settled(sid, rnd, 0, frozenset(range(replicas))) is expected, where
+        elif kind == "check":
+            r, rnd, author, label, signer, verdict = args
+            sig = w.sign(signer, rnd, author, _h(label))
+            assert w.ports[r].check_update(sid, rnd, 0, author, _h(label), sig) == verdict, where
+        elif kind == "prove":
+            r, rnd, author, label, expected = args
+            sig = w.sign(author, rnd, author, _h(label))
+            assert w.ports[r].prove_equivocation(sid, rnd, 0, author, _h(label), sig) is expected, where
         else:
             raise AssertionError(f"unknown step {step}")

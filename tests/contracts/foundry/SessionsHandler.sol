@@ -31,6 +31,8 @@ contract SessionsHandler {
     uint256 public constant N_ACTORS = 12;
     uint256 public constant MAX_PROPOSALS = 3;
     uint32 public constant NODE_MEMORY_MB = 4000;
+    /// @notice actors[i]'s private key is ACTOR_KEY_BASE + i (test keys of the fuzz suite only)
+    uint256 public constant ACTOR_KEY_BASE = 0xB5150000;
 
     NodeRegistry public immutable registry;
     TrainingSessions public immutable sessions;
@@ -80,7 +82,7 @@ contract SessionsHandler {
         modelHolds = modelHolds_;
         timeout = sessions_.commitTimeoutBlocks();
         for (uint256 i = 0; i < N_ACTORS; ++i) {
-            actors[i] = address(uint160(0xB5150000 + i));
+            actors[i] = VM.addr(ACTOR_KEY_BASE + i); // keys, so that UpdatesHandler can sign updates
             VM.deal(actors[i], 1_000 ether);
         }
         // voters exist before the first proposal: six honest nodes and every Byzantine one

@@ -9,10 +9,11 @@ import {ITrainingSessions} from "../../../contracts/interfaces/ITrainingSessions
 import {IAdapterRegistry} from "../../../contracts/interfaces/IAdapterRegistry.sol";
 import {VM} from "./Vm.sol";
 import {SessionsHandler} from "./SessionsHandler.sol";
+import {UpdatesHandler} from "./UpdatesHandler.sol";
 
 /// @title SessionsInvariantsBase
 /// @notice Issue 11's chain guarantees as forge invariants, checked after every call the fuzzer makes to
-///         SessionsHandler: a final hash has a quorum of the shard's replicas; every round ends within its
+///         SessionsHandler and UpdatesHandler (bound, signed updates and equivocation proofs): a final hash has a quorum of the shard's replicas; every round ends within its
 ///         bound; deposits = balances + slashed + withdrawn; a verified record's shard hashes are the final
 ///         hashes. The two concrete suites below differ in who the Byzantine actors may be.
 /// @dev No forge-std: forge calls `targetContracts`, `invariant_*` and `afterInvariant` by name; a failed
@@ -28,6 +29,7 @@ abstract contract SessionsInvariantsBase {
     FineTuneGovernance internal gov;
     AdapterRegistry internal adapters;
     SessionsHandler internal handler;
+    UpdatesHandler internal updates;
 
     function _modelHolds() internal pure virtual returns (bool);
 
@@ -41,13 +43,15 @@ abstract contract SessionsInvariantsBase {
         registry.setSlasher(address(sessions));
         sessions.setGovernance(address(gov));
         handler = new SessionsHandler(registry, sessions, gov, adapters, _modelHolds());
+        updates = new UpdatesHandler(handler, sessions);
         VM.roll(11); // the first voters are registered before any proposal's block
         VM.warp(1_000_012);
     }
 
     function targetContracts() public view returns (address[] memory targets) {
-        targets = new address[](1);
+        targets = new address[](2);
         targets[0] = address(handler);
+        targets[1] = address(updates);
     }
 
     /// @notice Every guarantee, checked after every fuzzed call. One invariant function rather than one per
@@ -166,6 +170,8 @@ abstract contract SessionsInvariantsBase {
         _log("faults slashed", handler.slashes());
         _log("records verified", handler.verifiedPublished());
         _log("byzantine commits", handler.byzantineCommits());
+        _log("updates bound", updates.bindings());
+        _log("equivocations proven", updates.proofs());
         _log("byzantine seats, session 1 shard 0", handler.byzSeats(1, 0));
     }
 

@@ -9,6 +9,8 @@ interface Vm {
     function roll(uint256 blockNumber) external;
     function warp(uint256 timestamp) external;
     function deal(address account, uint256 balance) external;
+    function addr(uint256 privateKey) external pure returns (address);
+    function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
 }
 
 /// @dev keccak256("hevm cheat code")'s last 20 bytes: the address forge serves cheatcodes at.
