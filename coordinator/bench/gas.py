@@ -198,10 +198,10 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     r = chain.send(gov.functions.execute(pid), chain.funder)
     g["execute"] = r.gasUsed
     out.notes["execute"] = "opens the session"
+    sid = gov.events.ProposalExecuted().process_receipt(r, errors=DISCARD)[0]["args"]["sessionId"]
     r = chain.send(gov.functions.settleDeposit(pid), chain.funder)
     g["settleDeposit"] = r.gasUsed
     out.notes["settleDeposit"] = "returns the deposit of a proposal that reached quorum"
-    sid = gov.events.ProposalExecuted().process_receipt(r, errors=DISCARD)[0]["args"]["sessionId"]
 
     for a in nodes:
         r = chain.send(ses.functions.join(sid), a, gas=300_000)
