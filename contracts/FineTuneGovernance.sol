@@ -2,7 +2,14 @@
 pragma solidity ^0.8.24;
 
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
-import {IFineTuneGovernance} from "./interfaces/IFineTuneGovernance.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {
+    IFineTuneGovernance,
+    JOB_MAX_LEARNING_RATE_E9,
+    JOB_MAX_ROUNDS,
+    JOB_MAX_SEED,
+    JOB_MAX_SYNC_INTERVAL
+} from "./interfaces/IFineTuneGovernance.sol";
 import {ITrainingSessions, SESSION_MAX_REPLICAS, SESSION_MAX_SHARDS} from "./interfaces/ITrainingSessions.sol";
 
 /// @title FineTuneGovernance
@@ -13,6 +20,8 @@ import {ITrainingSessions, SESSION_MAX_REPLICAS, SESSION_MAX_SHARDS} from "./int
 ///      token checkpoints, while here the voters are the registry's nodes registered before the
 ///      proposal's creation block. castVote reads one registry slot (`eligibility`), writes the voter's
 ///      receipt and updates the tally that shares its slot with the (already non-zero) creation block.
+///      A proposal costs a deposit, returned only if the proposal reaches quorum: spam that nobody votes on is
+///      paid for, a proposal the network considers (for or against) costs nothing but gas.
 contract FineTuneGovernance is IFineTuneGovernance {
     /// @dev The slot castVote reads and writes: non-zero from creation on, so a vote pays no zero->non-zero.
     struct ProposalCore {
@@ -54,13 +63,20 @@ contract FineTuneGovernance is IFineTuneGovernance {
     /// @inheritdoc IFineTuneGovernance
     bool public immutable weightByStake;
     /// @inheritdoc IFineTuneGovernance
+    uint256 public immutable proposalDeposit;
+    /// @inheritdoc IFineTuneGovernance
+    uint256 public constant DEV_CHAIN_ID = 31337;
+    /// @inheritdoc IFineTuneGovernance
     uint256 public proposalCount;
+    /// @inheritdoc IFineTuneGovernance
+    uint256 public forfeitedDeposits;
 
     mapping(uint256 => ProposalCore) private _core;
     mapping(uint256 => ProposalMeta) private _meta;
     mapping(uint256 => JobParams) private _params;
     mapping(uint256 => uint256) private _sessionOf;
     mapping(uint256 => mapping(address => uint8)) private _receipt;
+    mapping(uint256 => uint256) private _deposit; // wei held until settleDeposit
 
     /// @param registry_ the NodeRegistry whose nodes vote
     /// @param sessions_ the TrainingSessions contract execute() opens sessions in
@@ -69,6 +85,8 @@ contract FineTuneGovernance is IFineTuneGovernance {
     /// @param quorumBps_ share of eligible weight that must vote, in bps (<= 10000)
     /// @param thresholdBps_ share of cast weight that must be for, in bps (1..10000)
     /// @param weightByStake_ weigh votes by stake (true) or one node one vote (false)
+    /// @param proposalDeposit_ wei each proposal pays; zero only on the dev chain (free proposals let anyone
+    ///        flood the voters)
     constructor(
         INodeRegistry registry_,
         ITrainingSessions sessions_,
@@ -76,13 +94,15 @@ contract FineTuneGovernance is IFineTuneGovernance {
         uint256 votingPeriodBlocks_,
         uint256 quorumBps_,
         uint256 thresholdBps_,
-        bool weightByStake_
+        bool weightByStake_,
+        uint256 proposalDeposit_
     ) {
         if (address(registry_) == address(0)) revert InvalidConfig("registry");
         if (address(sessions_) == address(0)) revert InvalidConfig("sessions");
         if (votingPeriodBlocks_ == 0) revert InvalidConfig("votingPeriodBlocks");
         if (quorumBps_ > BPS) revert InvalidConfig("quorumBps");
         if (thresholdBps_ == 0 || thresholdBps_ > BPS) revert InvalidConfig("thresholdBps");
+        if (proposalDeposit_ == 0 && block.chainid != DEV_CHAIN_ID) revert InvalidConfig("proposalDeposit");
         registry = registry_;
         sessions = sessions_;
         votingDelayBlocks = votingDelayBlocks_;
@@ -90,10 +110,16 @@ contract FineTuneGovernance is IFineTuneGovernance {
         quorumBps = quorumBps_;
         thresholdBps = thresholdBps_;
         weightByStake = weightByStake_;
+        proposalDeposit = proposalDeposit_;
     }
 
     /// @inheritdoc IFineTuneGovernance
-    function propose(JobParams calldata params, string calldata specToml) external returns (uint256 proposalId) {
+    function propose(JobParams calldata params, string calldata specToml)
+        external
+        payable
+        returns (uint256 proposalId)
+    {
+        if (msg.value != proposalDeposit) revert WrongDeposit(msg.value, proposalDeposit);
         _validate(params);
         uint256 specLen = bytes(specToml).length;
         if (specLen == 0 || specLen > MAX_SPEC_BYTES) revert InvalidParam("specToml");
@@ -113,6 +139,7 @@ contract FineTuneGovernance is IFineTuneGovernance {
         });
         _meta[proposalId] = ProposalMeta(msg.sender, uint96(weight));
         _params[proposalId] = params;
+        if (msg.value != 0) _deposit[proposalId] = msg.value;
         uint256 start = block.number + votingDelayBlocks;
         emit ProposalCreated(proposalId, msg.sender, params.specHash, start, start + votingPeriodBlocks, weight);
         emit ProposalSpec(proposalId, specToml);
@@ -179,7 +206,31 @@ contract FineTuneGovernance is IFineTuneGovernance {
         emit ProposalCanceled(proposalId);
     }
 
+    /// @inheritdoc IFineTuneGovernance
+    function settleDeposit(uint256 proposalId) external {
+        ProposalCore memory p = _core[proposalId];
+        if (p.createdBlock == 0) revert UnknownProposal(proposalId);
+        ProposalState st = _state(proposalId, p);
+        if (st == ProposalState.Pending || st == ProposalState.Active) revert DepositNotSettleable(proposalId, st);
+        uint256 amount = _deposit[proposalId];
+        if (amount == 0) revert NoDeposit(proposalId);
+        _deposit[proposalId] = 0; // before the transfer: settled once, whatever the proposer's code does
+        if (!p.canceled && _quorumReached(proposalId, p)) {
+            address proposer = _meta[proposalId].proposer;
+            emit DepositReturned(proposalId, proposer, amount);
+            Address.sendValue(payable(proposer), amount);
+        } else {
+            forfeitedDeposits += amount;
+            emit DepositForfeited(proposalId, amount);
+        }
+    }
+
     // ------------------------------------------------------------------ views
+
+    /// @inheritdoc IFineTuneGovernance
+    function depositOf(uint256 proposalId) external view returns (uint256) {
+        return _deposit[proposalId];
+    }
 
     /// @inheritdoc IFineTuneGovernance
     function state(uint256 proposalId) public view returns (ProposalState) {
@@ -254,9 +305,15 @@ contract FineTuneGovernance is IFineTuneGovernance {
         if (block.number <= start) return ProposalState.Pending;
         if (block.number <= start + votingPeriodBlocks) return ProposalState.Active;
         uint256 cast = uint256(p.forVotes) + p.againstVotes;
-        bool quorumReached = cast >= _quorumWeight(_meta[proposalId].eligibleWeight);
         bool thresholdReached = p.forVotes > 0 && uint256(p.forVotes) * BPS >= thresholdBps * cast;
-        return quorumReached && thresholdReached ? ProposalState.Succeeded : ProposalState.Defeated;
+        return _quorumReached(proposalId, p) && thresholdReached ? ProposalState.Succeeded : ProposalState.Defeated;
+    }
+
+    /// @dev At least one vote, and the cast weight at least the quorum weight. The vote is needed for a quorum of
+    ///      0 bps, where every proposal would otherwise "reach" quorum and get its deposit back unseen.
+    function _quorumReached(uint256 proposalId, ProposalCore memory p) private view returns (bool) {
+        uint256 cast = uint256(p.forVotes) + p.againstVotes;
+        return cast > 0 && cast >= _quorumWeight(_meta[proposalId].eligibleWeight);
     }
 
     /// @dev ceil(eligible * quorumBps / 10000): a quorum of 1 bps of 1 node still needs that node.
@@ -285,11 +342,12 @@ contract FineTuneGovernance is IFineTuneGovernance {
         if (p.distribution == uint8(Distribution.Dirichlet) && p.distributionParam == 0) {
             revert InvalidParam("distributionParam");
         }
-        if (p.syncInterval == 0) revert InvalidParam("syncInterval");
-        if (p.rounds == 0) revert InvalidParam("rounds");
+        if (p.syncInterval == 0 || p.syncInterval > JOB_MAX_SYNC_INTERVAL) revert InvalidParam("syncInterval");
+        if (p.rounds == 0 || p.rounds > JOB_MAX_ROUNDS) revert InvalidParam("rounds");
         if (p.aggregation > uint8(type(Aggregation).max)) revert InvalidParam("aggregation");
         if (p.minReplicas == 0 || p.minReplicas > MAX_REPLICAS) revert InvalidParam("minReplicas");
-        if (p.learningRateE9 == 0) revert InvalidParam("learningRateE9");
+        if (p.learningRateE9 == 0 || p.learningRateE9 > JOB_MAX_LEARNING_RATE_E9) revert InvalidParam("learningRateE9");
+        if (p.seed > JOB_MAX_SEED) revert InvalidParam("seed");
         if (p.specHash == bytes32(0)) revert InvalidParam("specHash");
     }
 

@@ -39,7 +39,7 @@ def parse_amount(text: str | int) -> int:
     return int(wei)
 
 
-DEV_CHAIN_ID = 31337  # NodeRegistry.DEV_CHAIN_ID: anvil and Hardhat
+DEV_CHAIN_ID = 31337  # NodeRegistry.DEV_CHAIN_ID and FineTuneGovernance.DEV_CHAIN_ID: anvil and Hardhat
 
 
 class DeployParams(BaseModel):
@@ -55,6 +55,8 @@ class DeployParams(BaseModel):
     quorum_bps: int = Field(default=5000, ge=0, le=10_000)
     threshold_bps: int = Field(default=5000, ge=1, le=10_000)
     weight_by_stake: bool = False
+    proposal_deposit: int = Field(default=10**17, ge=0, description="FineTuneGovernance: wei each proposal pays, "
+                                                                    "returned if it reaches quorum")
     join_window_blocks: int = Field(default=20, ge=1, le=10_000_000)
     commit_timeout_blocks: int = Field(default=50, ge=1, le=10_000_000)
     slash_amount: int | None = Field(default=None, ge=0, description="wei taken per faulty commit (None: min_stake / 10)")
@@ -76,6 +78,10 @@ def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:
         # the registry refuses it too (InvalidParameter("minStake")); saying so here costs no transaction
         raise DeployError(f"min_stake: 0 is allowed only on the dev chain (chain id {DEV_CHAIN_ID}), "
                           f"not on chain {sender.chain_id}: free identities let anyone fill a shard")
+    if params.proposal_deposit == 0 and sender.chain_id != DEV_CHAIN_ID:
+        # FineTuneGovernance refuses it too (InvalidConfig("proposalDeposit"))
+        raise DeployError(f"proposal_deposit: 0 is allowed only on the dev chain (chain id {DEV_CHAIN_ID}), "
+                          f"not on chain {sender.chain_id}: free proposals let anyone flood the voters")
     slash = params.slash_amount if params.slash_amount is not None else params.min_stake // 10
     addresses: dict[str, str] = {}
     txs: dict[str, str] = {}
@@ -90,7 +96,8 @@ def deploy(w3, sender, params: DeployParams | None = None) -> Deployment:
     first = create("NodeRegistry", params.min_stake, params.exit_delay_seconds)
     create("TrainingSessions", addresses["NodeRegistry"], params.join_window_blocks, params.commit_timeout_blocks, slash)
     create("FineTuneGovernance", addresses["NodeRegistry"], addresses["TrainingSessions"], params.voting_delay_blocks,
-           params.voting_period_blocks, params.quorum_bps, params.threshold_bps, params.weight_by_stake)
+           params.voting_period_blocks, params.quorum_bps, params.threshold_bps, params.weight_by_stake,
+           params.proposal_deposit)
     create("AdapterRegistry", addresses["TrainingSessions"], addresses["FineTuneGovernance"])
     create("FedPeatLedger", addresses["TrainingSessions"], addresses["FineTuneGovernance"])
 

@@ -116,6 +116,9 @@ def explain_revert(exc: ContractRevert, gov, registry, pid: int, voter: str | No
         "NotSucceeded": lambda: execute_truth(gov, pid, fresh),
         "NotEligible": lambda: not_eligible_message(pid, voter, gov, registry) if voter else None,
         "UnknownProposal": lambda: unknown_proposal_message(pid, gov),
+        "DepositNotSettleable": lambda: (f"the deposit of proposal {pid} can be settled after block "
+                                         f"{gov.proposal_info(pid).vote_end}, when its vote ends"),
+        "NoDeposit": lambda: f"proposal {pid} holds no deposit: it was settled already, or none was paid",
         "NoEligibleVoters": lambda: ("no node is registered yet, so nobody could vote on it: start the nodes "
                                      "(`bsns node run`) and `bsns wait nodes N` first"),
     }

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from node.errors import BsnsError, validation_message
 from node.hashing import keccak_hex
-from node.vocab import CHAIN_UINT_MAX, MAX_REPLICAS, MAX_SHARDS, Aggregation, Distribution, EmulatorRule, Task
+from node.vocab import CHAIN_UINT_MAX, JOB_MAX, MAX_REPLICAS, MAX_SHARDS, Aggregation, Distribution, EmulatorRule, Task
 
 HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
@@ -119,12 +119,13 @@ class ShardsSection(_Section):
 
 
 class TrainingSection(_Section):
-    rounds: int = Field(ge=1, le=min(100_000, CHAIN_UINT_MAX["rounds"]))
-    sync_interval: int = Field(ge=1, le=CHAIN_UINT_MAX["syncInterval"], description="optimizer steps between syncs")
+    rounds: int = Field(ge=1, le=JOB_MAX["rounds"])
+    sync_interval: int = Field(ge=1, le=JOB_MAX["syncInterval"], description="optimizer steps between syncs")
     batch_size: int = Field(default=16, ge=1)
     micro_batches: int = Field(default=1, ge=1)
-    learning_rate: float = Field(gt=0, lt=1)
-    seed: int = Field(default=0, ge=0, lt=min(2**63, CHAIN_UINT_MAX["seed"]))
+    learning_rate: float = Field(ge=1e-9, le=JOB_MAX["learningRateE9"] / 1e9,
+                                 description="x1e9 on chain, where it must be a positive integer")
+    seed: int = Field(default=0, ge=0, le=JOB_MAX["seed"])
     aggregation: Aggregation = Aggregation.FEDAVG
     trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
 

@@ -8,7 +8,8 @@ PEFT method names are not here: each tuner registers itself (``node.tuners.regis
 
 It also holds the session limits a job spec must respect because the contracts enforce them
 (``MAX_SHARDS``, ``MAX_REPLICAS``; ``contracts/interfaces/ITrainingSessions.sol`` declares the same numbers) and
-the widths of the job parameters' integers on chain (``CHAIN_UINT_MAX``).
+the widths of the job parameters' integers on chain (``CHAIN_UINT_MAX``) and the tighter bounds the governance
+contract puts on some of them (``JOB_MAX``).
 
 A leaf module: it imports nothing of the project but ``node.errors``.
 """
@@ -37,6 +38,17 @@ CHAIN_UINT_MAX = {
     "minReplicas": 2**16 - 1,
     "learningRateE9": 2**64 - 1,
     "seed": 2**64 - 1,
+}
+
+#: bounds on JobParams beyond their widths, keyed by the struct's field names: the contract refuses a value over
+#: them with InvalidParam(field) (JOB_MAX_* in contracts/interfaces/IFineTuneGovernance.sol, compared with these by
+#: tests/test_vocab_mirror.py), and the spec validator applies the same numbers, so the two never disagree.
+#: Rounds and the sync interval bound how long a session lasts and what one round asks of a node.
+JOB_MAX = {
+    "rounds": 100_000,
+    "syncInterval": 1_000_000,
+    "learningRateE9": 1_000_000_000,
+    "seed": 2**63 - 1,
 }
 
 

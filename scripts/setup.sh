@@ -25,3 +25,10 @@ fi
 if [ ! -x node_modules/.bin/anvil ] || [ ! -x node_modules/.bin/forge ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# Slither (tests/contracts/test_slither.py) in its own environment: it pins web3 < 8, which the project's
+# web3 8 cannot share. Created only when missing; the pinned version is the one the triage file was made with.
+SLITHER_VERSION=0.11.3
+if [ ! -x .venv-slither/bin/slither ]; then
+  "$PY" -m venv .venv-slither
+  .venv-slither/bin/pip install -q "slither-analyzer==$SLITHER_VERSION"
+fi

@@ -157,3 +157,31 @@ def test_chain_uint_bounds_are_the_abi_widths():
         if m and int(m.group(1)) > 8:  # uint8 fields are enum codes, bounded by their word lists
             widths[c["name"]] = 2 ** int(m.group(1)) - 1
     assert widths == vocab.CHAIN_UINT_MAX
+
+
+def test_job_bounds_are_the_contracts():
+    """node.vocab.JOB_MAX (what the spec validator applies) names the JOB_MAX_* constants of the governance
+    interface (what propose enforces) with the same numbers, and no constant is left without its entry."""
+    source = _COMMENT.sub(" ", (CONTRACTS / "interfaces" / "IFineTuneGovernance.sol").read_text(encoding="utf-8"))
+    declared = {m.group(1): int(m.group(2).replace("_", ""))
+                for m in re.finditer(r"\bconstant\s+JOB_MAX_(\w+)\s*=\s*([0-9_]+)\s*;", source)}
+    ours = {re.sub(r"(?<!^)(?=[A-Z])", "_", field).upper(): value for field, value in vocab.JOB_MAX.items()}
+    assert declared == ours
+
+
+def test_the_spec_validator_applies_the_job_bounds():
+    """Each JOB_MAX bound is where the validator stops: at the bound a spec passes, one over it names the field."""
+    from node.job import JobSpec, SpecError
+    from tests.test_job import GOOD
+
+    cases = {"rounds": ("rounds = 3", "rounds = {}", 1),
+             "syncInterval": ("sync_interval = 10", "sync_interval = {}", 1),
+             "seed": ("seed = 7", "seed = {}", 1),
+             "learningRateE9": ("learning_rate = 1e-3", "learning_rate = {}", 1e-9)}
+    assert set(cases) == set(vocab.JOB_MAX)
+    for field, (old, new, step) in cases.items():
+        top = vocab.JOB_MAX[field] * (1e-9 if field == "learningRateE9" else 1)
+        at = JobSpec.from_text(GOOD.replace(old, new.format(top)))
+        assert at.to_chain_params()[field] == vocab.JOB_MAX[field]
+        with pytest.raises(SpecError):
+            JobSpec.from_text(GOOD.replace(old, new.format(top + step)))

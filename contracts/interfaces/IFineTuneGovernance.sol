@@ -4,6 +4,20 @@ pragma solidity ^0.8.24;
 import {INodeRegistry} from "./INodeRegistry.sol";
 import {ITrainingSessions} from "./ITrainingSessions.sol";
 
+// Bounds on JobParams beyond their integer widths: the same numbers as node.vocab.JOB_MAX, which the spec
+// validator applies (tests/test_vocab_mirror.py compares the two), so a proposal the validator accepts is
+// one propose accepts and a proposal sent around the validator is refused by the contract, naming the field.
+
+/// @dev Most rounds of one job: with at most MAX_EPOCHS x (commitTimeoutBlocks + 1) blocks a round, this
+///      bounds how long a session can hold its members' stake.
+uint256 constant JOB_MAX_ROUNDS = 100_000;
+/// @dev Most local steps between two syncs: bounds the work one round asks of a node.
+uint256 constant JOB_MAX_SYNC_INTERVAL = 1_000_000;
+/// @dev Largest learning rate x 1e9 (a learning rate of at most 1).
+uint256 constant JOB_MAX_LEARNING_RATE_E9 = 1_000_000_000;
+/// @dev Largest seed: torch takes a signed 64-bit seed.
+uint256 constant JOB_MAX_SEED = 9_223_372_036_854_775_807;
+
 /// @title IFineTuneGovernance
 /// @notice Proposals to fine-tune: the job parameters the network must agree on, the vote of the
 ///         registered nodes, and the execution that opens a training session. The types, errors, events
@@ -63,6 +77,12 @@ interface IFineTuneGovernance {
     }
 
     error InvalidConfig(string field);
+    /// @notice propose was sent `sent` wei; it takes exactly the proposal deposit, `required`.
+    error WrongDeposit(uint256 sent, uint256 required);
+    /// @notice The deposit of a proposal is settled once its vote is over (not Pending or Active).
+    error DepositNotSettleable(uint256 proposalId, ProposalState state);
+    /// @notice The proposal holds no deposit: settled already, or proposed with a zero deposit.
+    error NoDeposit(uint256 proposalId);
     error InvalidParam(string field);
     error SpecHashMismatch(bytes32 specHash, bytes32 textHash);
     error NoEligibleVoters();
@@ -84,15 +104,29 @@ interface IFineTuneGovernance {
     event VoteCast(address indexed voter, uint256 indexed proposalId, bool support, uint256 weight);
     event ProposalCanceled(uint256 indexed proposalId);
     event ProposalExecuted(uint256 indexed proposalId, uint256 indexed sessionId);
+    /// @notice The proposal reached quorum: its deposit went back to its proposer.
+    event DepositReturned(uint256 indexed proposalId, address indexed proposer, uint256 amount);
+    /// @notice The proposal did not reach quorum (or was canceled): its deposit stays in this contract for good.
+    event DepositForfeited(uint256 indexed proposalId, uint256 amount);
 
-    /// @notice Propose a fine-tuning job. Anyone may propose; the nodes registered before this block vote.
+    /// @notice Propose a fine-tuning job. Anyone may propose, paying exactly `proposalDeposit` wei (returned by
+    ///         `settleDeposit` if the proposal reaches quorum); the nodes registered before this block vote.
     /// @dev The full TOML spec travels in calldata and in the ProposalSpec event only (never stored), so
     ///      a daemon reads the whole spec from the chain and checks it against params.specHash.
     /// @param params the job's agreed fields (validated; a bad field reverts InvalidParam(field))
     /// @param specToml the canonical TOML job spec (1..32768 bytes); keccak256(bytes(specToml)) must equal
     ///        params.specHash
     /// @return proposalId the new proposal's id (1-based)
-    function propose(JobParams calldata params, string calldata specToml) external returns (uint256 proposalId);
+    function propose(JobParams calldata params, string calldata specToml) external payable returns (uint256 proposalId);
+
+    /// @notice Settle a proposal's deposit once its vote is over. Anyone may call, once per proposal. Quorum reached
+    ///         (at least one vote, and the cast weight at least the quorum weight, whatever the outcome) and not
+    ///         canceled: the deposit goes back to the proposer (DepositReturned). Otherwise it is forfeited
+    ///         (DepositForfeited): it stays in this contract, which has no function that moves it (a burn).
+    /// @dev Pull rather than push: castVote and execute never send ether, so their gas and safety do not
+    ///      depend on the proposer. Reverts DepositNotSettleable while Pending or Active, NoDeposit once settled.
+    /// @param proposalId the proposal
+    function settleDeposit(uint256 proposalId) external;
 
     /// @notice Vote for or against a proposal while it is Active. Only nodes that are active and were
     ///         registered in a block before the proposal's creation block; once each.
@@ -174,6 +208,19 @@ interface IFineTuneGovernance {
 
     /// @notice True: a vote weighs the node's stake; false: one node one vote.
     function weightByStake() external view returns (bool);
+
+    /// @notice Wei that propose takes (fixed at deployment; zero only on the dev chain, DEV_CHAIN_ID).
+    function proposalDeposit() external view returns (uint256);
+
+    /// @notice Wei the proposal still holds as its deposit (0 once settled).
+    /// @param proposalId the proposal
+    function depositOf(uint256 proposalId) external view returns (uint256);
+
+    /// @notice Wei of the deposits forfeited so far (they stay in this contract).
+    function forfeitedDeposits() external view returns (uint256);
+
+    /// @notice The chain on which a zero proposal deposit is allowed (anvil and Hardhat): 31337.
+    function DEV_CHAIN_ID() external view returns (uint256);
 
     /// @notice Number of proposals (ids are 1..proposalCount).
     function proposalCount() external view returns (uint256);

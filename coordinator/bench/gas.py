@@ -5,7 +5,7 @@ Runs on a fresh in-process eth-tester chain (default) or on any dev chain with u
 (`--rpc http://127.0.0.1:8545`, e.g. anvil or `npx hardhat node`). The bench nodes are throwaway keys
 derived from a fixed string (bench only, never printed), funded by the chain's first unlocked account.
 Each scenario deploys its own contracts, registers N nodes, proposes a one-shard two-round job, votes,
-executes, lets all N nodes join (N replicas), lets a quorum of them and one equivocator bind their round-0
+executes, settles the proposal's deposit, lets all N nodes join (N replicas), lets a quorum of them and one equivocator bind their round-0
 local updates (bind), registers and attaches a FedPEAT emulator and records a
 round plan for N devices (FedPeatLedger), commits until round 0 is final, lets round 1's first epoch
 pass its deadline with one commit and closes it (retry), finalizes it in epoch 1, reports a replica missing from
@@ -26,6 +26,7 @@ GOAL_VOTE = 60_000
 GOAL_COMMIT = 60_000
 OZ_CASTVOTE_QUOTED = 66_000  # issue 2's figure for OZ Governor castVote on these machines
 MIN_STAKE = 10**18
+PROPOSAL_DEPOSIT = 10**17  # coordinator.deploy's default
 COMMIT_TIMEOUT = 300  # blocks: an epoch must take every commit of 128 nodes (one block each here)
 
 
@@ -169,7 +170,7 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     reg, _ = _contract(chain, "NodeRegistry", MIN_STAKE, 60)
     ses, _ = _contract(chain, "TrainingSessions", reg.address, n + 2, COMMIT_TIMEOUT, MIN_STAKE // 10)
     gov, _ = _contract(chain, "FineTuneGovernance", reg.address, ses.address, 1, 5 + math.ceil(n / 10), 1000, 5000,
-                       False)
+                       False, PROPOSAL_DEPOSIT)
     ad, _ = _contract(chain, "AdapterRegistry", ses.address, gov.address)
     led, _ = _contract(chain, "FedPeatLedger", ses.address, gov.address)
     chain.send(ses.functions.setGovernance(gov.address), chain.funder)
@@ -185,7 +186,7 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     g["register"] = r.gasUsed
     out.notes["register"] = "a later registrant (the first also creates the node list)"
 
-    r = chain.send(gov.functions.propose(*_job()), chain.funder)
+    r = chain.send(gov.functions.propose(*_job()), chain.funder, value=PROPOSAL_DEPOSIT)
     g["propose"] = r.gasUsed
     pid = gov.events.ProposalCreated().process_receipt(r, errors=DISCARD)[0]["args"]["proposalId"]
     created = r.blockNumber
@@ -201,6 +202,9 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     g["execute"] = r.gasUsed
     out.notes["execute"] = "opens the session"
     sid = gov.events.ProposalExecuted().process_receipt(r, errors=DISCARD)[0]["args"]["sessionId"]
+    r = chain.send(gov.functions.settleDeposit(pid), chain.funder)
+    g["settleDeposit"] = r.gasUsed
+    out.notes["settleDeposit"] = "returns the deposit of a proposal that reached quorum"
 
     for a in nodes:
         r = chain.send(ses.functions.join(sid), a, gas=300_000)

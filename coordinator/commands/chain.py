@@ -74,6 +74,8 @@ def deploy_cmd(
     quorum_bps: Annotated[int, typer.Option(help="quorum, basis points of the eligible weight")] = 5000,
     threshold_bps: Annotated[int, typer.Option(help="share of 'for' among cast votes to pass, basis points")] = 5000,
     weight_by_stake: Annotated[bool, typer.Option(help="weigh votes by stake instead of one node one vote")] = False,
+    proposal_deposit: Annotated[str, typer.Option(
+        help="what each proposal pays, returned if the proposal reaches quorum (0 only on the dev chain)")] = "0.1 ether",
     join_window: Annotated[int, typer.Option(help="blocks a session stays open for joining")] = 20,
     commit_timeout: Annotated[int, typer.Option(help="blocks each attempt of a round takes commits, counted from the round's start (must hold its training and sync)")] = 50,
     slash_amount: Annotated[Optional[str], typer.Option(help="stake slashed per faulty commit (default: contract's)")] = None,
@@ -85,6 +87,7 @@ def deploy_cmd(
     params = DeployParams.make(min_stake=parse_amount(min_stake), exit_delay_seconds=exit_delay,
                           voting_delay_blocks=voting_delay, voting_period_blocks=voting_period,
                           quorum_bps=quorum_bps, threshold_bps=threshold_bps, weight_by_stake=weight_by_stake,
+                          proposal_deposit=parse_amount(proposal_deposit),
                           join_window_blocks=join_window, commit_timeout_blocks=commit_timeout,
                           slash_amount=parse_amount(slash_amount) if slash_amount else None)
     from node.chain.deployment import default_path

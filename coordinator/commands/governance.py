@@ -1,7 +1,9 @@
-"""`bsns propose`, `bsns vote`, `bsns proposals`, `bsns execute`, `bsns cancel`: fine-tuning governance.
+"""`bsns propose`, `bsns vote`, `bsns proposals`, `bsns execute`, `bsns cancel`, `bsns settle-deposit`:
+fine-tuning governance.
 
 `propose` validates the spec (the field at fault is named) and fills in the model-weights and data
-hashes from the files *before* connecting or sending anything. A refusal says what is true, with the time to
+hashes from the files *before* connecting or sending anything; it pays the contract's proposal deposit and says
+how much, and `settle-deposit` gets it back once the vote reached quorum (or forfeits it). A refusal says what is true, with the time to
 wait (coordinator.refusals): a vote before voting opens is not sent, and the contract's own refusals (found by
 the gas estimate, before anything is sent) come with the proposal's state and window.
 """
@@ -50,6 +52,8 @@ def propose(
     info = gov.proposal_info(pid)
     clock = ctx.clock()
     typer.echo(f"proposal {pid} created in block {result.block_number}: spec {spec.spec_hash()} (saved to {shown(saved)})")
+    typer.echo(f"paid a deposit of {ether(gov.deposit_of(pid))}: `bsns settle-deposit {pid}` returns it after the vote "
+               f"if the proposal reached quorum (it is forfeited otherwise)")
     typer.echo(f"voting from block {info.vote_start + 1} to {info.vote_end} (opens in "
                f"{clock.wait(info.vote_start + 1 - clock.head)}); {info.eligible_weight} eligible, quorum "
                f"{info.quorum_weight}")
@@ -144,9 +148,39 @@ def cancel(
     typer.echo(f"proposal {proposal_id} canceled in block {result.block_number}")
 
 
+def settle_deposit(
+    proposal_id: ProposalIdArg,
+    rpc: RpcOpt = None,
+    keystore: KeystoreOpt = None,
+    dev_account: DevAccountOpt = None,
+    deployment: DeploymentOpt = None,
+) -> None:
+    """After the vote: return a proposal's deposit to its proposer if it reached quorum, else forfeit it (anyone may call)."""
+    from coordinator.commands._chainopts import chain_ctx
+    from coordinator.refusals import GovernanceRefusal, explain_revert
+    from node.chain.errors import ContractRevert
+
+    ctx = chain_ctx(rpc, deployment, keystore, dev_account)
+    c = ctx.clients()
+    gov = c.governance
+    try:
+        result, (what, amount) = gov.settle_deposit(proposal_id)
+    except ContractRevert as exc:
+        raise GovernanceRefusal(explain_revert(exc, gov, c.registry, proposal_id, None, ctx.clock())) from None
+    to = f" to {gov.proposal_info(proposal_id).proposer}" if what == "returned" else " (it stays in the contract)"
+    typer.echo(f"deposit of proposal {proposal_id} {what} in block {result.block_number}: {ether(amount)}{to}")
+
+
+def ether(wei: int) -> str:
+    from web3 import Web3
+
+    return f"{Web3.from_wei(wei, 'ether').normalize():f} ETH ({wei} wei)"
+
+
 def register(app: typer.Typer) -> None:
     app.command("propose")(propose)
     app.command("vote")(vote)
     app.command("proposals")(proposals)
     app.command("execute")(execute)
     app.command("cancel")(cancel)
+    app.command("settle-deposit")(settle_deposit)

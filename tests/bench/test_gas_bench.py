@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-CALLS = {"register", "propose", "castVote", "execute", "join", "start", "commit (first of round)",
+CALLS = {"register", "propose", "castVote", "execute", "settleDeposit", "join", "start", "commit (first of round)",
          "commit (agrees, not final)", "commit (finalizes round)", "closeRound", "reportFaulty", "release", "publish",
          "registerEmulator", "attachEmulator", "setController", "recordRoundPlan", "bind", "proveUnbound"}
 

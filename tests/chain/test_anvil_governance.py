@@ -65,6 +65,11 @@ def test_propose_vote_list_execute_through_the_cli(net):
     code, out = bsns("propose", str(SPEC), "--dev-account", "1")
     assert code == 0, out
     pid = int(re.search(r"proposal (\d+) created", out).group(1))
+    deposit = c.governance.proposal_deposit()
+    assert deposit == 10**17 and f"paid a deposit of 0.1 ETH ({deposit} wei)" in out  # bsns deploy's default
+    assert c.governance.deposit_of(pid) == deposit
+    code, out = bsns("settle-deposit", str(pid), "--dev-account", "3")
+    assert code == 1 and "DepositNotSettleable" in out and "when its vote ends" in out  # not while voting
     params = c.governance.get_params(pid)
     assert params.method == "houlsby" and params.layer_bounds == (0, 3, 6)
     assert params.dataset_hash != "0x" + "00" * 32  # filled in from data/sst2/train.tsv
@@ -92,6 +97,13 @@ def test_propose_vote_list_execute_through_the_cli(net):
     assert code == 1 and out.strip().startswith("error: FineTuneGovernance reverted: NotSucceeded(")
     code, out = bsns("proposals")
     assert re.search(rf"[│|]\s+{pid}\s+[│|]\s+Executed", out)
+    proposer = dev_key(1, w3.eth.chain_id).address
+    before = w3.eth.get_balance(proposer)
+    code, out = bsns("settle-deposit", str(pid), "--dev-account", "3")  # anyone settles; the proposer is paid
+    assert code == 0 and f"deposit of proposal {pid} returned" in out and proposer in out, out
+    assert w3.eth.get_balance(proposer) == before + deposit
+    code, out = bsns("settle-deposit", str(pid), "--dev-account", "3")
+    assert code == 1 and f"NoDeposit({pid})" in out and len(out.strip().splitlines()) == 1
 
 
 def test_bad_spec_is_refused_by_field_and_sends_nothing(net, tmp_path):

@@ -33,6 +33,7 @@ def test_deployment_file_round_trip_and_chain_check(tmp_path, tester_w3, tester_
     path = dep.save(tmp_path / "d.json")
     back = Deployment.load(path, chain_id=dep.chain_id)
     assert back == dep and back.parameters["voting_period_blocks"] == 3
+    assert back.parameters["proposal_deposit"] == DeployParams().proposal_deposit > 0
     back.check_code(tester_w3)
     with pytest.raises(DeploymentError, match="is for chain"):
         Deployment.load(path, chain_id=dep.chain_id + 1)
@@ -50,6 +51,9 @@ def test_zero_min_stake_and_unbounded_exit_delay_are_refused_before_any_transact
     nonce = tester_w3.eth.get_transaction_count(sender.address)
     with pytest.raises(DeployError, match="min_stake: 0 is allowed only on the dev chain"):
         deploy(tester_w3, sender, DeployParams(min_stake=0))
+    assert tester_w3.eth.get_transaction_count(sender.address) == nonce
+    with pytest.raises(DeployError, match="proposal_deposit: 0 is allowed only on the dev chain"):
+        deploy(tester_w3, sender, DeployParams(proposal_deposit=0))  # free proposals flood the voters
     assert tester_w3.eth.get_transaction_count(sender.address) == nonce
     with pytest.raises(DeployError, match="exit_delay_seconds"):
         DeployParams.make(exit_delay_seconds=2**40)

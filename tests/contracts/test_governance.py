@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.vocab import Aggregation
+from node.vocab import JOB_MAX, Aggregation
 
-from tests.support.evm import (MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system, h,
+from tests.support.evm import (DEPOSIT, MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system, h,
                        job_params, plain, propose_args, register, SPEC_TOML)
 
 PENDING, ACTIVE, CANCELED, DEFEATED, SUCCEEDED, EXECUTED = range(6)
@@ -14,7 +14,7 @@ PENDING, ACTIVE, CANCELED, DEFEATED, SUCCEEDED, EXECUTED = range(6)
 
 def propose(system, sender=None, **overrides):
     c = system.chain
-    r = c.tx(system.governance.functions.propose(*propose_args(**overrides)), sender or c.accounts[0])
+    r = c.tx(system.governance.functions.propose(*propose_args(**overrides)), sender or c.accounts[0], value=DEPOSIT)
     (ev,) = c.events(system.governance, "ProposalCreated", r)
     return ev["proposalId"], r
 
@@ -68,7 +68,7 @@ def test_registrant_in_the_creation_block_is_not_counted_nor_eligible(system, vo
     try:
         system.registry.functions.register(PEER_ID, "/a", 100, 0, 0).transact(
             {"from": late, "value": MIN_STAKE, "gas": 600_000})
-        h = gov.functions.propose(*propose_args()).transact({"from": c.accounts[0], "gas": 2_000_000})
+        h = gov.functions.propose(*propose_args()).transact({"from": c.accounts[0], "gas": 2_000_000, "value": DEPOSIT})
         c.mine()
     finally:
         c.tester.enable_auto_mine_transactions()
@@ -229,6 +229,11 @@ BAD_PARAMS = [
     ("minReplicas", {"minReplicas": 0}),
     ("minReplicas", {"minReplicas": 1025}),
     ("learningRateE9", {"learningRateE9": 0}),
+    # over node.vocab.JOB_MAX, which the spec validator applies: a proposal sent around the validator
+    ("rounds", {"rounds": JOB_MAX["rounds"] + 1}),
+    ("syncInterval", {"syncInterval": JOB_MAX["syncInterval"] + 1}),
+    ("learningRateE9", {"learningRateE9": JOB_MAX["learningRateE9"] + 1}),
+    ("seed", {"seed": JOB_MAX["seed"] + 1}),
     ("specHash", {"specHash": b"\x00" * 32}),
 ]
 
@@ -237,10 +242,11 @@ def test_propose_refuses_each_bad_field_by_name(system, voters):
     c, gov = system.chain, system.governance
     for field, bad in BAD_PARAMS:
         with c.reverts("InvalidParam", field):
-            gov.functions.propose(*propose_args(**bad)).call({"from": c.accounts[0]})
+            gov.functions.propose(*propose_args(**bad)).call({"from": c.accounts[0], "value": DEPOSIT})
     # the boundary values are accepted: 64 shards, iid with no parameter
-    ok = job_params(layerBounds=list(range(65)), shardMemoryMB=[1] * 64, distribution=0, distributionParam=0)
-    assert gov.functions.propose(as_tuple(ok), SPEC_TOML).call({"from": c.accounts[0]}) == 1
+    ok = job_params(layerBounds=list(range(65)), shardMemoryMB=[1] * 64, distribution=0, distributionParam=0,
+                    **JOB_MAX)  # and every JOB_MAX bound itself
+    assert gov.functions.propose(as_tuple(ok), SPEC_TOML).call({"from": c.accounts[0], "value": DEPOSIT}) == 1
     assert gov.functions.proposalCount().call() == 0  # nothing was stored by the refusals
 
 
@@ -248,12 +254,12 @@ def test_propose_checks_the_spec_text_against_its_hash(system, voters):
     c, gov = system.chain, system.governance
     tampered = SPEC_TOML.replace("sst2", "imdb")
     with c.reverts("SpecHashMismatch", job_params()["specHash"], h(tampered)):
-        gov.functions.propose(*propose_args(spec=tampered)).call({"from": c.accounts[0]})
+        gov.functions.propose(*propose_args(spec=tampered)).call({"from": c.accounts[0], "value": DEPOSIT})
     with c.reverts("InvalidParam", "specToml"):
-        gov.functions.propose(*propose_args(spec="")).call({"from": c.accounts[0]})
+        gov.functions.propose(*propose_args(spec="")).call({"from": c.accounts[0], "value": DEPOSIT})
     big = "#" * 32_769
     with c.reverts("InvalidParam", "specToml"):
-        gov.functions.propose(*propose_args(spec=big, specHash=h(big))).call({"from": c.accounts[0]})
+        gov.functions.propose(*propose_args(spec=big, specHash=h(big))).call({"from": c.accounts[0], "value": DEPOSIT})
 
 
 def test_propose_needs_eligible_voters(chain, system, snap):
@@ -264,10 +270,12 @@ def test_propose_needs_eligible_voters(chain, system, snap):
 def test_constructor_rejects_bad_config(system, snap):
     c = snap
     reg, ses = system.registry.address, system.sessions.address
-    for args, field in [((reg, ses, 0, 0, 5000, 5000, False), "votingPeriodBlocks"),
-                        ((reg, ses, 0, 5, 10001, 5000, False), "quorumBps"),
-                        ((reg, ses, 0, 5, 5000, 0, False), "thresholdBps"),
-                        (("0x" + "00" * 20, ses, 0, 5, 5000, 5000, False), "registry")]:
+    for args, field in [((reg, ses, 0, 0, 5000, 5000, False, DEPOSIT), "votingPeriodBlocks"),
+                        ((reg, ses, 0, 5, 10001, 5000, False, DEPOSIT), "quorumBps"),
+                        ((reg, ses, 0, 5, 5000, 0, False, DEPOSIT), "thresholdBps"),
+                        (("0x" + "00" * 20, ses, 0, 5, 5000, 5000, False, DEPOSIT), "registry"),
+                        # free proposals only on the dev chain (31337); eth-tester's chain is another
+                        ((reg, ses, 0, 5, 5000, 5000, False, 0), "proposalDeposit")]:
         with c.reverts("InvalidConfig", field):
             c.deploy("FineTuneGovernance", *args)
 
@@ -292,5 +300,91 @@ def test_stake_weighted_votes(chain):
         end_voting(s, pid)
         # two nodes for, but the stake against outweighs them
         assert s.governance.functions.state(pid).call() == DEFEATED
+    finally:
+        c.tester.revert_to_snapshot(sid)
+
+
+# -- the proposal deposit -----------------------------------------------------------------------------
+
+def test_propose_takes_exactly_the_deposit(system, voters):
+    c, gov = system.chain, system.governance
+    assert gov.functions.proposalDeposit().call() == DEPOSIT
+    for sent in (0, DEPOSIT - 1, DEPOSIT + 1):  # free, short, and overpaid (the surplus would be stuck)
+        with c.reverts("WrongDeposit", sent, DEPOSIT):
+            gov.functions.propose(*propose_args()).call({"from": c.accounts[0], "value": sent})
+    pid, _ = propose(system)
+    assert gov.functions.depositOf(pid).call() == DEPOSIT == c.w3.eth.get_balance(gov.address)
+
+
+def _settle(system, pid, caller=None):
+    c, gov = system.chain, system.governance
+    return c.tx(gov.functions.settleDeposit(pid), caller or c.accounts[0])
+
+
+def test_spam_nobody_votes_on_forfeits_its_deposit(system, voters):
+    """The attack deposits answer: proposals that cost nothing flood the voters. One nobody votes on pays."""
+    c, gov = system.chain, system.governance
+    spammer = c.accounts[9]
+    pid, _ = propose(system, sender=spammer)
+    with c.reverts("DepositNotSettleable", pid, PENDING):  # not before the vote is over
+        _settle(system, pid, spammer)
+    open_voting(system, pid)
+    with c.reverts("DepositNotSettleable", pid, ACTIVE):
+        _settle(system, pid, spammer)
+    vote(system, pid, voters[0], True)  # one of four votes: the quorum is two
+    end_voting(system, pid)
+    before = c.w3.eth.get_balance(spammer)
+    r = _settle(system, pid)
+    assert c.events(gov, "DepositForfeited", r) == [{"proposalId": pid, "amount": DEPOSIT}]
+    assert c.w3.eth.get_balance(spammer) == before  # nothing back
+    assert gov.functions.forfeitedDeposits().call() == DEPOSIT == c.w3.eth.get_balance(gov.address)
+    assert gov.functions.depositOf(pid).call() == 0
+    with c.reverts("NoDeposit", pid):  # once only
+        _settle(system, pid, spammer)
+
+
+def test_a_proposal_that_reaches_quorum_gets_its_deposit_back_whatever_the_outcome(system, voters):
+    c, gov = system.chain, system.governance
+    proposer = c.accounts[9]
+    passed, _ = propose(system, sender=proposer)
+    rejected, _ = propose(system, sender=proposer)
+    open_voting(system, rejected)
+    for v in voters[:2]:
+        vote(system, passed, v, True)
+        vote(system, rejected, v, False)  # quorum reached, threshold not: Defeated, but it was considered
+    end_voting(system, rejected)
+    c.tx(gov.functions.execute(passed), c.accounts[0])
+    assert [gov.functions.state(p).call() for p in (passed, rejected)] == [EXECUTED, DEFEATED]
+    before = c.w3.eth.get_balance(proposer)
+    for pid in (passed, rejected):  # anyone may settle; the deposit goes to the proposer
+        r = _settle(system, pid)
+        assert c.events(gov, "DepositReturned", r) == [{"proposalId": pid, "proposer": proposer, "amount": DEPOSIT}]
+    assert c.w3.eth.get_balance(proposer) == before + 2 * DEPOSIT
+    assert c.w3.eth.get_balance(gov.address) == 0 and gov.functions.forfeitedDeposits().call() == 0
+
+
+def test_a_canceled_proposal_forfeits_its_deposit_even_with_votes(system, voters):
+    """Propose, gather a quorum, cancel before the end: still no refund (cancel is not a free way out)."""
+    c, gov = system.chain, system.governance
+    proposer = c.accounts[9]
+    pid, _ = propose(system, sender=proposer)
+    open_voting(system, pid)
+    for v in voters:
+        vote(system, pid, v, True)
+    c.tx(gov.functions.cancel(pid), proposer)
+    r = _settle(system, pid)
+    assert c.events(gov, "DepositForfeited", r) == [{"proposalId": pid, "amount": DEPOSIT}]
+
+
+def test_a_zero_quorum_still_needs_a_vote_to_return_the_deposit(chain):
+    c = chain
+    sid = c.tester.take_snapshot()
+    try:
+        s = deploy_system(c, quorum_bps=0)
+        register(s, c.accounts[1])
+        pid, _ = propose(s)
+        end_voting(s, pid)
+        r = _settle(s, pid)
+        assert c.events(s.governance, "DepositForfeited", r) == [{"proposalId": pid, "amount": DEPOSIT}]
     finally:
         c.tester.revert_to_snapshot(sid)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.evm import COMMIT_TIMEOUT, EXIT_DELAY, JOIN_WINDOW, MIN_STAKE, SLASH, VOTING_DELAY, \
+from tests.support.evm import COMMIT_TIMEOUT, DEPOSIT, EXIT_DELAY, JOIN_WINDOW, MIN_STAKE, SLASH, VOTING_DELAY, \
     VOTING_PERIOD, h, plain, propose_args, register
 
 JOINING, TRAINING, COMPLETED, FAILED = 1, 2, 3, 4
@@ -28,7 +28,7 @@ def nodes(chain, system):
 def open_session(system, nodes, **overrides) -> int:
     """Propose, pass and execute a job; return its session id (in the Joining state)."""
     c, gov = system.chain, system.governance
-    r = c.tx(gov.functions.propose(*propose_args(**overrides)), c.accounts[0])
+    r = c.tx(gov.functions.propose(*propose_args(**overrides)), c.accounts[0], value=DEPOSIT)
     pid = c.events(gov, "ProposalCreated", r)[0]["proposalId"]
     c.mine(VOTING_DELAY)
     for a in nodes[:4]:

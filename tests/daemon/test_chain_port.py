@@ -97,7 +97,7 @@ class RealWorld:
         from node.chain.clients import NodeRegistryClient, SessionsClient
         from node.chain.sender import TxSender
         from node.daemon.real_ports import RealChain
-        from tests.support.evm import (COMMIT_TIMEOUT, JOIN_WINDOW, VOTING_DELAY, VOTING_PERIOD, deploy_system,
+        from tests.support.evm import (COMMIT_TIMEOUT, DEPOSIT, JOIN_WINDOW, VOTING_DELAY, VOTING_PERIOD, deploy_system,
                                        new_chain, propose_args, register, tester_keys)
 
         self.chain = c = new_chain()
@@ -107,7 +107,7 @@ class RealWorld:
             register(sys_, n)
         c.mine(1)
         params, spec = propose_args(layerBounds=[0, 6], shardMemoryMB=[1000], minReplicas=replicas, rounds=3)
-        c.tx(sys_.governance.functions.propose(params, spec), c.accounts[0])
+        c.tx(sys_.governance.functions.propose(params, spec), c.accounts[0], value=DEPOSIT)
         c.mine(VOTING_DELAY + 1)
         for n in nodes:
             c.tx(sys_.governance.functions.castVote(1, True), n)

@@ -19,6 +19,7 @@ THRESHOLD_BPS = 6000
 JOIN_WINDOW = 10
 COMMIT_TIMEOUT = 10
 SLASH = ETHER // 4
+DEPOSIT = ETHER // 10  # FineTuneGovernance.proposalDeposit in the systems tests deploy
 # identity multihash of a secp256k1 libp2p key: 0x00 0x25, then the protobuf-wrapped 33-byte key
 PEER_ID = bytes.fromhex("002508021221") + b"\x02" * 33
 
@@ -159,7 +160,7 @@ def deploy_system(chain: Chain, weight_by_stake: bool = False, quorum_bps: int =
     reg = chain.deploy("NodeRegistry", MIN_STAKE, EXIT_DELAY)
     ses = chain.deploy("TrainingSessions", reg.address, JOIN_WINDOW, COMMIT_TIMEOUT, SLASH)
     gov = chain.deploy("FineTuneGovernance", reg.address, ses.address, VOTING_DELAY, VOTING_PERIOD,
-                       quorum_bps, threshold_bps, weight_by_stake)
+                       quorum_bps, threshold_bps, weight_by_stake, DEPOSIT)
     ad = chain.deploy("AdapterRegistry", ses.address, gov.address)
     chain.tx(ses.functions.setGovernance(gov.address), owner)
     chain.tx(reg.functions.setSlasher(ses.address), owner)

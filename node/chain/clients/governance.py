@@ -89,15 +89,24 @@ class GovernanceClient(ContractClient):
     # writes
     def propose(self, params: dict[str, Any], spec_toml: str | None = None):
         """Propose ``params`` (``JobSpec.to_chain_params()``: keyed by the struct's Solidity names, encoded in
-        the ABI's order); returns (TxResult, proposal id)."""
+        the ABI's order), paying the contract's proposal deposit; returns (TxResult, proposal id)."""
         args: list[Any] = [self._struct_arg("propose", params)]
         if self._takes_spec_text():
             if spec_toml is None:
                 raise ChainError("this FineTuneGovernance takes the spec text with the proposal; pass spec_toml")
             args.append(spec_toml)
-        result = self._send("propose", *args)
+        result = self._send("propose", *args, value=self.proposal_deposit())
         (ev,) = self.events("ProposalCreated", result.receipt)
         return result, ev["proposalId"]
+
+    def settle_deposit(self, proposal_id: int):
+        """Return the deposit of a proposal that reached quorum to its proposer, or forfeit it; returns
+        (TxResult, ("returned" | "forfeited", wei))."""
+        result = self._send("settleDeposit", proposal_id)
+        for name, outcome in (("DepositReturned", "returned"), ("DepositForfeited", "forfeited")):
+            for ev in self.events(name, result.receipt):
+                return result, (outcome, ev["amount"])
+        raise ChainError(f"settleDeposit({proposal_id}) emitted neither DepositReturned nor DepositForfeited")
 
     def cast_vote(self, proposal_id: int, support: bool, wait: bool = True):
         return self._send("castVote", proposal_id, bool(support), wait=wait)
@@ -133,6 +142,22 @@ class GovernanceClient(ContractClient):
 
     def can_vote(self, proposal_id: int, voter: str) -> bool:
         return self._call("canVote", proposal_id, voter)
+
+    def proposal_deposit(self) -> int:
+        """Wei that propose takes, returned by ``settle_deposit`` if the proposal reaches quorum."""
+        return self._call("proposalDeposit")
+
+    def deposit_of(self, proposal_id: int) -> int:
+        """Wei the proposal still holds as its deposit (0 once settled)."""
+        return self._call("depositOf", proposal_id)
+
+    def forfeited_deposits(self) -> int:
+        """Wei of the deposits forfeited so far (they stay in the contract)."""
+        return self._call("forfeitedDeposits")
+
+    def dev_chain_id(self) -> int:
+        """The chain where a zero proposal deposit is allowed."""
+        return self._call("DEV_CHAIN_ID")
 
     def proposal_count(self) -> int:
         return self._call("proposalCount")

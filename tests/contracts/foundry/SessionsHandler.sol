@@ -46,6 +46,10 @@ contract SessionsHandler {
     // ghosts
     uint256 public deposited;
     uint256 public withdrawn;
+    uint256 public proposalDepositsPaid;
+    uint256 public proposalDepositsReturned;
+    uint256 public proposalDepositsForfeited;
+    uint256 public depositMisrouted; // a settlement that paid whom the rule does not say (must stay 0)
     mapping(address => uint256) public expectedStake; // what an actor's stake is if nobody slashed it
     uint256 public keeperRefusals; // closeRound/start refused after their deadline (liveness)
     uint256 public honestRefusals; // an honest commit refused while its epoch was open (safety/liveness)
@@ -85,6 +89,7 @@ contract SessionsHandler {
             actors[i] = VM.addr(ACTOR_KEY_BASE + i); // keys, so that UpdatesHandler can sign updates
             VM.deal(actors[i], 1_000 ether);
         }
+        VM.deal(address(this), 1_000 ether); // a pranked call's value comes from the handler
         // voters exist before the first proposal: six honest nodes and every Byzantine one
         for (uint256 i = 0; i < 6; ++i) _register(actors[i], 1 ether);
         for (uint256 i = N_HONEST; i < N_ACTORS; ++i) {
@@ -170,8 +175,47 @@ contract SessionsHandler {
         p.learningRateE9 = 1_000_000;
         string memory spec = string(abi.encodePacked("spec-", bytes32(count)));
         p.specHash = keccak256(bytes(spec));
+        uint256 fee = gov.proposalDeposit();
         VM.prank(_actor(actorSeed));
-        try gov.propose(p, spec) {} catch {}
+        try gov.propose{value: fee}(p, spec) {
+            proposalDepositsPaid += fee;
+        } catch {}
+        _nextBlock();
+    }
+
+    /// @notice Its proposer cancels a proposal (refused once the vote is over).
+    function cancel(uint256 pidSeed) external {
+        uint256 n = gov.proposalCount();
+        if (n == 0) return;
+        uint256 pid = 1 + (pidSeed % n);
+        (address proposer,,,,,,) = gov.proposalInfo(pid);
+        VM.prank(proposer);
+        try gov.cancel(pid) {} catch {}
+        _nextBlock();
+    }
+
+    /// @notice Anyone settles any proposal's deposit. The rule, decided here from the tally and not from the
+    ///         contract's own answer: back to the proposer iff not canceled and at least one vote and the cast
+    ///         weight reached the quorum weight; otherwise forfeited.
+    function settleDeposit(uint256 actorSeed, uint256 pidSeed) external {
+        uint256 n = gov.proposalCount();
+        if (n == 0) return;
+        uint256 pid = 1 + (pidSeed % n);
+        uint256 amount = gov.depositOf(pid);
+        (address proposer,,,,, uint256 quorum,) = gov.proposalInfo(pid);
+        (uint256 f, uint256 a) = gov.proposalVotes(pid);
+        bool returned = gov.state(pid) != IFineTuneGovernance.ProposalState.Canceled && f + a > 0 && f + a >= quorum;
+        uint256 before = proposer.balance;
+        VM.prank(_actor(actorSeed));
+        try gov.settleDeposit(pid) {
+            if (returned) {
+                proposalDepositsReturned += amount;
+                if (proposer.balance != before + amount) ++depositMisrouted;
+            } else {
+                proposalDepositsForfeited += amount;
+                if (proposer.balance != before) ++depositMisrouted;
+            }
+        } catch {}
         _nextBlock();
     }
 

@@ -23,6 +23,7 @@ abstract contract SessionsInvariantsBase {
     uint256 internal constant TIMEOUT = 4;
     uint256 internal constant MIN_STAKE = 1 ether;
     uint256 internal constant SLASH = 0.5 ether;
+    uint256 internal constant PROPOSAL_DEPOSIT = 0.1 ether;
 
     NodeRegistry internal registry;
     TrainingSessions internal sessions;
@@ -38,7 +39,7 @@ abstract contract SessionsInvariantsBase {
         VM.warp(1_000_000);
         registry = new NodeRegistry(MIN_STAKE, 60);
         sessions = new TrainingSessions(registry, JOIN_WINDOW, TIMEOUT, SLASH);
-        gov = new FineTuneGovernance(registry, sessions, 1, 4, 3000, 5000, false);
+        gov = new FineTuneGovernance(registry, sessions, 1, 4, 3000, 5000, false, PROPOSAL_DEPOSIT);
         adapters = new AdapterRegistry(sessions, gov);
         registry.setSlasher(address(sessions));
         sessions.setGovernance(address(gov));
@@ -61,6 +62,7 @@ abstract contract SessionsInvariantsBase {
         _finalHashHasQuorumOfReplicas();
         _roundsEndWithinTheirBound();
         _stakeConserved();
+        _proposalDepositsConserved();
         _publishedRecordsMatchFinalHashes();
         _modelChecks();
     }
@@ -133,6 +135,22 @@ abstract contract SessionsInvariantsBase {
         require(address(registry).balance == held + slashed, "registry balance != stakes + slashed");
     }
 
+    /// @notice Proposal deposits paid = held by open proposals + returned + forfeited; governance holds exactly the
+    ///         unsettled and the forfeited deposits; every settlement paid whom the rule says.
+    function _proposalDepositsConserved() internal view {
+        uint256 held = 0;
+        uint256 n = gov.proposalCount();
+        for (uint256 pid = 1; pid <= n; ++pid) {
+            held += gov.depositOf(pid);
+        }
+        uint256 forfeited = handler.proposalDepositsForfeited();
+        require(gov.forfeitedDeposits() == forfeited, "forfeited deposits differ from the ghost's");
+        require(handler.proposalDepositsPaid() == held + handler.proposalDepositsReturned() + forfeited,
+                "proposal deposits paid != held + returned + forfeited");
+        require(address(gov).balance == held + forfeited, "governance balance != held + forfeited deposits");
+        require(handler.depositMisrouted() == 0, "a deposit settlement paid the wrong party");
+    }
+
     /// @notice Every record naming a session carries that session's final hashes of its last round, is the
     ///         session's one record, and only such records answer the verified lookups.
     function _publishedRecordsMatchFinalHashes() internal view {
@@ -162,6 +180,8 @@ abstract contract SessionsInvariantsBase {
         (uint256 completed, uint256 failed) = handler.endedSessions();
         _log("blocks", block.number);
         _log("proposals", gov.proposalCount());
+        _log("deposits returned (wei)", handler.proposalDepositsReturned());
+        _log("deposits forfeited (wei)", handler.proposalDepositsForfeited());
         _log("sessions", sessions.sessionCount());
         _log("sessions completed", completed);
         _log("sessions failed", failed);
