@@ -288,6 +288,7 @@ contract FineTuneGovernance is IFineTuneGovernance {
         if (p.syncInterval == 0) revert InvalidParam("syncInterval");
         if (p.rounds == 0) revert InvalidParam("rounds");
         if (p.aggregation > uint8(type(Aggregation).max)) revert InvalidParam("aggregation");
+        if (p.serverUpdate > uint8(type(ServerUpdate).max)) revert InvalidParam("serverUpdate");
         if (p.minReplicas == 0 || p.minReplicas > MAX_REPLICAS) revert InvalidParam("minReplicas");
         if (p.learningRateE9 == 0) revert InvalidParam("learningRateE9");
         if (p.specHash == bytes32(0)) revert InvalidParam("specHash");

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from node.errors import BsnsError, validation_message
 from node.hashing import keccak_hex
-from node.vocab import CHAIN_UINT_MAX, MAX_REPLICAS, MAX_SHARDS, Aggregation, Distribution, EmulatorRule, Task
+from node.vocab import (CHAIN_UINT_MAX, MAX_REPLICAS, MAX_SHARDS, Aggregation, Distribution, EmulatorRule, ServerUpdate,
+                        Task)
 
 HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
@@ -127,12 +128,20 @@ class TrainingSection(_Section):
     seed: int = Field(default=0, ge=0, lt=min(2**63, CHAIN_UINT_MAX["seed"]))
     aggregation: Aggregation = Aggregation.FEDAVG
     trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    server_update: ServerUpdate | None = Field(default=None, description="how a round's aggregate becomes its final "
+                                               "adapter; unset: DEFAULT_SERVER_UPDATE of the data distribution")
 
     @model_validator(mode="after")
     def _micro_batches_divide(self) -> "TrainingSection":
         if self.batch_size % self.micro_batches:
             raise ValueError(f"micro_batches ({self.micro_batches}) must divide batch_size ({self.batch_size})")
         return self
+
+
+#: the server update of a spec that names none, by data distribution: server momentum where the replicas' data are
+#: label-skewed (docs/results.md, "Non-IID", has the measurement), the plain aggregate otherwise
+DEFAULT_SERVER_UPDATE = {Distribution.IID: ServerUpdate.NONE, Distribution.DIRICHLET: ServerUpdate.FEDAVGM,
+                         Distribution.CONTIGUOUS: ServerUpdate.NONE}
 
 
 class FedPeatSpec(_Section):
@@ -195,6 +204,12 @@ class JobSpec(_Section):
             raise ValueError(f"method.name {method.name!r} cannot be trained on an emulator "
                              f"(a [fedpeat] job needs one of {', '.join(method_names(layer_local=True))})")
         return fp
+
+    @model_validator(mode="after")
+    def _default_server_update(self) -> "JobSpec":
+        if self.training.server_update is None:
+            self.training.server_update = DEFAULT_SERVER_UPDATE[self.data.distribution]
+        return self
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -266,6 +281,7 @@ class JobSpec(_Section):
             "syncInterval": self.training.sync_interval,
             "rounds": self.training.rounds,
             "aggregation": self.training.aggregation.code,
+            "serverUpdate": self.training.server_update.code,
             "minReplicas": self.shards.min_replicas,
             "learningRateE9": round(self.training.learning_rate * 1e9),
             "seed": self.training.seed,

@@ -30,7 +30,10 @@ BEFORE = "fedavg-announced"  # no screening, weights as announced: the sync befo
 LIE = 10**15
 
 
-def _spec(seq: int, val: int, lr: float, seed: int):
+LORA_QV = 'name = "lora"\nconfig = { r = 8, alpha = 16.0, target_modules = ["query", "value"] }'
+
+
+def _spec(seq: int, val: int, lr: float, seed: int, method: str = LORA_QV):
     from node.job import JobSpec
 
     return JobSpec.from_text(f"""
@@ -46,8 +49,7 @@ validation_size = {val}
 kind = "sequence-classification"
 num_labels = 2
 [method]
-name = "lora"
-config = {{ r = 8, alpha = 16.0, target_modules = ["query", "value"] }}
+{method}
 [shards]
 layers = [[0, 3], [3, 6]]
 memory_mb = [1024, 1024]
@@ -99,14 +101,15 @@ class Setup:
     """The frozen prefix's outputs, the trained shard model, the partition and the shards' key groups."""
 
     def __init__(self, *, replicas: int, shards: int, frozen: int, train_limit: int, val: int, seq: int,
-                 lr: float, seed: int) -> None:
+                 lr: float, seed: int, distribution: str = "iid", alpha: float = 0.5,
+                 method: str = LORA_QV, min_size: int = 1) -> None:
         import torch
 
         from node.train.build import build_data, build_model
         from node.train.partition import partition
         from node.tuners import adapter_state_dict
 
-        self.spec = _spec(seq, val, lr, seed)
+        self.spec = _spec(seq, val, lr, seed, method)
         self.replicas, self.shards, self.seq = replicas, shards, seq
         data = build_data(self.spec, train_limit=train_limit)
         prefix = build_model(self.spec, 0, frozen)
@@ -115,7 +118,9 @@ class Setup:
         del prefix
         self.model = build_model(self.spec, frozen, 6)
         self.init = {k: v.detach().clone() for k, v in adapter_state_dict(self.model).items()}
-        self.parts = partition(len(data.train), replicas, "iid", seed=seed, dataset_hash="0x" + "00" * 32)
+        self.parts = partition(list(data.train.targets) if distribution == "dirichlet" else len(data.train), replicas,
+                               distribution, seed=seed, dataset_hash="0x" + "00" * 32, alpha=alpha,
+                               min_size=min_size)
         layers = list(range(frozen, 6))
         cut = layers[: len(layers) // shards] if shards > 1 else layers
 
