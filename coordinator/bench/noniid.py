@@ -36,6 +36,8 @@ class Variant:
     server: str = "none"          # a node.train.server name
     moments: str = "keep"         # "keep": a replica's AdamW moments carry across rounds; "reset": fresh each round
     interval_div: int = 1         # local steps per round divided by this, rounds multiplied (same total steps)
+    loss: str = "plain"           # "balanced": logits shifted by log of the replica's label prior in training
+                                  # (logit adjustment, Menon et al. 2021; FedLC, Zhang et al. 2022)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -46,13 +48,15 @@ VARIANTS: dict[str, Variant] = {
     "equal-reset": Variant(weighting="equal", moments="reset"),
     "short": Variant(interval_div=3),
     "equal-short": Variant(weighting="equal", interval_div=3),
+    "balanced": Variant(loss="balanced"),
+    "equal-balanced": Variant(weighting="equal", loss="balanced"),
     "fedavgm": Variant(server="fedavgm"),
     "equal-fedavgm": Variant(weighting="equal", server="fedavgm"),
 }
 
 
 def _train_local(st: Setup, model_state, parts: list[int], opt, steps: int, batch: int, seed: int, start_step: int,
-                 total_steps: int):
+                 total_steps: int, shift=None):
     import torch
 
     from node.train import data as D
@@ -66,9 +70,19 @@ def _train_local(st: Setup, model_state, parts: list[int], opt, steps: int, batc
         idx = torch.tensor([parts[j] for j in next(order)])
         begin_step(opt, lr_at(start_step + i, total_steps, st.opt_lr))
         logits = st.model(hidden_states=h[idx], attention_mask=m[idx])
+        if shift is not None:
+            logits = logits + shift
         loss_fn(logits, {"labels": y[idx]}, "sequence-classification").backward()
         finish_step(opt)
     return {k: v.detach().clone() for k, v in adapter_state_dict(st.model).items()}
+
+
+def _log_prior(labels, classes: int = 2):
+    """log of a replica's label frequencies, add-one smoothed (a class it never sees is rare, not impossible)."""
+    import torch
+
+    counts = torch.bincount(labels, minlength=classes).double() + 1.0
+    return torch.log(counts / counts.sum()).float()
 
 
 def centralised(st: Setup, steps: int, batch: int) -> float:
@@ -99,6 +113,7 @@ def federated(st: Setup, v: Variant, rounds: int, interval: int, batch: int, tra
     rule = rule_for(st.spec.training.model_copy(update={"aggregation": "fedavg"}))
     server = server_update_for(v.server)
     opts = [make_optimizer(st.model, st.opt_lr) for _ in range(n)]
+    shifts = [_log_prior(st.train[2][p]) if v.loss == "balanced" else None for p in st.parts]
     history = [canonical_bytes(st.init)]  # the finals so far: what a server update may read
     for rnd in range(rounds):
         glob = state_from_bytes(history[-1])
@@ -107,7 +122,7 @@ def federated(st: Setup, v: Variant, rounds: int, interval: int, batch: int, tra
             if v.moments == "reset":
                 opts[r] = make_optimizer(st.model, st.opt_lr)
             local[r] = _train_local(st, glob, st.parts[r], opts[r], interval, batch, st.spec.training.seed + r,
-                                    rnd * interval, total)
+                                    rnd * interval, total, shifts[r])
         mean, _refused = screened_aggregate({r: canonical_bytes(local[r]) for r in range(n)}, history[-1], rule,
                                             weight)
         history.append(server.apply(mean, history))

@@ -91,15 +91,17 @@ def test_a_spec_without_a_server_update_gets_its_distributions_default(dist):
     assert spec.training.server_update == DEFAULT_SERVER_UPDATE[dist]
 
 
-def test_dirichlet_defaults_to_server_momentum_and_a_spec_may_say_otherwise():
-    assert JobSpec.from_text(SPEC.format(dist="dirichlet", extra="")).training.server_update == ServerUpdate.FEDAVGM
-    spec = JobSpec.from_text(SPEC.format(dist="dirichlet", extra='server_update = "none"'))
-    assert spec.training.server_update == ServerUpdate.NONE
+def test_a_spec_may_name_its_server_update():
+    spec = JobSpec.from_text(SPEC.format(dist="dirichlet", extra='server_update = "fedavgm"'))
+    assert spec.training.server_update == ServerUpdate.FEDAVGM
 
 
 def test_the_server_update_goes_on_chain_as_its_code():
-    spec = JobSpec.from_text(SPEC.format(dist="dirichlet", extra="")).with_hashes("0x" + "11" * 32, "0x" + "22" * 32)
+    spec = JobSpec.from_text(SPEC.format(dist="dirichlet", extra='server_update = "fedavgm"'))
+    spec = spec.with_hashes("0x" + "11" * 32, "0x" + "22" * 32)
     assert spec.to_chain_params()["serverUpdate"] == ServerUpdate.FEDAVGM.code == 1
+    assert JobSpec.from_text(SPEC.format(dist="iid", extra="")).with_hashes(
+        "0x" + "11" * 32, "0x" + "22" * 32).to_chain_params()["serverUpdate"] == 0
 
 
 def test_a_bad_server_update_names_the_field():
