@@ -345,6 +345,7 @@ contract FineTuneGovernance is IFineTuneGovernance {
         if (p.syncInterval == 0 || p.syncInterval > JOB_MAX_SYNC_INTERVAL) revert InvalidParam("syncInterval");
         if (p.rounds == 0 || p.rounds > JOB_MAX_ROUNDS) revert InvalidParam("rounds");
         if (p.aggregation > uint8(type(Aggregation).max)) revert InvalidParam("aggregation");
+        if (p.serverUpdate > uint8(type(ServerUpdate).max)) revert InvalidParam("serverUpdate");
         if (p.minReplicas == 0 || p.minReplicas > MAX_REPLICAS) revert InvalidParam("minReplicas");
         if (p.learningRateE9 == 0 || p.learningRateE9 > JOB_MAX_LEARNING_RATE_E9) revert InvalidParam("learningRateE9");
         if (p.seed > JOB_MAX_SEED) revert InvalidParam("seed");

@@ -107,6 +107,13 @@ class Aggregation(Vocab):
     NORM_CLIP = "norm-clip"
 
 
+class ServerUpdate(Vocab):
+    """server update: how a round's aggregate becomes the round's final adapter (node.train.server)."""
+
+    NONE = "none"
+    FEDAVGM = "fedavgm"
+
+
 class DeviceKind(Vocab):
     """device kind: what a node trains on, as registered in the NodeRegistry."""
 

@@ -24,6 +24,7 @@ CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 MIRRORS: list[tuple[type[Enum], str]] = [
     (vocab.Distribution, "IFineTuneGovernance.Distribution"),
     (vocab.Aggregation, "IFineTuneGovernance.Aggregation"),
+    (vocab.ServerUpdate, "IFineTuneGovernance.ServerUpdate"),
     (vocab.DeviceKind, "INodeRegistry.DeviceKind"),
     (vocab.EmulatorRule, "IFedPeatLedger.EmulatorRule"),
     (NodeStatus, "INodeRegistry.Status"),

@@ -52,9 +52,16 @@ interface IFineTuneGovernance {
         NormClip
     }
 
+    /// @notice How a round's aggregate becomes the round's final adapter: the names of JobParams.serverUpdate, in
+    ///         the order of node.vocab.ServerUpdate (tests/test_vocab_mirror.py).
+    enum ServerUpdate {
+        None,
+        FedAvgM
+    }
+
     /// @notice The fields of a job spec that must be agreed on chain (the rest is in the TOML, hashed).
     ///         This struct is the one written field order: the Python client reads it from the ABI.
-    /// @dev distribution and aggregation stay uint8 in the ABI; propose accepts only codes of their enums.
+    /// @dev distribution, aggregation and serverUpdate stay uint8 in the ABI; propose accepts only codes of their enums.
     struct JobParams {
         string baseModel;
         bytes32 baseModelHash;
@@ -70,6 +77,7 @@ interface IFineTuneGovernance {
         uint32 syncInterval; // local steps between syncs
         uint32 rounds;
         uint8 aggregation; // an Aggregation
+        uint8 serverUpdate; // a ServerUpdate
         uint16 minReplicas;
         uint64 learningRateE9; // learning rate x 1e9
         uint64 seed;

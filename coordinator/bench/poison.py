@@ -30,16 +30,20 @@ BEFORE = "fedavg-announced"  # no screening, weights as announced: the sync befo
 LIE = 10**15
 
 
-def _spec(seq: int, val: int, lr: float, seed: int):
-    """The demo's spec (``coordinator.demo.demo_spec_text``: one home for the job the project measures) with LoRA
-    on query/value, the trimmed mean's fraction for 3-4 replicas, and this bench's sizes."""
+LORA_QV = ("lora", '{ r = 8, alpha = 16.0, target_modules = ["query", "value"] }')
+
+
+def _spec(seq: int, val: int, lr: float, seed: int, method: tuple[str, str] = LORA_QV):
+    """The demo's spec (``coordinator.demo.demo_spec_text``: one home for the job the project measures) with the
+    given method (name, config; LoRA on query/value by default), the trimmed mean's fraction for 3-4 replicas, and
+    this bench's sizes."""
     from coordinator.demo import demo_spec_text
     from node.job import JobSpec
 
     return JobSpec.from_text(demo_spec_text(
         max_seq_len=seq, validation_size=val, learning_rate=lr, seed=seed, rounds=1, sync_interval=1, batch_size=16,
         micro_batches=1,
-        method="lora", method_config='{ r = 8, alpha = 16.0, target_modules = ["query", "value"] }',
+        method=method[0], method_config=method[1],
         aggregation="trimmed-mean", trim_fraction=0.34))
 
 
@@ -80,14 +84,15 @@ class Setup:
     """The frozen prefix's outputs, the trained shard model, the partition and the shards' key groups."""
 
     def __init__(self, *, replicas: int, shards: int, frozen: int, train_limit: int, val: int, seq: int,
-                 lr: float, seed: int) -> None:
+                 lr: float, seed: int, distribution: str = "iid", alpha: float = 0.5,
+                 method: tuple[str, str] = LORA_QV, min_size: int = 1) -> None:
         import torch
 
         from node.train.build import build_data, build_model
         from node.train.partition import partition
         from node.tuners import adapter_state_dict
 
-        self.spec = _spec(seq, val, lr, seed)
+        self.spec = _spec(seq, val, lr, seed, method)
         self.replicas, self.shards, self.seq = replicas, shards, seq
         data = build_data(self.spec, train_limit=train_limit)
         prefix = build_model(self.spec, 0, frozen)
@@ -96,7 +101,9 @@ class Setup:
         del prefix
         self.model = build_model(self.spec, frozen, 6)
         self.init = {k: v.detach().clone() for k, v in adapter_state_dict(self.model).items()}
-        self.parts = partition(len(data.train), replicas, "iid", seed=seed, dataset_hash="0x" + "00" * 32)
+        self.parts = partition(list(data.train.targets) if distribution == "dirichlet" else len(data.train), replicas,
+                               distribution, seed=seed, dataset_hash="0x" + "00" * 32, alpha=alpha,
+                               min_size=min_size)
         layers = list(range(frozen, 6))
         cut = layers[: len(layers) // shards] if shards > 1 else layers
 

@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-BENCH_MODULES = ("gas", "p2p", "session", "fedpeat", "poison")
+BENCH_MODULES = ("gas", "p2p", "session", "fedpeat", "poison", "noniid")
 
 bench_app = typer.Typer(help="Benchmarks: each prints its figure beside a baseline measured in the same run.",
                         no_args_is_help=True)

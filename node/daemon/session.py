@@ -70,9 +70,11 @@ class SessionRunner:
         self.loaded_round: int | None = None  # the in-memory adapter is the final state of this round
         self._round_bytes0: tuple[int, int] | None = None
         from node.train.aggregate import rule_for
+        from node.train.server import server_update_for
 
         self.sync = RoundSync(session_id, me, chain, net, store, rule_for(t), self.sync_policy, sync_timeout, poll,
-                              self._sleep, self._emit, self.fetch_blob, self._global_before, self.replica_samples)
+                              self._sleep, self._emit, self.fetch_blob, self._global_before, self.replica_samples,
+                              server_update_for(t.server_update))
 
     # -- set-up ---------------------------------------------------------------------------------
     def _emit(self, kind: str, **info) -> None:
@@ -131,7 +133,14 @@ class SessionRunner:
         """The adapter round ``rnd`` started from (the final one of round ``rnd - 1``)."""
         if rnd == 0:
             return self._init_bytes
-        return self.fetch_blob(self.store.checkpoint(self.sid, rnd - 1).adapter_hash)
+        ck = self.store.checkpoint(self.sid, rnd - 1)
+        if ck is not None:
+            return self.fetch_blob(ck.adapter_hash)
+        # not checkpointed here (this node was down when it went final): the chain has its hash
+        final = self.chain.final_hash(self.sid, rnd - 1, self.stage)
+        if final is None:
+            raise SessionError(f"round {rnd - 1} of session {self.sid}, shard {self.stage} is not final on chain")
+        return self.fetch_blob(final)
 
     def _load_optimizer(self, ck) -> None:
         if self.optimizer is None:

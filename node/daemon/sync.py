@@ -132,6 +132,7 @@ class RoundSync:
     sample_count: Callable[[int], int]            # a replica's sample count from the partition: its update's weight
     _proven: set = field(default_factory=set)     # (round, replica) whose equivocation this node submitted
     _refused: set = field(default_factory=set)    # (round, replica, hash) refused as not bound (logged once)
+    server: object = None                         # a node.train.server.ServerUpdateRule (None: the aggregate as is)
 
     @property
     def shard(self) -> int:
@@ -310,8 +311,12 @@ class RoundSync:
         round's starting adapter), so every replica holding the same set computes the same bytes."""
         from node.train.screen import screened_aggregate
 
-        data, refused = screened_aggregate({r: blobs[r] for r in chosen}, self.global_before(rnd), self.rule,
-                                           self.sample_count)
+        start = self.global_before(rnd)
+        data, refused = screened_aggregate({r: blobs[r] for r in chosen}, start, self.rule, self.sample_count)
+        if self.server is not None:
+            # the server update reads the finals before this round (their hashes are on chain): a pure function of
+            # what every replica holds, after a restart too
+            data = self.server.apply(data, [self.global_before(rnd - 1), start] if rnd > 0 else [start])
         for r, why in refused.items():
             self.emit("update_refused", round=rnd, replica=r, hash=chosen[r], reason=why)
         self.net.serve(data)

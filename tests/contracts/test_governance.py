@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.vocab import JOB_MAX, Aggregation
+from node.vocab import JOB_MAX, Aggregation, ServerUpdate
 
 from tests.support.evm import (DEPOSIT, MIN_STAKE, PEER_ID, QUORUM_BPS, VOTING_DELAY, VOTING_PERIOD, as_tuple, deploy_system, h,
                        job_params, plain, propose_args, register, SPEC_TOML)
@@ -226,6 +226,7 @@ BAD_PARAMS = [
     ("syncInterval", {"syncInterval": 0}),
     ("rounds", {"rounds": 0}),
     ("aggregation", {"aggregation": len(Aggregation)}),  # the first code past the word list
+    ("serverUpdate", {"serverUpdate": len(ServerUpdate)}),
     ("minReplicas", {"minReplicas": 0}),
     ("minReplicas", {"minReplicas": 1025}),
     ("learningRateE9", {"learningRateE9": 0}),

@@ -104,3 +104,20 @@ def test_robust_rule_runs_on_what_survives_screening():
     assert refused == {}
     ref = rule_class("geometric-median")().aggregate([_honest(0), _honest(1), _honest(2), noisy], [100, 50, 50, 100])
     assert _same(agg, ref)
+
+
+def test_the_sync_applies_the_server_update_to_the_screened_aggregate():
+    """With server momentum the final is read from the two finals before the round, as every replica holds them."""
+    from node.train.server import server_update_for
+
+    before = {0: {k: v - 0.05 for k, v in START.items()}, 1: START}
+    sync, _ = _sync()
+    sync.server = server_update_for("fedavgm")
+    sync.global_before = lambda rnd: canonical_bytes(before[rnd])
+    blobs = {r: canonical_bytes(_honest(r)) for r in range(4)}
+    data, _h = sync._aggregate(1, {r: keccak_hex(b) for r, b in blobs.items()}, blobs)
+    mean = _expected([0, 1, 2, 3])
+    want = state_from_bytes(server_update_for("fedavgm").apply(canonical_bytes(mean), [canonical_bytes(before[0]),
+                                                                                       canonical_bytes(START)]))
+    got = state_from_bytes(data)
+    assert _same(got, want) and not _same(got, mean)

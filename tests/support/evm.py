@@ -58,6 +58,7 @@ def job_params(**overrides) -> dict:
         syncInterval=10,
         rounds=2,
         aggregation=0,
+        serverUpdate=0,
         minReplicas=1,
         learningRateE9=1_000_000,
         seed=42,

@@ -29,7 +29,7 @@ class ProposalState(IntEnum):
 @dataclass(frozen=True)
 class JobParams:
     """``IFineTuneGovernance.JobParams`` as read from chain (hashes as 0x-hex, arrays as tuples);
-    ``distribution`` and ``aggregation`` are ``node.vocab`` codes."""
+    ``distribution``, ``aggregation`` and ``server_update`` are ``node.vocab`` codes."""
 
     base_model: str
     base_model_hash: str
@@ -45,6 +45,7 @@ class JobParams:
     sync_interval: int
     rounds: int
     aggregation: int
+    server_update: int
     min_replicas: int
     learning_rate_e9: int
     seed: int
