@@ -144,6 +144,7 @@ class RoundSync:
     def run(self, rnd: int, work: RoundWork) -> SyncResult:
         pulse = _Pulse(self.net, PULSE_SECONDS)
         h_local = ZERO_HASH
+        takeable = work.expected
         updates: dict[int, Announcement] = {}
         blobs: dict[int, bytes] = {}
         if work.local is not None:
@@ -154,7 +155,7 @@ class RoundSync:
                 self.emit("bind_missed", round=rnd, local=h_local)
                 h_local = ZERO_HASH
             else:
-                self._await_bindings(rnd, work.expected, pulse)
+                takeable = self._await_bindings(rnd, work.expected, pulse)
                 mine = Announcement(self.session, rnd, self.shard, self.me.replica, h_local, work.samples,
                                     self.me.peer_id, {**work.update_extra, "sig": sig})
                 self.net.announce(mine)
@@ -163,7 +164,7 @@ class RoundSync:
 
         h_agg = agg_bytes = None
         if self.policy.resync_after_commit or not self.chain.committed(self.session, rnd, self.shard):
-            self._collect_updates(rnd, work.expected, updates, pulse)
+            self._collect_updates(rnd, takeable, updates, pulse)
             for rep in sorted(updates):
                 if rep in blobs:
                     continue
@@ -210,12 +211,23 @@ class RoundSync:
         if self.policy.commit_after_final:
             collect()  # the round may have gone final with every update announced: ours must still match it
 
-    def _await_bindings(self, rnd: int, expected: frozenset[int], pulse: _Pulse) -> None:
+    def _await_bindings(self, rnd: int, expected: frozenset[int], pulse: _Pulse) -> frozenset[int]:
         """Reveal nothing before every expected replica bound its update or the bind window closed: a binding
-        made after a reveal could depend on the updates revealed."""
-        while not self.chain.bindings_settled(self.session, rnd, self.shard, expected) and self._final(rnd) is None:
+        made after a reveal could depend on the updates revealed. Returns the replicas whose updates this node
+        will take: all expected ones, or, when every replica still unbound is known gone (``_gone``), only those
+        bound before this node revealed (a gone replica that binds later, a Byzantine one that disconnected to
+        hasten the reveal included, is left out; honest replicas that drew the line at different blocks converge
+        through the set agreement, which keeps only what all of them hold)."""
+        while self._final(rnd) is None:
+            if self.chain.bindings_settled(self.session, rnd, self.shard, expected):
+                return expected
+            unbound = frozenset(r for r in expected
+                                if not self.chain.bindings_settled(self.session, rnd, self.shard, frozenset({r})))
+            if unbound and self._gone(rnd, set(unbound)):
+                return expected - unbound
             pulse.tick()
             self.sleep(self.poll)
+        return expected
 
     def _bound(self, rnd: int, a: Announcement) -> bool:
         """Whether a peer's update announcement carries its author's signature over the update it bound. A

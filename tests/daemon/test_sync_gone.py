@@ -23,12 +23,15 @@ def _sync(tmp_path, net, timeout):
     sync = RoundSync(1, me, chain.view(me), net.port(me.peer_id), StateStore(tmp_path / "s"), None, PIPELINE_SYNC,
                      timeout, 0.05, time.sleep, lambda kind, **info: events.append((kind, info)),
                      None, None, lambda r: 1)
+    sync.test_chain = chain
     return sync, events
 
 
 def _collect(sync, net):
-    # replica 1 announced its update; replica 2 did not
-    net.port("peer01").announce(Announcement(1, 0, 0, 1, "0x" + "11" * 32, 1, "peer01"))
+    # replica 1 bound and announced its update, signed; replica 2 did neither
+    h1 = "0x" + "11" * 32
+    sig = sync.test_chain.view(MEMBERS[1]).bind(1, 0, 0, h1)
+    net.port("peer01").announce(Announcement(1, 0, 0, 1, h1, 1, "peer01", {"sig": sig}))
     updates = {0: Announcement(1, 0, 0, 0, "0x" + "00" * 31 + "01", 1, "peer00")}   # this node's own
     t0 = time.monotonic()
     sync._collect_updates(0, frozenset({0, 1, 2}), updates, _Pulse(net.port("peer00"), 3.0))
@@ -53,3 +56,21 @@ def test_a_replica_that_just_left_or_was_never_seen_is_waited_for(tmp_path):
         waited, updates = _collect(sync, net)
         assert waited >= 1.5 and set(updates) == {0, 1}
         assert not [e for e in events if e[0] == "replicas_gone"]
+
+
+def test_the_reveal_waits_for_a_missing_binding_only_while_its_replica_is_not_gone(tmp_path):
+    """Bindings first (issue 11, item 4): a replica that has not bound holds the reveal back until the bind window
+    closes, unless it is known gone; then this node reveals at once and takes only the replicas bound by then, so a
+    gone (or feigning) replica binding later, after seeing the reveal, is left out."""
+    net = FakeNet()
+    sync, events = _sync(tmp_path, net, timeout=20.0)
+    sync.test_chain.view(MEMBERS[0]).bind(1, 0, 0, "0x" + "00" * 31 + "01")
+    sync.test_chain.view(MEMBERS[1]).bind(1, 0, 0, "0x" + "11" * 32)
+    net.left["peer12"] = time.monotonic() - 0.5          # replica 2's node left a moment ago: still waited for
+    pulse = _Pulse(net.port("peer00"), 3.0)
+    t0 = time.monotonic()
+    sync.sleep = lambda s: (time.sleep(s), time.monotonic() - t0 > 0.5 and
+                            net.left.__setitem__("peer12", time.monotonic() - GONE_GRACE - 1))
+    takeable = sync._await_bindings(0, frozenset({0, 1, 2}), pulse)
+    waited = time.monotonic() - t0
+    assert takeable == frozenset({0, 1}) and 0.5 <= waited < 5.0
