@@ -4,7 +4,9 @@ own key (anvil's published dev account 3, local chain only).
 
 The adversary registers, joins (so the shard has three replicas and the quorum is two), commits garbage at the
 start of every round before anyone else, tries to leave with its stake mid-session, and tries to publish first
-with made-up shard hashes. The session must complete with the honest result: every final hash is the one both
+with made-up shard hashes. In round 0 it also binds one local update and signs another (what it would show one
+honest peer); a witness submits the signed update and it is slashed and barred, so its round-1 commit is refused
+and the round goes on with the two honest replicas. The session must complete with the honest result: every final hash is the one both
 honest replicas committed, no honest replica is provably faulty (``reportFaulty`` answers ``NotFaulty``) and
 their stakes are untouched, the adversary is slashed (``WrongHash``) and then barred, and the published adapter
 carries the final hashes. Under the old rules (deadline from the first commit, 2/3 of the commits made) the lone
@@ -21,6 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
 ROUNDS = 2
 ADVERSARY_ACCOUNT = 3  # anvil dev account (published key): the two daemons use 1 and 2
+WITNESS_ACCOUNT = 4    # anvil dev account that submits the adversary's equivocation (anyone may)
 
 
 def _adversary(cl, sid_box, stop, log):
@@ -32,11 +35,15 @@ def _adversary(cl, sid_box, stop, log):
     from node.chain.sender import TxSender
     from node.hashing import keccak_hex
 
+    from node.chain.updates import UpdateSlot, update_digest
+
     key = dev_key(ADVERSARY_ACCOUNT, cl.w3.eth.chain_id)
     sender = TxSender(cl.w3, key.private_key, db_path=cl.workdir / "adversary-txs.sqlite")
     d = cl.deployment
     reg = NodeRegistryClient(cl.w3, d.address("NodeRegistry"), sender)
     ses = SessionsClient(cl.w3, d.address("TrainingSessions"), sender)
+    witness = SessionsClient(cl.w3, d.address("TrainingSessions"), TxSender(
+        cl.w3, dev_key(WITNESS_ACCOUNT, cl.w3.eth.chain_id).private_key, db_path=cl.workdir / "witness-txs.sqlite"))
     ads = AdapterRegistryClient(cl.w3, d.address("AdapterRegistry"), sender)
     reg.register(b"\x00\x25\x08\x02\x12\x21" + b"\x02" * 33, "/ip4/127.0.0.1/tcp/1", 4096, 0, 1, 10**18)
     log.append(("registered", key.address))
@@ -62,6 +69,16 @@ def _adversary(cl, sid_box, stop, log):
                     log.append(("exited", rnd))
                 except ContractRevert as exc:
                     log.append(("exit refused", exc.name))
+                if rnd == 0:
+                    # it binds one update and signs another (what it would show one honest peer); a witness
+                    # submits the signed update: slashed (after the exit attempt, which needs it Active) and
+                    # barred, and round 1 goes on without it
+                    slot = UpdateSlot(sender.chain_id, ses.address, sid, 0, 0)
+                    ses.bind(sid, 0, 0, update_digest(slot, key.address, bytes.fromhex(keccak_hex(b"bound")[2:])))
+                    other = keccak_hex(b"shown to one peer")
+                    sig = sender.sign_digest(update_digest(slot, key.address, bytes.fromhex(other[2:])))
+                    witness.prove_unbound(sid, 0, 0, key.address, other, sig)
+                    log.append(("proven", 0))
         elif int(info.state) == 3:
             spec = cl.gov.get_params(info.proposal_id)
             rec = AdapterRecord(keccak_hex(b"bogus manifest"), spec.base_model, spec.base_model_hash, spec.method,
@@ -108,6 +125,9 @@ def test_a_byzantine_replica_cannot_decide_a_round_nor_get_the_honest_slashed(tm
         assert int(ses.get_session(sid).state) == 3, log
         assert ses.get_session(sid).replicas == 3 and ses.assignment_of(sid, bad).joined
         assert ("garbage", 0) in log and ("exit refused", "StakeLocked") in log, log
+        # its equivocation was proven in round 0: barred, its round-1 commit refused, the session went on
+        assert ("proven", 0) in log and ses.equivocation_proven(sid, 0, 0, bad), log
+        assert ("refused", 1, "NodeBarred") in log, log
         finals = [ses.final_hash(sid, r, 0) for r in range(ROUNDS)]
         for r, fin in enumerate(finals):
             epoch = ses.final_epoch(sid, r, 0)[0]
