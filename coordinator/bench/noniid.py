@@ -17,7 +17,7 @@ own optimizer moments across rounds as a daemon does, and each round is aggregat
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import typer
 
@@ -38,7 +38,6 @@ class Variant:
     interval_div: int = 1         # local steps per round divided by this, rounds multiplied (same total steps)
     loss: str = "plain"           # "balanced": logits shifted by log of the replica's label prior in training
                                   # (logit adjustment, Menon et al. 2021; FedLC, Zhang et al. 2022)
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 VARIANTS: dict[str, Variant] = {

@@ -360,8 +360,11 @@ def partition_of(spec, replicas: int, labels) -> list[list[int]]:
     from node.train.partition import partition
 
     d = spec.data
+    # every part must fill a batch (node.train.data.batch_indices refuses a smaller one): a Dirichlet draw that
+    # leaves a replica fewer examples is redrawn, as node.train.partition does for min_size
     return partition(labels if d.distribution == "dirichlet" else len(labels), replicas, d.distribution,
-                     seed=spec.training.seed, dataset_hash=d.hash or ZERO_HASH, alpha=d.alpha)
+                     seed=spec.training.seed, dataset_hash=d.hash or ZERO_HASH, alpha=d.alpha,
+                     min_size=spec.training.batch_size)
 
 
 def train_labels(spec, train_limit: int | None = None) -> list[int]:
