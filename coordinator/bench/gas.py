@@ -146,7 +146,7 @@ def _job(n_layers: int = 6) -> tuple:
 
     h = lambda s: keccak(text=s)  # noqa: E731
     params = ("bench/model", h("model"), "bench/data", h("data"), "sequence-classification", "lora", h("cfg"),
-              [0, n_layers], [1000], 0, 0, 10, 2, 0, 1, 1_000_000, 1, h(BENCH_SPEC))
+              [0, n_layers], [1000], 0, 0, 10, 2, 0, 0, 1, 1_000_000, 1, h(BENCH_SPEC))
     return params, BENCH_SPEC
 
 
