@@ -140,14 +140,20 @@ rounds = 2
 '''
 
 
-def _job(n_layers: int = 6) -> tuple:
-    """propose's arguments: a one-shard, two-round job and its spec text."""
+def _job(abi: list[dict], n_layers: int = 6) -> tuple:
+    """propose's arguments: a one-shard, two-round job and its spec text, the struct encoded by the ABI's names (the
+    field order is the contract's alone; unnamed fields are zero)."""
     from eth_utils import keccak
 
+    from node.chain.clients.base import argument_components, to_abi
+
     h = lambda s: keccak(text=s)  # noqa: E731
-    params = ("bench/model", h("model"), "bench/data", h("data"), "sequence-classification", "lora", h("cfg"),
-              [0, n_layers], [1000], 0, 0, 10, 2, 0, 0, 1, 1_000_000, 1, h(BENCH_SPEC))
-    return params, BENCH_SPEC
+    comps = argument_components(abi, "propose")
+    named = dict(baseModel="bench/model", baseModelHash=h("model"), dataset="bench/data", datasetHash=h("data"),
+                 task="sequence-classification", method="lora", methodConfigHash=h("cfg"), layerBounds=[0, n_layers],
+                 shardMemoryMB=[1000], syncInterval=10, rounds=2, minReplicas=1, learningRateE9=1_000_000, seed=1,
+                 specHash=h(BENCH_SPEC))
+    return to_abi(comps, {**{c["name"]: 0 for c in comps}, **named}), BENCH_SPEC
 
 
 @dataclass
@@ -186,7 +192,7 @@ def run_scenario(chain: Chain, n: int) -> Scenario:
     g["register"] = r.gasUsed
     out.notes["register"] = "a later registrant (the first also creates the node list)"
 
-    r = chain.send(gov.functions.propose(*_job()), chain.funder, value=PROPOSAL_DEPOSIT)
+    r = chain.send(gov.functions.propose(*_job(gov.abi)), chain.funder, value=PROPOSAL_DEPOSIT)
     g["propose"] = r.gasUsed
     pid = gov.events.ProposalCreated().process_receipt(r, errors=DISCARD)[0]["args"]["proposalId"]
     created = r.blockNumber
